@@ -1,0 +1,184 @@
+"""The ``asa-deploy`` command: one subcommand per pipeline stage (DESIGN.md section 1)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from asa_deploy.errors import AsaDeployError
+
+DATA_HELP = ("data spec: nmnist:PATH, dvsgesture:PATH, events:PATH (folder with labels.csv) or "
+             "synthetic:NAME (built in, the default)")
+
+
+def _param(text: str) -> tuple[str, int]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, int(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value must be an integer") from err
+
+
+def _add_train_args(p: argparse.ArgumentParser, *, with_model_defaults: bool = True) -> None:
+    p.add_argument("--data", default="synthetic:gesture", help=DATA_HELP)
+    if with_model_defaults:
+        p.add_argument("--model", default="dvs-small",
+                       help="model spec name (see `asa-deploy models`) or YAML path")
+        p.add_argument("--attention", default="none", choices=["none", "sa", "asa1", "asa2"])
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--loss", default="mse", choices=["mse", "ce"],
+                   help="mse on output rates (the paper's) or cross-entropy on spike counts")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-val", type=int, default=None,
+                   help="validation recordings (stratified); default: --val-fraction")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--T", type=int, default=None, help="time steps (default: the model spec's)")
+    p.add_argument("--dt-ms", type=float, default=None, help="bin width (default: the dataset's)")
+    p.add_argument("--downsample", type=int, default=None)
+    p.add_argument("--binarize", action="store_true", help="clip per-bin event counts to 1")
+    p.add_argument("--eval-windows", type=int, default=10,
+                   help="windows per validation recording, majority vote (the paper: 10)")
+    p.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
+                   help="override a model spec parameter, e.g. --param c1=32 (repeatable)")
+    p.add_argument("--asa-lambda", type=float, default=None)
+    p.add_argument("--asa-r", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _config(args, **overrides):
+    from asa_deploy.train import TrainConfig
+
+    values = dict(
+        data=args.data, model=args.model, attention=args.attention, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, loss=args.loss,
+        seed=args.seed, n_val=args.n_val, val_fraction=args.val_fraction, T=args.T,
+        dt_us=int(args.dt_ms * 1000) if args.dt_ms else None, downsample=args.downsample,
+        binarize=args.binarize, eval_windows=args.eval_windows, params=dict(args.param),
+        asa_lambda=args.asa_lambda, asa_r=args.asa_r)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def cmd_train(args) -> int:
+    from asa_deploy.train import train
+
+    metrics = train(_config(args), Path(args.out), progress=not args.no_progress)
+    if metrics is not None:
+        val = metrics["val"]
+        print(f"best epoch {metrics['best_epoch']}: val accuracy {val['accuracy']:.3f}, "
+              f"NASFR {val['nasfr']:.4f} -> {Path(args.out) / 'model.pt'}")
+    return 0
+
+
+def _eval_set(artifact: dict, data: str | None, windows: int):
+    """The run's own validation split, or every recording of another data spec."""
+    import numpy as np
+
+    from asa_deploy.data import FramedDataset, FrameSpec, open_dataset
+
+    info = artifact["data"]
+    spec = data or info["spec"]
+    dataset = open_dataset(spec, seed=info["split"]["seed"])
+    frames = FrameSpec(**info["frame_spec"])
+    if spec == info["spec"]:
+        indices, what = np.asarray(info["split"]["val"]), "validation split"
+    else:
+        indices, what = np.arange(len(dataset)), "all recordings"
+    return FramedDataset(dataset, indices, frames, mode="test", n_windows=windows), f"{spec} ({what})"
+
+
+def cmd_evaluate(args) -> int:
+    from asa_deploy.train import evaluate, load_run
+
+    model, artifact = load_run(Path(args.run_dir))
+    dataset, described = _eval_set(artifact, args.data, args.eval_windows)
+    result = {"run": str(args.run_dir), "data": described, "attention": artifact["attention"],
+              **evaluate(model, dataset, progress=not args.json)}
+    from asa_deploy import io
+    io.write_json(Path(args.run_dir) / "eval.json", result)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{described}: {result['recordings']} recordings, {result['windows']} windows")
+    print(f"accuracy {result['accuracy']:.4f} (window accuracy {result['window_accuracy']:.4f})")
+    print(f"NASFR    {result['nasfr']:.4f}")
+    for name, sfr in result["sfr"].items():
+        print(f"  {name:14s} SFR {sfr:.4f}  ({result['neurons'][name]} neurons)")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from asa_deploy.nn import list_models, models_dir
+
+    print(f"model specs in {models_dir()}:")
+    for name, description in list_models():
+        print(f"  {name:12s} {description}")
+    return 0
+
+
+EXAMPLES = {
+    "train": "asa-deploy train --data nmnist:../shared/data/nmnist-small --model nmnist-net "
+             "--attention asa2 --epochs 10 --seed 0 --n-val 200 --out runs/nmnist-asa2",
+    "evaluate": "asa-deploy evaluate runs/nmnist-asa2 --json",
+    "analyze": "asa-deploy analyze runs/nmnist-asa2 --compare runs/nmnist-vanilla",
+    "models": "asa-deploy models",
+    "quickstart": "asa-deploy quickstart --out runs/quickstart",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asa-deploy",
+        description="Train ASA spiking networks on event-camera data, measure their redundancy, "
+                    "and take them to SynSense chips.",
+        epilog="Run `asa-deploy COMMAND --help` for a command's options and an example.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, help_text):
+        return sub.add_parser(name, help=help_text, description=help_text,
+                              epilog=f"example:\n  {EXAMPLES[name]}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    p = command("train", "train a network (resumes from RUN_DIR/checkpoint.pt if present)")
+    _add_train_args(p)
+    p.add_argument("--out", required=True, help="run directory")
+    p.set_defaults(func=cmd_train)
+
+    p = command("evaluate", "accuracy, NASFR and per-layer firing rates of a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("--data", default=None, help=DATA_HELP + "; default: the run's validation split")
+    p.add_argument("--eval-windows", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = command("models", "list the model specs")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except AsaDeployError as err:
+        print(f"asa-deploy {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

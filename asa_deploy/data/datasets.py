@@ -1,0 +1,571 @@
+"""Event datasets named by a URI-like spec, decoded once and kept in memory.
+
+Specs (``open_dataset``):
+
+- ``nmnist:PATH``: N-MNIST, ``PATH/Train|Test/<digit>/*.bin`` (both splits when present), a single
+  split folder ``PATH/Train`` of digit folders, or a flat folder of ``.bin`` files with ``labels.csv``.
+  Any number of files (tonic's NMNIST class needs the full 70,000). Sensor 34x34x2.
+- ``dvsgesture:PATH``: the official DVS128 Gesture release as tonic extracts it
+  (``PATH/DVSGesture/ibmGestureTrain|ibmGestureTest/userNN_<lighting>/<label>.npy``; never
+  downloaded), or a folder of 40-bit ``.bs2`` / ``.bin`` clips with ``manifest.csv`` or
+  ``labels.csv``. Sensor 128x128x2, 11 classes (10 gestures and ``other``).
+- ``events:PATH``: your own recordings (DVS128 Gait, DailyAction-DVS, a camera of yours), see below.
+- ``synthetic:NAME`` (``synthetic`` alone means ``synthetic:gesture``): the built-in generator.
+
+The ``events:PATH`` folder format::
+
+    PATH/
+      labels.csv      required; columns ``file,label``: file relative to PATH, label a class name
+                      or a 0-based class index
+      dataset.json    optional: {"sensor_size": [W, H, P],
+                                 "class_names": ["walk", "run", ...],
+                                 "frame_spec": {"T": 10, "dt_us": 50000, "downsample": 2}}
+      *.npy | *.npz   structured arrays with fields x, y, t (integer microseconds), p (0/1),
+      *.aedat4        e.g. saved with asa_deploy.data.EVENT_DTYPE; AEDAT4 needs ``pip install aedat``
+
+Without ``dataset.json`` the sensor size is inferred as the largest coordinate + 1 (logged), class
+names are ``0..max`` when every label is an integer and the sorted label names otherwise, and the
+frame spec uses T=10 bins over the median recording duration, downsampled to at most 64x64.
+
+Every recording is decoded and validated once, in the constructor: a bad file (truncated, corrupt,
+outside the sensor, empty, timestamps going backwards, unknown label) is logged on the
+``asa_deploy.data`` logger, recorded in ``EventDataset.skipped`` and left out; only a dataset with no
+usable recording at all is an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import tonic.datasets
+from tqdm import tqdm
+
+from asa_deploy.data.events import EVENT_DTYPE, SensorSize, as_events, check_events
+from asa_deploy.data.framing import FrameSpec
+from asa_deploy.data.readers import READERS, read_bin40, read_recording
+from asa_deploy.errors import BadRecordingError, DataSpecError
+
+logger = logging.getLogger("asa_deploy.data")
+
+NMNIST_SENSOR: SensorSize = (34, 34, 2)
+NMNIST_CLASSES = [str(d) for d in range(10)]
+# Three saccades in ~306 ms: ten 25 ms bins cover most of one recording.
+NMNIST_FRAME = FrameSpec(T=10, dt_us=25_000)
+
+GESTURE_SENSOR: SensorSize = (128, 128, 2)
+GESTURE_CLASSES = [
+    "hand_clapping",
+    "right_hand_wave",
+    "left_hand_wave",
+    "right_arm_clockwise",
+    "right_arm_counter_clockwise",
+    "left_arm_clockwise",
+    "left_arm_counter_clockwise",
+    "arm_roll",
+    "air_drums",
+    "air_guitar",
+    "other",
+]
+# 0.8 s windows at 32x32 (pooling 4 in the chip's DVS layer), as in DVS Gesture SNN work on Speck.
+GESTURE_FRAME = FrameSpec(T=16, dt_us=50_000, downsample=4)
+
+SCHEMES = {
+    "nmnist": "nmnist:PATH      N-MNIST folder (Train/Test/<digit>/*.bin, or .bin files + labels.csv)",
+    "dvsgesture": "dvsgesture:PATH  DVS128 Gesture (tonic's extracted release, or clips + manifest.csv)",
+    "events": "events:PATH      your recordings (.npy/.npz/.aedat4) + labels.csv [+ dataset.json]",
+    "synthetic": "synthetic:NAME   the built-in synthetic DVS generator (default: synthetic:gesture)",
+}
+
+
+@dataclass(frozen=True)
+class RecordingSource:
+    """One recording still to decode: where it is, its raw label and how to decode it.
+
+    ``label`` is a class index, a class name or the raw CSV text (resolved against the class
+    names, so unknown labels become skipped files); ``None`` means no label was found.
+    """
+
+    source: str
+    label: int | str | None
+    load: Callable[[], np.ndarray]
+    split: str = ""
+
+
+class EventDataset(Sequence):
+    """Labelled recordings decoded once into memory: ``dataset[i] -> (events, label)``.
+
+    Decoding in the constructor makes every later epoch free of parsing and surfaces bad files
+    before training starts. The cached event arrays are read-only, so a transform cannot
+    silently change the data seen by later epochs.
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        recordings: Iterable[RecordingSource],
+        *,
+        class_names: Sequence[str],
+        sensor_size: SensorSize | None,
+        frame_spec: FrameSpec | None,
+        location: str,
+    ):
+        """``sensor_size`` / ``frame_spec`` of ``None`` are inferred from the data (and logged);
+        ``location`` names the folder in errors."""
+        self.spec = spec
+        self.class_names = list(class_names)
+        self.skipped: list[tuple[str, str]] = []
+        recordings = list(recordings)
+        class_index = {name: i for i, name in enumerate(self.class_names)}
+        decoded: list[tuple[RecordingSource, np.ndarray, int]] = []
+        for rec in tqdm(recordings, desc=f"decoding {spec}", unit="file", disable=None):
+            try:
+                label = _label_index(rec.label, class_index, rec.source)
+                events = rec.load()
+                if events.dtype != EVENT_DTYPE:
+                    events = as_events(events, rec.source)
+                if sensor_size is not None:
+                    check_events(events, sensor_size, rec.source)
+            except BadRecordingError as exc:
+                self._skip(rec.source, exc.problem)
+            except Exception as exc:  # any decoder failure is one bad file, not a crash
+                self._skip(rec.source, f"cannot decode ({type(exc).__name__}: {exc})")
+            else:
+                decoded.append((rec, events, label))
+        if sensor_size is None:
+            sensor_size = _infer_sensor_size([ev for _, ev, _ in decoded], spec)
+            decoded = [d for d in decoded if self._valid(d[1], sensor_size, d[0].source)]
+        width, height, polarities = sensor_size
+        self.sensor_size: SensorSize = (int(width), int(height), int(polarities))
+        if not decoded:
+            raise DataSpecError(self._empty_message(location, len(recordings)))
+        if len(self.skipped):
+            logger.warning(
+                "%s: skipped %d of %d recordings (listed in EventDataset.skipped)",
+                spec,
+                len(self.skipped),
+                len(recordings),
+            )
+        self._events = []
+        for _, events, _ in decoded:
+            view = events.view()  # read-only view: the caller's own array stays writeable
+            view.flags.writeable = False
+            self._events.append(view)
+        self.labels = np.array([label for _, _, label in decoded], dtype=np.int64)
+        self.sources = [rec.source for rec, _, _ in decoded]
+        self.splits = [rec.split for rec, _, _ in decoded]
+        self.frame_spec = frame_spec or _default_frame_spec(self._events, self.sensor_size, spec)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        spec: str,
+        recordings: Sequence[np.ndarray],
+        labels: Sequence[int] | np.ndarray,
+        *,
+        class_names: Sequence[str],
+        sensor_size: SensorSize,
+        frame_spec: FrameSpec,
+        sources: Sequence[str] | None = None,
+    ) -> EventDataset:
+        """Wrap in-memory recordings (synthetic data, tests), validated like files are."""
+        if len(recordings) != len(labels):
+            raise DataSpecError(
+                f"{spec}: {len(recordings)} recordings but {len(labels)} labels; give one label each"
+            )
+        sources = sources or [f"{spec}#{i}" for i in range(len(recordings))]
+        items = [
+            RecordingSource(src, int(label), partial(np.asarray, events))
+            for src, events, label in zip(sources, recordings, labels, strict=True)
+        ]
+        return cls(
+            spec,
+            items,
+            class_names=class_names,
+            sensor_size=sensor_size,
+            frame_spec=frame_spec,
+            location=spec,
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:  # type: ignore[override]
+        return self._events[index], int(self.labels[index])
+
+    def __repr__(self) -> str:
+        w, h, p = self.sensor_size
+        return (
+            f"EventDataset({self.spec!r}: {len(self)} recordings, {self.num_classes} classes, "
+            f"sensor {w}x{h}x{p}, {len(self.skipped)} skipped)"
+        )
+
+    def _skip(self, source: str, problem: str) -> None:
+        logger.warning("skipping %s: %s", source, problem)
+        self.skipped.append((source, problem))
+
+    def _valid(self, events: np.ndarray, sensor_size: SensorSize, source: str) -> bool:
+        try:
+            check_events(events, sensor_size, source)
+        except BadRecordingError as exc:
+            self._skip(source, exc.problem)
+            return False
+        return True
+
+    def _empty_message(self, location: str, n_found: int) -> str:
+        if n_found == 0:
+            return f"{self.spec}: no recordings found in {location}"
+        reasons = "; ".join(f"{src}: {why}" for src, why in self.skipped[:3])
+        return (
+            f"{self.spec}: none of the {n_found} recordings in {location} is usable "
+            f"(first problems: {reasons}); see the warnings logged by 'asa_deploy.data'"
+        )
+
+
+def open_dataset(spec: str, *, seed: int = 0) -> EventDataset:
+    """Open a dataset from its spec (see the module docstring); ``seed`` drives synthetic data."""
+    scheme, sep, rest = spec.partition(":")
+    scheme = scheme.strip().lower()
+    if not sep and scheme == "synthetic":
+        rest = ""
+    elif not sep:
+        hint = f" (to read the folder {spec!r}, write e.g. 'events:{spec}')" if Path(spec).is_dir() else ""
+        raise DataSpecError(f"data spec {spec!r} has no scheme{hint}; use one of:\n{_scheme_list()}")
+    if scheme not in SCHEMES:
+        raise DataSpecError(f"data spec {spec!r}: unknown scheme {scheme!r}; use one of:\n{_scheme_list()}")
+    if scheme == "synthetic":
+        return _open_synthetic(rest.strip() or "gesture", seed)
+    root = _existing_folder(rest, spec)
+    opener = {"nmnist": _open_nmnist, "dvsgesture": _open_dvsgesture, "events": _open_events}[scheme]
+    return opener(f"{scheme}:{rest}", root)
+
+
+def _open_nmnist(spec: str, root: Path) -> EventDataset:
+    split_dirs = [d for d in _subfolders(root) if d.name.lower() in ("train", "test")]
+    if split_dirs:
+        groups = [(d, d.name.lower()) for d in split_dirs]
+    elif (root / "labels.csv").is_file():
+        return _open_labelled_folder(
+            spec, root, "labels.csv", ("label",), NMNIST_CLASSES, NMNIST_SENSOR, NMNIST_FRAME
+        )
+    elif _subfolders(root):
+        groups = [(root, root.name.lower() if root.name.lower() in ("train", "test") else "")]
+    else:
+        raise DataSpecError(
+            f"{spec}: {root} is not an N-MNIST folder; expected Train/<digit>/*.bin (and/or Test/), "
+            "<digit>/*.bin, or .bin files with a labels.csv (columns file,label)"
+        )
+    items = [
+        RecordingSource(str(path), class_dir.name, partial(read_bin40, path), split)
+        for folder, split in groups
+        for class_dir in _subfolders(folder)
+        for path in sorted(class_dir.glob("*.bin"), key=lambda p: _natural_key(p.name))
+    ]
+    return EventDataset(
+        spec,
+        items,
+        class_names=NMNIST_CLASSES,
+        sensor_size=NMNIST_SENSOR,
+        frame_spec=NMNIST_FRAME,
+        location=str(root),
+    )
+
+
+class _LocalDVSGesture(tonic.datasets.DVSGesture):
+    """tonic's DVSGesture reader that never downloads: a missing release is the user's to fix."""
+
+    def _check_exists(self) -> bool:
+        return self._folder_contains_at_least_n_files_of_type(1, ".npy")
+
+    def download(self) -> None:
+        raise DataSpecError(
+            f"no extracted DVS Gesture release in {Path(self.location_on_system, self.folder_name)}; "
+            "extract ibmGestureTrain.tar.gz / ibmGestureTest.tar.gz there (asa_deploy never downloads)"
+        )
+
+
+def _open_dvsgesture(spec: str, root: Path) -> EventDataset:
+    save_to = None
+    if any((root / "DVSGesture" / f).is_dir() for f in ("ibmGestureTrain", "ibmGestureTest")):
+        save_to = root
+    elif root.name == "DVSGesture" and any(root.glob("ibmGesture*")):
+        save_to = root.parent
+    if save_to is not None:
+        items = []
+        for train, folder in ((True, "ibmGestureTrain"), (False, "ibmGestureTest")):
+            if not (save_to / "DVSGesture" / folder).is_dir():
+                continue
+            tonic_set = _LocalDVSGesture(str(save_to), train=train)
+            split = "train" if train else "test"
+            items += [
+                RecordingSource(path, int(target), partial(_tonic_events, tonic_set, i), split)
+                for i, (path, target) in enumerate(zip(tonic_set.data, tonic_set.targets, strict=True))
+            ]
+        return EventDataset(
+            spec,
+            items,
+            class_names=GESTURE_CLASSES,
+            sensor_size=GESTURE_SENSOR,
+            frame_spec=GESTURE_FRAME,
+            location=str(save_to / "DVSGesture"),
+        )
+    for csv_name in ("manifest.csv", "labels.csv"):
+        if (root / csv_name).is_file():
+            return _open_labelled_folder(
+                spec,
+                root,
+                csv_name,
+                ("label", "label_0based_INFERRED"),
+                GESTURE_CLASSES,
+                GESTURE_SENSOR,
+                GESTURE_FRAME,
+            )
+    raise DataSpecError(
+        f"{spec}: {root} holds neither the official release (DVSGesture/ibmGestureTrain/... as "
+        "tonic extracts it) nor .bs2/.bin clips with a manifest.csv or labels.csv (columns file,label)"
+    )
+
+
+def _tonic_events(tonic_set: tonic.datasets.DVSGesture, index: int) -> np.ndarray:
+    """Events of one item of a tonic dataset (tonic converts the release's ms to us)."""
+    return tonic_set[index][0]
+
+
+def _open_events(spec: str, root: Path) -> EventDataset:
+    if not (root / "labels.csv").is_file():
+        raise DataSpecError(
+            f"{spec}: {root} has no labels.csv; an events: folder needs labels.csv (columns "
+            "file,label) beside its .npy/.npz/.aedat4 recordings, and optionally dataset.json "
+            "(see asa_deploy.data.datasets)"
+        )
+    meta = _read_dataset_json(root / "dataset.json", spec)
+    rows = _read_label_csv(root / "labels.csv", ("label",))
+    class_names = meta.get("class_names") or _infer_class_names(rows.values(), spec)
+    return _open_labelled_folder(
+        spec,
+        root,
+        "labels.csv",
+        ("label",),
+        class_names,
+        meta.get("sensor_size"),
+        meta.get("frame_spec"),
+        rows=rows,
+    )
+
+
+def _open_synthetic(name: str, seed: int) -> EventDataset:
+    from asa_deploy.data import synthetic  # the generator is only needed for this scheme
+
+    if name not in synthetic.PRESETS:
+        raise DataSpecError(
+            f"synthetic:{name}: unknown synthetic set; available: {', '.join(sorted(synthetic.PRESETS))}"
+        )
+    made = synthetic.make_recordings(name, seed=seed)
+    return EventDataset.from_arrays(
+        f"synthetic:{name}",
+        made.recordings,
+        made.labels,
+        class_names=made.class_names,
+        sensor_size=tuple(made.sensor_size),
+        frame_spec=made.frame_spec,
+    )
+
+
+def _open_labelled_folder(
+    spec: str,
+    root: Path,
+    csv_name: str,
+    label_columns: Sequence[str],
+    class_names: Sequence[str],
+    sensor_size: SensorSize | None,
+    frame_spec: FrameSpec | None,
+    rows: dict[str, str] | None = None,
+) -> EventDataset:
+    """A folder of recordings labelled by a CSV; files without a row and rows without a file are
+    skipped and counted like corrupt files."""
+    if rows is None:
+        rows = _read_label_csv(root / csv_name, label_columns)
+    on_disk = {
+        p.relative_to(root).as_posix()
+        for p in root.iterdir()
+        if p.is_file() and p.suffix.lower() in READERS
+    }
+    items = []
+    for name in sorted(on_disk | set(rows), key=_natural_key):
+        path = root / name
+        load = partial(read_recording, path) if path.is_file() else partial(_missing, path, csv_name)
+        items.append(RecordingSource(str(path), rows.get(name), load))
+    return EventDataset(
+        spec,
+        items,
+        class_names=class_names,
+        sensor_size=sensor_size,
+        frame_spec=frame_spec,
+        location=str(root),
+    )
+
+
+def _missing(path: Path, csv_name: str) -> np.ndarray:
+    raise BadRecordingError(str(path), f"listed in {csv_name} but the file does not exist")
+
+
+def _label_index(raw: int | str | None, class_index: dict[str, int], source: str) -> int:
+    """Class index of a raw label; an unknown label makes its recording a bad file."""
+    n = len(class_index)
+    if raw is None:
+        raise BadRecordingError(source, "has no label; add a row 'file,label' for it to the labels CSV")
+    if isinstance(raw, str) and raw.strip() in class_index:
+        return class_index[raw.strip()]
+    try:
+        index = int(raw)
+    except ValueError:
+        names = list(class_index)
+        shown = ", ".join(names[:12]) + (", ..." if n > 12 else "")
+        raise BadRecordingError(
+            source, f"unknown label {raw!r}: neither a class name ({shown}) nor an integer index"
+        ) from None
+    if not 0 <= index < n:
+        raise BadRecordingError(source, f"label {index} is outside the {n} classes 0..{n - 1}")
+    return index
+
+
+def _read_label_csv(path: Path, label_columns: Sequence[str]) -> dict[str, str]:
+    """``file -> label`` from a CSV with a ``file`` (or ``path``) column and a label column."""
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            reader.fieldnames = columns
+            file_col = next((c for c in ("file", "path") if c in columns), None)
+            label_col = next((c for c in label_columns if c in columns), None)
+            if file_col is None or label_col is None:
+                raise DataSpecError(
+                    f"{path}: needs columns 'file' and one of {list(label_columns)}; has {columns}"
+                )
+            return {
+                row[file_col].strip(): (row[label_col] or "").strip()
+                for row in reader
+                if row.get(file_col)
+            }
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataSpecError(f"{path}: cannot read the labels file ({exc})") from exc
+
+
+def _read_dataset_json(path: Path, spec: str) -> dict:
+    """Optional ``dataset.json``: sensor_size, class_names and frame_spec, checked here so a typo
+    fails before any decoding."""
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+        out: dict = {}
+        if "sensor_size" in meta:
+            w, h, p = (int(v) for v in meta["sensor_size"])
+            out["sensor_size"] = (w, h, p)
+        if "class_names" in meta:
+            out["class_names"] = [str(c) for c in meta["class_names"]]
+        if "frame_spec" in meta:
+            out["frame_spec"] = FrameSpec(**meta["frame_spec"])
+    except (ValueError, TypeError) as exc:
+        raise DataSpecError(
+            f"{spec}: {path} is invalid ({exc}); expected e.g. "
+            '{"sensor_size": [128, 128, 2], "class_names": ["a", "b"], '
+            '"frame_spec": {"T": 10, "dt_us": 50000, "downsample": 2}}'
+        ) from exc
+    return out
+
+
+def _infer_class_names(labels: Iterable[str], spec: str) -> list[str]:
+    """``0..max`` for integer labels, else the sorted names (integers then index into them)."""
+    labels = list(labels)
+    numbers = [int(v) for v in labels if _is_int(v)]
+    if len(numbers) == len(labels):
+        names = [str(i) for i in range(max(numbers, default=-1) + 1)]
+    else:
+        names = sorted({v for v in labels if not _is_int(v)})
+    logger.info("%s: no class_names in dataset.json; using %d classes %s", spec, len(names), names[:12])
+    return names
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _infer_sensor_size(recordings: Sequence[np.ndarray], spec: str) -> SensorSize:
+    """Largest coordinate + 1 over all recordings, two polarities; logged so a user can see it."""
+    non_empty = [ev for ev in recordings if len(ev)]
+    if not non_empty:
+        return (1, 1, 2)
+    width = max(int(ev["x"].max()) for ev in non_empty) + 1
+    height = max(int(ev["y"].max()) for ev in non_empty) + 1
+    logger.warning(
+        "%s: no sensor_size in dataset.json; inferred %dx%dx2 from the largest coordinates "
+        "(add dataset.json to fix it)",
+        spec,
+        width,
+        height,
+    )
+    return (width, height, 2)
+
+
+def _default_frame_spec(
+    recordings: Sequence[np.ndarray], sensor_size: SensorSize, spec: str
+) -> FrameSpec:
+    """T=10 bins over the median duration (ms steps), downsampled by powers of 2 to <= 64x64."""
+    durations = [int(ev["t"][-1]) - int(ev["t"][0]) + 1 for ev in recordings]
+    dt_us = max(1000, math.ceil(float(np.median(durations)) / 10 / 1000) * 1000)
+    downsample = 1
+    while max(sensor_size[:2]) // downsample > 64:
+        downsample *= 2
+    frame = FrameSpec(T=10, dt_us=dt_us, downsample=downsample)
+    logger.info("%s: no frame_spec in dataset.json; using %s", spec, frame)
+    return frame
+
+
+def _existing_folder(text: str, spec: str) -> Path:
+    """The spec's folder, or an error that shows what does exist nearby."""
+    if not text.strip():
+        raise DataSpecError(f"data spec {spec!r} names no folder; write e.g. '{spec.split(':')[0]}:PATH'")
+    path = Path(text.strip()).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise DataSpecError(f"data spec {spec!r}: {path} is a file; give the folder that holds it")
+    parent = next((p for p in path.absolute().parents if p.is_dir()), None)
+    found = ""
+    if parent is not None:
+        entries = sorted(e.name for e in parent.iterdir())
+        shown = ", ".join(entries[:10]) + (f", ... ({len(entries)} entries)" if len(entries) > 10 else "")
+        found = f"; {parent} exists and holds: {shown or '(nothing)'}"
+    raise DataSpecError(f"data spec {spec!r}: folder {path} does not exist{found}")
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    """Visible subfolders in natural order."""
+    dirs = [d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    return sorted(dirs, key=lambda d: _natural_key(d.name))
+
+
+def _natural_key(name: str) -> list[tuple[int, int | str]]:
+    """Sort key that puts ``10.bs2`` after ``9.bs2``, so recording order matches file numbering."""
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name)]
+
+
+def _scheme_list() -> str:
+    return "\n".join(f"  {line}" for line in SCHEMES.values())

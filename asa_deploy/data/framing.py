@@ -1,0 +1,199 @@
+"""Framing events into [T, P, H, W] count tensors: RCS training windows, the paper's test windows,
+and whole recordings.
+
+The ASA paper trains on one random consecutive slice (RCS) of ``T * dt`` per recording per epoch and
+tests on several windows per recording, a recording counting as correct when more than half of its
+windows are. ``FramedDataset`` serves all three modes from an in-memory ``EventDataset``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from asa_deploy.data.events import SensorSize
+
+if TYPE_CHECKING:
+    from asa_deploy.data.datasets import EventDataset
+
+FrameMode = Literal["rcs", "test", "whole"]
+
+
+@dataclass(frozen=True)
+class FrameSpec:
+    """How a recording becomes a tensor: ``T`` bins of ``dt_us`` microseconds each.
+
+    ``downsample`` divides coordinates (128x128 -> 32x32 with 4); ``binarize`` clips counts to 1.
+    """
+
+    T: int
+    dt_us: int
+    downsample: int = 1
+    binarize: bool = False
+
+    @property
+    def window_us(self) -> int:
+        return self.T * self.dt_us
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def frame_shape(sensor_size: SensorSize, spec: FrameSpec) -> tuple[int, int, int, int]:
+    """``(T, P, H // ds, W // ds)``: the one place the network input shape is derived from."""
+    width, height, polarities = sensor_size
+    return (spec.T, polarities, height // spec.downsample, width // spec.downsample)
+
+
+def frame_events(
+    events: np.ndarray, sensor_size: SensorSize, spec: FrameSpec, t_start: int
+) -> np.ndarray:
+    """Count events per bin, polarity and (downsampled) pixel: float32 ``[T, P, H//ds, W//ds]``.
+
+    Bin k holds events with ``t_start + k*dt <= t < t_start + (k+1)*dt``. Pixels beyond the last
+    whole downsampled pixel (when W or H is not a multiple of ``downsample``) are dropped, so the
+    shape matches ``frame_shape``. With one polarity channel both polarities are merged.
+    """
+    n_t, n_p, n_y, n_x = frame_shape(sensor_size, spec)
+    t = events["t"]
+    keep = (t >= t_start) & (t < t_start + spec.window_us)
+    x = events["x"][keep].astype(np.int64) // spec.downsample
+    y = events["y"][keep].astype(np.int64) // spec.downsample
+    keep_xy = (x < n_x) & (y < n_y)
+    x, y = x[keep_xy], y[keep_xy]
+    k = (t[keep][keep_xy] - t_start) // spec.dt_us
+    p = np.minimum(events["p"][keep][keep_xy].astype(np.int64), n_p - 1)
+    flat = ((k * n_p + p) * n_y + y) * n_x + x
+    counts = np.bincount(flat, minlength=n_t * n_p * n_y * n_x).astype(np.float32)
+    if spec.binarize:
+        np.minimum(counts, 1.0, out=counts)
+    return counts.reshape(n_t, n_p, n_y, n_x)
+
+
+def rcs_window_start(events: np.ndarray, spec: FrameSpec, rng: np.random.Generator) -> int:
+    """A uniformly random window start with the whole window inside the recording.
+
+    A recording shorter than the window starts at its first event (the tail bins stay empty).
+    """
+    first, last = int(events["t"][0]), int(events["t"][-1])
+    latest = last + 1 - spec.window_us
+    if latest <= first:
+        return first
+    return int(rng.integers(first, latest + 1))
+
+
+def test_window_starts(events: np.ndarray, spec: FrameSpec, n_windows: int = 10) -> list[int]:
+    """``n_windows`` evenly spaced window starts from the first event to the last possible start."""
+    first, last = int(events["t"][0]), int(events["t"][-1])
+    latest = max(first, last + 1 - spec.window_us)
+    return [int(s) for s in np.linspace(first, latest, n_windows).round().astype(np.int64)]
+
+
+test_window_starts.__test__ = False  # not a pytest test, though tests import it by name
+
+
+def whole_recording_spec(events: np.ndarray, spec: FrameSpec) -> FrameSpec:
+    """The same spec with ``dt = ceil(duration / T)``, so T bins starting at the first event cover
+    every event of the recording."""
+    duration = int(events["t"][-1]) - int(events["t"][0]) + 1
+    return replace(spec, dt_us=max(1, math.ceil(duration / spec.T)))
+
+
+class FramedDataset(Dataset):
+    """Frames of an ``EventDataset`` subset: items ``(frames [T,P,H,W] float32, label, recording)``.
+
+    ``recording`` is the position in ``indices``, so the ``n_windows`` test windows of a recording can
+    be grouped for majority voting. Mode ``"rcs"`` draws one random window per recording and epoch,
+    ``"test"`` serves ``n_windows`` fixed windows per recording, ``"whole"`` stretches T bins over the
+    whole recording. RCS windows depend only on ``(seed, epoch, item index)``, never on worker or
+    process order, so runs are reproducible with any number of DataLoader workers or ranks. Call
+    ``set_epoch`` before each epoch's DataLoader iterator is created (non-persistent workers copy the
+    dataset, epoch included, when the iterator starts).
+    """
+
+    def __init__(
+        self,
+        dataset: EventDataset,
+        indices: Sequence[int] | np.ndarray,
+        spec: FrameSpec,
+        mode: FrameMode = "rcs",
+        n_windows: int = 10,
+        seed: int = 0,
+    ):
+        if mode not in ("rcs", "test", "whole"):
+            raise ValueError(f"mode must be 'rcs', 'test' or 'whole', got {mode!r}")
+        if n_windows < 1:
+            raise ValueError(f"n_windows must be >= 1, got {n_windows}")
+        self.dataset = dataset
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.spec = spec
+        self.mode = mode
+        self.n_windows = n_windows if mode == "test" else 1
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the RCS windows of ``epoch`` (as ``DistributedSampler.set_epoch`` does)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.indices) * self.n_windows
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Label of every item, in item order (``n_windows`` repeats per recording in test mode)."""
+        return np.repeat(self.dataset.labels[self.indices], self.n_windows)
+
+    @property
+    def recordings(self) -> np.ndarray:
+        """Recording position (into ``indices``) of every item, for ``majority_vote``."""
+        return np.repeat(np.arange(len(self.indices)), self.n_windows)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"item {index} out of range for {len(self)} items")
+        recording, window = divmod(index, self.n_windows)
+        events, label = self.dataset[int(self.indices[recording])]
+        spec = self.spec
+        if self.mode == "rcs":
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, index]))
+            start = rcs_window_start(events, spec, rng)
+        elif self.mode == "test":
+            start = test_window_starts(events, spec, self.n_windows)[window]
+        else:
+            spec = whole_recording_spec(events, spec)
+            start = int(events["t"][0])
+        frames = frame_events(events, self.dataset.sensor_size, spec, start)
+        return torch.from_numpy(frames), int(label), recording
+
+
+def majority_vote(pred: np.ndarray, recording: np.ndarray, n_classes: int) -> np.ndarray:
+    """Most voted class per recording (ties go to the lowest class index).
+
+    Returns one prediction per recording id ``0..recording.max()``.
+    """
+    pred = np.asarray(pred, dtype=np.int64)
+    recording = np.asarray(recording, dtype=np.int64)
+    n_rec = int(recording.max()) + 1 if len(recording) else 0
+    votes = np.bincount(recording * n_classes + pred, minlength=n_rec * n_classes)
+    return votes.reshape(n_rec, n_classes).argmax(axis=1)
+
+
+def recording_accuracy(pred: np.ndarray, labels: np.ndarray, recording: np.ndarray) -> float:
+    """The paper's test protocol: a recording is correct when strictly more than half of its
+    windows are classified correctly; returns the share of correct recordings."""
+    recording = np.asarray(recording, dtype=np.int64)
+    if len(recording) == 0:
+        raise ValueError("recording_accuracy needs at least one window")
+    correct = (np.asarray(pred) == np.asarray(labels)).astype(np.int64)
+    n_rec = int(recording.max()) + 1
+    hits = np.bincount(recording, weights=correct, minlength=n_rec)
+    windows = np.bincount(recording, minlength=n_rec)
+    present = windows > 0
+    return float(np.mean(hits[present] * 2 > windows[present]))

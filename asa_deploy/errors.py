@@ -1,0 +1,24 @@
+"""Domain errors: each says what went wrong, where, and what to do (DESIGN.md section 5)."""
+
+from __future__ import annotations
+
+
+class AsaDeployError(Exception):
+    """Base class of every error asa_deploy raises on purpose."""
+
+
+class DataSpecError(AsaDeployError):
+    """A data spec (``nmnist:PATH``, ``synthetic:NAME``, ...) that cannot be opened."""
+
+
+class BadRecordingError(AsaDeployError):
+    """One recording that cannot be used; datasets skip and count it instead of failing."""
+
+    def __init__(self, source: str, problem: str):
+        self.source = str(source)
+        self.problem = problem
+        super().__init__(f"{self.source}: {problem}")
+
+
+class ModelSpecError(AsaDeployError):
+    """A network spec that cannot be built, or a checkpoint that does not match one."""

@@ -1,0 +1,305 @@
+"""Spiking networks built from a YAML spec (``models/*.yaml``) out of torch and sinabs layers.
+
+A spec is a list of blocks. A ``conv`` block is conv -> BN -> pool -> attention -> neuron (attention
+sits where the paper puts it: on the neuron's input current); an ``fc`` block is linear -> neuron;
+``pool`` (pooling of spikes, as a chip core pools its output) and ``flatten`` have no neuron.
+Tensors are [B, T, ...] between blocks; the synaptic layers see [B*T, ...].
+
+Spec keys::
+
+    name, description
+    input: {channels, height, width}
+    T: 10                        # time steps the spec was designed for (ASA needs it)
+    neuron: lif | iaf            # default neuron, options under neuron_options
+    params: {c1: 16, ...}        # named numbers that blocks may use; overridable (--param c1=32)
+    asa: {lambda: 0.5, r: 4}
+    blocks:
+      - {type: conv, out: c1, kernel: 3, stride: 1, padding: 1, pool: 2, bn: true, dropout: 0.0}
+      - {type: pool, kernel: 4}
+      - {type: flatten}
+      - {type: fc, out: 128}
+      - {type: fc, out: classes} # "classes" = the dataset's number of classes
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import yaml
+
+from asa_deploy.errors import ModelSpecError
+from asa_deploy.nn.attention import make_attention
+from asa_deploy.nn.neurons import NEURON_DEFAULTS, make_neuron
+
+ATTENTION_KINDS = ("none", "sa", "asa1", "asa2")
+_BLOCK_KEYS = {
+    "conv": {"type", "out", "kernel", "stride", "padding", "pool", "pool_type", "bn", "bias",
+             "dropout", "attention"},
+    "fc": {"type", "out", "bias", "dropout"},
+    "pool": {"type", "kernel", "pool_type"},
+    "flatten": {"type"},
+}
+
+
+def models_dir() -> Path:
+    """Where named specs live: $ASA_DEPLOY_MODELS, else the repository's ``models/``."""
+    return Path(os.environ.get("ASA_DEPLOY_MODELS", Path(__file__).resolve().parents[2] / "models"))
+
+
+def list_models() -> list[tuple[str, str]]:
+    """(name, one-line description) of every spec in ``models_dir()``."""
+    out = []
+    for path in sorted(models_dir().glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text())
+        out.append((path.stem, str(spec.get("description", "")).strip().splitlines()[0]))
+    return out
+
+
+@dataclass
+class ModelSpec:
+    """A parsed network spec; ``to_dict`` is stored in checkpoints so a run rebuilds its network."""
+
+    name: str
+    input: dict
+    T: int
+    neuron: str
+    blocks: list[dict]
+    params: dict = field(default_factory=dict)
+    neuron_options: dict = field(default_factory=dict)
+    asa: dict = field(default_factory=lambda: {"lambda": 0.5, "r": 4})
+    description: str = ""
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = "<dict>") -> ModelSpec:
+        missing = [k for k in ("name", "input", "T", "blocks") if k not in raw]
+        if missing:
+            raise ModelSpecError(f"{source}: model spec misses key(s) {missing}")
+        spec = cls(name=raw["name"], input=dict(raw["input"]), T=int(raw["T"]),
+                   neuron=raw.get("neuron", "lif"), blocks=[dict(b) for b in raw["blocks"]],
+                   params=dict(raw.get("params", {})),
+                   neuron_options=dict(raw.get("neuron_options", {})),
+                   asa={"lambda": 0.5, "r": 4, **raw.get("asa", {})},
+                   description=str(raw.get("description", "")))
+        spec.validate(source)
+        return spec
+
+    def to_dict(self) -> dict:
+        return copy.deepcopy(self.__dict__)
+
+    def validate(self, source: str) -> None:
+        if self.neuron not in NEURON_DEFAULTS:
+            raise ModelSpecError(f"{source}: neuron {self.neuron!r} unknown; use one of "
+                                 f"{sorted(NEURON_DEFAULTS)}")
+        for i, block in enumerate(self.blocks):
+            kind = block.get("type")
+            if kind not in _BLOCK_KEYS:
+                raise ModelSpecError(f"{source}: block {i} has type {kind!r}; use one of "
+                                     f"{sorted(_BLOCK_KEYS)}")
+            extra = set(block) - _BLOCK_KEYS[kind]
+            if extra:
+                raise ModelSpecError(f"{source}: block {i} ({kind}) has unknown key(s) "
+                                     f"{sorted(extra)}; allowed: {sorted(_BLOCK_KEYS[kind])}")
+
+    def with_overrides(self, *, params: dict | None = None, T: int | None = None,
+                       neuron: str | None = None) -> ModelSpec:
+        spec = ModelSpec.from_dict(self.to_dict(), self.name)
+        unknown = set(params or {}) - set(spec.params)
+        if unknown:
+            raise ModelSpecError(f"model {self.name!r} has no parameter(s) {sorted(unknown)}; "
+                                 f"its parameters are {spec.params}")
+        spec.params.update(params or {})
+        spec.T = T or spec.T
+        spec.neuron = neuron or spec.neuron
+        spec.validate(self.name)
+        return spec
+
+
+def load_model_spec(name_or_path: str) -> ModelSpec:
+    """A spec by file path, or by name from ``models_dir()``."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = models_dir() / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(n for n, _ in list_models()) or "(none found)"
+        raise ModelSpecError(f"no model spec {name_or_path!r}: not a file, and not one of the "
+                             f"named models in {models_dir()}: {known}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ModelSpecError(f"{path}: not valid YAML: {err}") from err
+    return ModelSpec.from_dict(raw, str(path))
+
+
+class BatchDropout(nn.Module):
+    """Dropout whose mask is drawn for the whole global batch, then cut to this process's shard.
+
+    With the same torch seed, one process and N data-parallel processes draw identical masks, so
+    distributed training gives the same model as single-process training (train/distributed.py).
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+        self.shard: tuple[int, int, int] | None = None  # (global batch, start, stop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if self.shard is None:
+            noise = torch.rand(x.shape)
+        else:
+            global_size, start, stop = self.shard
+            noise = torch.rand((global_size, *x.shape[1:]))[start:stop]
+        return x * (noise.to(x.device) >= self.p) / (1 - self.p)
+
+
+class Block(nn.Module):
+    """One stage of the network: synapse (on [B*T, ...]) -> attention -> neuron (on [B, T, ...])."""
+
+    def __init__(self, kind: str, synapse: nn.Module, attention: nn.Module | None = None,
+                 neuron: nn.Module | None = None, dropout: float = 0.0):
+        super().__init__()
+        self.kind = kind
+        self.dropout = BatchDropout(dropout) if dropout > 0 else None
+        self.synapse = synapse
+        self.attention = attention
+        self.neuron = neuron
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dropout is not None:
+            x = self.dropout(x)
+        b, t = x.shape[:2]
+        y = self.synapse(x.flatten(0, 1)).unflatten(0, (b, t))
+        if self.attention is not None:
+            y = self.attention(y)
+        return self.neuron(y) if self.neuron is not None else y
+
+
+class SpikingNetwork(nn.Module):
+    """[B, T, C, H, W] events in, [B, T, classes] output spikes out."""
+
+    def __init__(self, spec: ModelSpec, num_classes: int, attention: str = "none"):
+        super().__init__()
+        if attention not in ATTENTION_KINDS:
+            raise ModelSpecError(f"attention {attention!r} unknown; use one of {ATTENTION_KINDS}")
+        self.spec, self.num_classes, self.attention_kind = spec, num_classes, attention
+        self.blocks = nn.ModuleList()
+        shape = (int(spec.input["channels"]), int(spec.input["height"]), int(spec.input["width"]))
+        for i, block in enumerate(spec.blocks):
+            module, shape = self._build_block(i, block, shape)
+            self.blocks.append(module)
+        self.output_shape = shape
+
+    def _number(self, value, where: str) -> int:
+        if isinstance(value, str):
+            if value == "classes":
+                return self.num_classes
+            if value not in self.spec.params:
+                raise ModelSpecError(f"{self.spec.name}: {where} names {value!r}, which is not "
+                                     f"in params {self.spec.params}")
+            value = self.spec.params[value]
+        return int(value)
+
+    def _neuron(self) -> nn.Module:
+        return make_neuron(self.spec.neuron, **self.spec.neuron_options)
+
+    def _build_block(self, i: int, block: dict, shape: tuple) -> tuple[Block, tuple]:
+        kind, where = block["type"], f"block {i} ({block['type']})"
+        if kind == "flatten":
+            return Block(kind, nn.Flatten()), (int(torch.tensor(shape).prod()),)
+        if len(shape) != 3 and kind in ("conv", "pool"):
+            raise ModelSpecError(f"{self.spec.name}: {where} needs a [C, H, W] input, got {shape}")
+        if kind == "pool":
+            k = self._number(block["kernel"], where)
+            return Block(kind, _pool(block.get("pool_type", "avg"), k)), (
+                shape[0], shape[1] // k, shape[2] // k)
+        if kind == "fc":
+            if len(shape) != 1:
+                raise ModelSpecError(f"{self.spec.name}: {where} needs a flat input; add a "
+                                     f"flatten block before it (input is {shape})")
+            out = self._number(block["out"], where)
+            return Block(kind, nn.Linear(shape[0], out, bias=block.get("bias", True)),
+                         neuron=self._neuron(), dropout=block.get("dropout", 0.0)), (out,)
+        out = self._number(block["out"], where)
+        k = self._number(block.get("kernel", 3), where)
+        stride = self._number(block.get("stride", 1), where)
+        padding = self._number(block.get("padding", k // 2), where)
+        layers: list[nn.Module] = [nn.Conv2d(shape[0], out, k, stride, padding,
+                                             bias=block.get("bias", True))]
+        if block.get("bn", True):
+            layers.append(nn.BatchNorm2d(out))
+        h = (shape[1] + 2 * padding - k) // stride + 1
+        w = (shape[2] + 2 * padding - k) // stride + 1
+        pool = self._number(block.get("pool", 1), where)
+        if pool > 1:
+            layers.append(_pool(block.get("pool_type", "avg"), pool))
+            h, w = h // pool, w // pool
+        attention = None
+        if block.get("attention", True):
+            attention = make_attention(self.attention_kind, T=self.spec.T,
+                                       lam=self.spec.asa["lambda"], r=self.spec.asa["r"])
+        return Block(kind, nn.Sequential(*layers), attention, self._neuron(),
+                     block.get("dropout", 0.0)), (out, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5:
+            raise ValueError(f"expected input [B, T, C, H, W], got shape {tuple(x.shape)}")
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def spiking_layers(self) -> list[tuple[str, nn.Module]]:
+        """Every neuron layer in order, named ``block<i>.<conv|fc>``."""
+        return [(f"block{i}.{b.kind}", b.neuron) for i, b in enumerate(self.blocks)
+                if b.neuron is not None]
+
+    def attention_layers(self) -> list[tuple[str, nn.Module]]:
+        return [(f"block{i}.{b.kind}", b.attention) for i, b in enumerate(self.blocks)
+                if b.attention is not None]
+
+    def reset_states(self) -> None:
+        for _, neuron in self.spiking_layers():
+            neuron.reset_states()
+
+    def set_batch_shard(self, global_size: int, start: int, stop: int) -> None:
+        """Tell dropout which rows of the global batch this process holds (data parallelism)."""
+        for module in self.modules():
+            if isinstance(module, BatchDropout):
+                module.shard = (global_size, start, stop)
+
+    def _neuron_state_keys(self) -> set[str]:
+        return {f"blocks.{i}.neuron.{name}" for i, b in enumerate(self.blocks)
+                if b.neuron is not None for name, _ in b.neuron.named_buffers()}
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The state dict without neuron states (their shape depends on the last batch)."""
+        states = self._neuron_state_keys()
+        return {k: v.detach().clone() for k, v in self.state_dict().items() if k not in states}
+
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Load ``weights()`` output; any other missing or extra key is an error."""
+        self.reset_states()
+        states = self._neuron_state_keys()
+        result = self.load_state_dict(weights, strict=False)
+        missing = [k for k in result.missing_keys if k not in states]
+        if missing or result.unexpected_keys:
+            raise ModelSpecError(f"weights do not fit network {self.spec.name!r} "
+                                 f"(attention {self.attention_kind}): missing {missing[:5]}, "
+                                 f"unexpected {result.unexpected_keys[:5]}")
+
+
+def _pool(kind: str, k: int) -> nn.Module:
+    if kind == "avg":
+        return nn.AvgPool2d(k)
+    if kind == "max":
+        return nn.MaxPool2d(k)
+    raise ModelSpecError(f"pool_type {kind!r} unknown; use avg or max")
+
+
+def build_network(spec: ModelSpec, num_classes: int, attention: str = "none") -> SpikingNetwork:
+    return SpikingNetwork(spec, num_classes, attention)

@@ -1,0 +1,68 @@
+"""Accuracy (per window and under the paper's majority vote) and firing rates over a framed dataset."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from asa_deploy.data import recording_accuracy
+from asa_deploy.train.distributed import ProcessGroup, sum_tensor
+
+
+def collate(items) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    frames, labels, recordings = zip(*items, strict=True)
+    return torch.stack(frames), torch.as_tensor(labels), torch.as_tensor(recordings)
+
+
+@torch.no_grad()
+def evaluate(model, dataset, *, batch_size: int = 64, group: ProcessGroup | None = None,
+             progress: bool = False) -> dict:
+    """Returns accuracy (strict majority over each recording's windows), window accuracy,
+    per-layer spike firing rate SFR_l = spikes / (T x neurons x samples) and NASFR (their
+    neuron-count-weighted mean, asa-method.md section 2)."""
+    group = group or ProcessGroup()
+    model.eval()
+    layers = model.spiking_layers()
+    spikes = torch.zeros(len(layers), dtype=torch.float64)
+    neurons = [0] * len(layers)
+    steps = [0] * len(layers)
+
+    def counter(i):
+        def hook(_module, _inputs, out):
+            spikes[i] += out.detach().double().sum().cpu()
+            neurons[i], steps[i] = out[0, 0].numel(), out.shape[1]
+        return hook
+
+    handles = [layer.register_forward_hook(counter(i)) for i, (_, layer) in enumerate(layers)]
+    n = len(dataset)
+    mine = list(range(group.rank, n, group.world_size))
+    predictions = torch.zeros(n, dtype=torch.float64)
+    try:
+        for start in tqdm(range(0, len(mine), batch_size), desc="evaluate", leave=False,
+                          disable=not (progress and group.is_main)):
+            idx = mine[start:start + batch_size]
+            frames, _, _ = collate([dataset[i] for i in idx])
+            model.reset_states()
+            out = model(frames.to(group.device))
+            predictions[idx] = out.mean(1).argmax(1).double().cpu()
+    finally:
+        for h in handles:
+            h.remove()
+    predictions = sum_tensor(predictions, group).long().numpy()
+    spikes = sum_tensor(spikes, group)
+    labels = np.asarray(dataset.labels)
+    recordings = np.asarray(dataset.recordings)
+    sfr = {name: float(spikes[i] / (steps[i] * neurons[i] * n)) if neurons[i] else 0.0
+           for i, (name, _) in enumerate(layers)}
+    counts = {name: neurons[i] for i, (name, _) in enumerate(layers)}
+    total = sum(counts.values())
+    return {
+        "accuracy": float(recording_accuracy(predictions, labels, recordings)),
+        "window_accuracy": float(np.mean(predictions == labels)),
+        "nasfr": sum(sfr[k] * counts[k] for k in sfr) / total if total else 0.0,
+        "sfr": sfr,
+        "neurons": counts,
+        "windows": n,
+        "recordings": int(len(np.unique(recordings))),
+    }

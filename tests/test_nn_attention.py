@@ -1,0 +1,136 @@
+"""ASA, SA and the network builder: shapes, mask rules, gradients, edge cases."""
+
+import math
+
+import pytest
+import torch
+
+from asa_deploy.nn import (
+    AdvancedSpatialAttention,
+    SpatialAttention,
+    build_network,
+    load_model_spec,
+    make_neuron,
+)
+from asa_deploy.nn.attention import top_k_mask
+
+
+@pytest.mark.parametrize("variant", ["asa1", "asa2"])
+@pytest.mark.parametrize("shape", [(3, 6, 8, 5, 7), (1, 6, 8, 5, 7), (2, 1, 4, 3, 3)])
+def test_asa_shape_and_masks_partition(variant, shape):
+    torch.manual_seed(0)
+    n, t, c, h, w = shape
+    asa = AdvancedSpatialAttention(T=t, variant=variant, lam=0.5, r=2)
+    x = torch.randn(shape)
+    y = asa(x)
+    assert y.shape == x.shape
+    m1, m2 = asa.masks(x)
+    assert m1.shape == (n, t, c, 1, 1)
+    assert torch.equal(m1 + m2, torch.ones_like(m1))
+    assert set(m1.unique().tolist()) <= {0.0, 1.0}
+    maps = asa.spatial_maps(x, m1, m2)
+    assert maps.shape == (n, 2, h, w)  # one map per sample and group, shared over T and C
+
+
+def test_asa_xor_rule_on_hand_made_input():
+    # T=2, C=4, lambda=0.5: top-2 channels per step, top-1 step per channel.
+    scores = torch.tensor([[[4.0, 3.0, 2.0, 1.0],    # t=0: channels 0, 1 important
+                            [1.0, 5.0, 6.0, 0.5]]])  # t=1: channels 1, 2 important
+    x = scores[..., None, None].expand(1, 2, 4, 3, 3).clone()  # avg = max = score
+    asa = AdvancedSpatialAttention(T=2, variant="asa2", lam=0.5)
+    m1, _ = asa.masks(x)
+    # over channels: t0 -> {0,1}, t1 -> {1,2}; over time (per channel): c0 -> t0, c1 -> t1,
+    # c2 -> t1, c3 -> t0.
+    over_channels = torch.tensor([[1, 1, 0, 0], [0, 1, 1, 0]], dtype=torch.float)
+    over_time = torch.tensor([[1, 0, 0, 1], [0, 1, 1, 0]], dtype=torch.float)
+    expected = (over_channels != over_time).float()
+    assert torch.equal(m1[0, :, :, 0, 0], expected)
+    assert expected.tolist() == [[0, 1, 0, 1], [0, 0, 0, 0]]
+
+
+def test_asa_output_is_maps_times_masked_input():
+    torch.manual_seed(1)
+    asa = AdvancedSpatialAttention(T=4, variant="asa2")
+    x = torch.rand(2, 4, 6, 5, 5)
+    m1, m2 = asa.masks(x)
+    maps = asa.spatial_maps(x, m1, m2)
+    expected = maps[:, None, 0:1] * m1 * x + maps[:, None, 1:2] * m2 * x
+    assert torch.allclose(asa(x), expected)
+
+
+def test_top_k_mask_counts():
+    scores = torch.randn(3, 5, 8)
+    assert torch.all(top_k_mask(scores, 4, dim=2).sum(2) == 4)
+    assert torch.all(top_k_mask(scores, 0, dim=2) == 0)
+
+
+def test_asa1_importance_receives_gradient():
+    torch.manual_seed(2)
+    asa = AdvancedSpatialAttention(T=6, variant="asa1", r=2)
+    x = torch.randn(2, 6, 8, 4, 4, requires_grad=True)
+    (asa(x) * torch.randn(2, 6, 8, 4, 4)).sum().backward()
+    for name, p in asa.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert x.grad.abs().sum() > 0
+
+
+def test_asa2_learns_only_the_spatial_convolutions():
+    asa = AdvancedSpatialAttention(T=6, variant="asa2")
+    names = {n for n, _ in asa.named_parameters()}
+    assert names == {"spatial.0.weight", "spatial.1.weight"}
+    asa(torch.randn(2, 6, 8, 4, 4)).sum().backward()
+    assert all(p.grad.abs().sum() > 0 for p in asa.parameters())
+
+
+def test_asa_parameter_cost_is_tiny():
+    asa = AdvancedSpatialAttention(T=60, variant="asa1", r=4)
+    # two 2->1 3x3 convs (36) + a, b (2) + MLP 60->15->60 (1800): asa-method.md's ~1.8 K
+    assert sum(p.numel() for p in asa.parameters()) == 36 + 2 + 2 * 60 * 15
+
+
+def test_asa_refuses_wrong_T():
+    asa = AdvancedSpatialAttention(T=4)
+    with pytest.raises(ValueError, match="T=4"):
+        asa(torch.randn(1, 5, 3, 2, 2))
+
+
+def test_spatial_attention_shape_and_range():
+    sa = SpatialAttention(3)
+    x = torch.rand(2, 3, 4, 6, 6)
+    y = sa(x)
+    assert y.shape == x.shape
+    assert torch.all(y <= x + 1e-7) and torch.all(y >= 0)
+
+
+def test_lif_matches_paper_dynamics():
+    lif = make_neuron("lif")
+    current = torch.tensor([0.2, 0.2, 0.05, 0.4, 0.0]).view(1, 5, 1)
+    spikes = lif(current).flatten().tolist()
+    # u: 0.2 -> 0.06+0.2=0.26 -> 0.078+0.05=0.128 -> 0.0384+0.4=0.4384 (spike, reset) -> 0
+    assert spikes == [0, 0, 0, 1, 0]
+    assert math.isclose(lif.alpha_mem_calculated.item(), 0.3, rel_tol=1e-6)
+
+
+def test_iaf_subtracts_and_clamps():
+    iaf = make_neuron("iaf", threshold=1.0, min_v_mem=-1.0)
+    current = torch.tensor([0.6, 0.6, -5.0, 1.5]).view(1, 4, 1)
+    assert iaf(current).flatten().tolist() == [0, 1, 0, 0]
+    assert math.isclose(iaf.v_mem.item(), 0.5, rel_tol=1e-6)  # -1 (clamped) + 1.5
+
+
+@pytest.mark.parametrize("model", ["nmnist-net", "arch-a", "arch-d", "speck-tiny", "dvs-small"])
+@pytest.mark.parametrize("attention", ["none", "sa", "asa1", "asa2"])
+def test_networks_build_and_run_batch1_T1(model, attention):
+    spec = load_model_spec(model).with_overrides(T=1)
+    net = build_network(spec, 7, attention)
+    x = torch.rand(1, 1, spec.input["channels"], spec.input["height"], spec.input["width"])
+    net.reset_states()
+    assert net(x).shape == (1, 1, 7)
+    assert len(net.spiking_layers()) >= 3
+
+
+def test_channel_widths_are_configurable():
+    spec = load_model_spec("arch-a").with_overrides(params={"c1": 8, "c2": 8, "c3": 8, "fc": 16})
+    net = build_network(spec, 11, "none")
+    assert net.blocks[0].synapse[0].out_channels == 8
+    assert net.blocks[4].synapse.out_features == 16
