@@ -70,7 +70,9 @@ def test_frame_downsample_binarize_and_merged_polarity():
     frames = frame_events(ev, (128, 128, 2), spec, 0)
     assert frames.shape == (1, 2, 32, 32)
     assert frames[0, 0, 0, 0] == 1 and frames[0, 1, 0, 0] == 2 and frames[0, 0, 31, 31] == 1
-    binary = frame_events(ev, (128, 128, 2), FrameSpec(T=1, dt_us=10, downsample=4, binarize=True), 0)
+    binary = frame_events(
+        ev, (128, 128, 2), FrameSpec(T=1, dt_us=10, downsample=4, binarize=True), 0
+    )
     assert binary[0, 1, 0, 0] == 1
     merged = frame_events(ev, (128, 128, 1), spec, 0)
     assert merged.shape == (1, 1, 32, 32) and merged[0, 0, 0, 0] == 3

@@ -204,7 +204,7 @@ class _Recorder:
             name=self.name,
             shape=tuple(self.spiking_count.shape[1:]),
             threshold=self.threshold,
-            alpha=float(self.layer.alpha_mem_calculated),
+            alpha=float(self.layer.alpha_mem_calculated.detach()),
             n_samples=self.n_samples,
             spike_total=self.spike_total,
             spiking_count=self.spiking_count,

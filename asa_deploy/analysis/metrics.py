@@ -221,7 +221,7 @@ def mpd_histogram(u: ArrayLike, edges: ArrayLike) -> MPDHistogram:
     offsets = (torch.arange(channels, device=u.device) * width).view(1, channels, 1)
     out = torch.empty(steps, channels, width, dtype=torch.int64)
     for t in range(steps):
-        ut = u[:, t].reshape(u.shape[0], channels, -1)
+        ut = u[:, t].reshape(u.shape[0], channels, -1).contiguous()
         slot = torch.bucketize(ut, edges, right=True)  # 0 below edges[0], n_bins + 1 from edges[-1]
         out[t] = torch.bincount((slot + offsets).flatten(), minlength=channels * width).view(
             channels, width

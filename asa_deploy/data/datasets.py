@@ -24,8 +24,9 @@ The ``events:PATH`` folder format::
       *.aedat4        e.g. saved with asa_deploy.data.EVENT_DTYPE; AEDAT4 needs ``pip install aedat``
 
 Without ``dataset.json`` the sensor size is inferred as the largest coordinate + 1 (logged), class
-names are ``0..max`` when every label is an integer and the sorted label names otherwise, and the
-frame spec uses T=10 bins over the median recording duration, downsampled to at most 64x64.
+names are ``0..max`` when most labels are integers and the sorted label names otherwise (labels of
+the other kind are then skipped as unknown), and the frame spec uses T=10 bins over the median
+recording duration, downsampled to at most 64x64.
 
 Every recording is decoded and validated once, in the constructor: a bad file (truncated, corrupt,
 outside the sensor, empty, timestamps going backwards, unknown label) is logged on the
@@ -147,7 +148,7 @@ class EventDataset(Sequence):
         self.sensor_size: SensorSize = (int(width), int(height), int(polarities))
         if not decoded:
             raise DataSpecError(self._empty_message(location, len(recordings)))
-        if len(self.skipped):
+        if self.skipped:
             logger.warning(
                 "%s: skipped %d of %d recordings (listed in EventDataset.skipped)",
                 spec,
@@ -181,7 +182,8 @@ class EventDataset(Sequence):
             raise DataSpecError(
                 f"{spec}: {len(recordings)} recordings but {len(labels)} labels; give one label each"
             )
-        sources = sources or [f"{spec}#{i}" for i in range(len(recordings))]
+        if sources is None:
+            sources = [f"{spec}#{i}" for i in range(len(recordings))]
         items = [
             RecordingSource(src, int(label), partial(np.asarray, events))
             for src, events, label in zip(sources, recordings, labels, strict=True)
@@ -241,14 +243,24 @@ def open_dataset(spec: str, *, seed: int = 0) -> EventDataset:
     if not sep and scheme == "synthetic":
         rest = ""
     elif not sep:
-        hint = f" (to read the folder {spec!r}, write e.g. 'events:{spec}')" if Path(spec).is_dir() else ""
-        raise DataSpecError(f"data spec {spec!r} has no scheme{hint}; use one of:\n{_scheme_list()}")
+        hint = (
+            f" (to read the folder {spec!r}, write e.g. 'events:{spec}')"
+            if Path(spec).is_dir()
+            else ""
+        )
+        raise DataSpecError(
+            f"data spec {spec!r} has no scheme{hint}; use one of:\n{_scheme_list()}"
+        )
     if scheme not in SCHEMES:
-        raise DataSpecError(f"data spec {spec!r}: unknown scheme {scheme!r}; use one of:\n{_scheme_list()}")
+        raise DataSpecError(
+            f"data spec {spec!r}: unknown scheme {scheme!r}; use one of:\n{_scheme_list()}"
+        )
     if scheme == "synthetic":
         return _open_synthetic(rest.strip() or "gesture", seed)
     root = _existing_folder(rest, spec)
-    opener = {"nmnist": _open_nmnist, "dvsgesture": _open_dvsgesture, "events": _open_events}[scheme]
+    opener = {"nmnist": _open_nmnist, "dvsgesture": _open_dvsgesture, "events": _open_events}[
+        scheme
+    ]
     return opener(f"{scheme}:{rest}", root)
 
 
@@ -296,6 +308,9 @@ class _LocalDVSGesture(tonic.datasets.DVSGesture):
         )
 
 
+_LocalDVSGesture.__name__ = "DVSGesture"  # tonic reads from save_to/<class name>/
+
+
 def _open_dvsgesture(spec: str, root: Path) -> EventDataset:
     save_to = None
     if any((root / "DVSGesture" / f).is_dir() for f in ("ibmGestureTrain", "ibmGestureTest")):
@@ -311,7 +326,9 @@ def _open_dvsgesture(spec: str, root: Path) -> EventDataset:
             split = "train" if train else "test"
             items += [
                 RecordingSource(path, int(target), partial(_tonic_events, tonic_set, i), split)
-                for i, (path, target) in enumerate(zip(tonic_set.data, tonic_set.targets, strict=True))
+                for i, (path, target) in enumerate(
+                    zip(tonic_set.data, tonic_set.targets, strict=True)
+                )
             ]
         return EventDataset(
             spec,
@@ -405,7 +422,9 @@ def _open_labelled_folder(
     items = []
     for name in sorted(on_disk | set(rows), key=_natural_key):
         path = root / name
-        load = partial(read_recording, path) if path.is_file() else partial(_missing, path, csv_name)
+        load = (
+            partial(read_recording, path) if path.is_file() else partial(_missing, path, csv_name)
+        )
         items.append(RecordingSource(str(path), rows.get(name), load))
     return EventDataset(
         spec,
@@ -425,7 +444,9 @@ def _label_index(raw: int | str | None, class_index: dict[str, int], source: str
     """Class index of a raw label; an unknown label makes its recording a bad file."""
     n = len(class_index)
     if raw is None:
-        raise BadRecordingError(source, "has no label; add a row 'file,label' for it to the labels CSV")
+        raise BadRecordingError(
+            source, "has no label; add a row 'file,label' for it to the labels CSV"
+        )
     if isinstance(raw, str) and raw.strip() in class_index:
         return class_index[raw.strip()]
     try:
@@ -488,14 +509,20 @@ def _read_dataset_json(path: Path, spec: str) -> dict:
 
 
 def _infer_class_names(labels: Iterable[str], spec: str) -> list[str]:
-    """``0..max`` for integer labels, else the sorted names (integers then index into them)."""
+    """``0..max`` when most labels are integers, else the sorted names.
+
+    Going by the majority means a typo among integer labels (or a stray number among names)
+    becomes one skipped file rather than a new class.
+    """
     labels = list(labels)
     numbers = [int(v) for v in labels if _is_int(v)]
-    if len(numbers) == len(labels):
+    if 2 * len(numbers) >= len(labels):
         names = [str(i) for i in range(max(numbers, default=-1) + 1)]
     else:
         names = sorted({v for v in labels if not _is_int(v)})
-    logger.info("%s: no class_names in dataset.json; using %d classes %s", spec, len(names), names[:12])
+    logger.info(
+        "%s: no class_names in dataset.json; using %d classes %s", spec, len(names), names[:12]
+    )
     return names
 
 
@@ -541,7 +568,9 @@ def _default_frame_spec(
 def _existing_folder(text: str, spec: str) -> Path:
     """The spec's folder, or an error that shows what does exist nearby."""
     if not text.strip():
-        raise DataSpecError(f"data spec {spec!r} names no folder; write e.g. '{spec.split(':')[0]}:PATH'")
+        raise DataSpecError(
+            f"data spec {spec!r} names no folder; write e.g. '{spec.split(':')[0]}:PATH'"
+        )
     path = Path(text.strip()).expanduser()
     if path.is_dir():
         return path
@@ -551,7 +580,9 @@ def _existing_folder(text: str, spec: str) -> Path:
     found = ""
     if parent is not None:
         entries = sorted(e.name for e in parent.iterdir())
-        shown = ", ".join(entries[:10]) + (f", ... ({len(entries)} entries)" if len(entries) > 10 else "")
+        shown = ", ".join(entries[:10]) + (
+            f", ... ({len(entries)} entries)" if len(entries) > 10 else ""
+        )
         found = f"; {parent} exists and holds: {shown or '(nothing)'}"
     raise DataSpecError(f"data spec {spec!r}: folder {path} does not exist{found}")
 

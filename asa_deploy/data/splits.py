@@ -26,7 +26,9 @@ def stratified_split(
     """
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) == 0:
-        raise DataSpecError(f"stratified_split needs a non-empty 1-D label array, got {labels.shape}")
+        raise DataSpecError(
+            f"stratified_split needs a non-empty 1-D label array, got {labels.shape}"
+        )
     classes, counts = np.unique(labels, return_counts=True)
     low = (counts >= 2).astype(np.int64)
     high = np.maximum(counts - 1, 0)

@@ -22,14 +22,15 @@ What one recording simulates (128 x 128 sensor, polarity 0 = OFF, 1 = ON, times 
 - **Hot pixels**: a few pixels at fixed locations (a property of the simulated sensor, the same
   in every recording of a preset, see :func:`hot_pixels`) firing at 50-200 Hz.
 - **A flickering textured patch** (in most recordings): a 36-60 px rectangle, placed at random,
-  whose textured pixels fire ON/OFF bursts at 10-15 Hz (about 5 events/s per textured pixel): the large high-rate background area that
-  noise features lock onto.
+  whose textured pixels fire ON/OFF bursts at 10-15 Hz (about 5 events/s per textured pixel):
+  the large high-rate background area that noise features lock onto.
 - **A distractor** (in some recordings): a small, slow dot moving in a random direction.
 
 Presets (:data:`PRESETS`):
 
-- ``gesture`` (default): 6 classes x 50 recordings of 1.2 s, about 17k events each (8k-28k); framed as
-  T = 10 bins of 100 ms (a 1.0 s window, so RCS windows can still move) downsampled by 4 to 32 x 32.
+- ``gesture`` (default): 6 classes x 50 recordings of 1.2 s, about 17k events each (8k-28k);
+  framed as T = 10 bins of 100 ms (a 1.0 s window, so RCS windows can still move),
+  downsampled by 4 to 32 x 32.
 - ``gesture-tiny``: 6 classes x 3 recordings of 0.6 s, T = 5 x 100 ms; for unit tests.
 - ``gesture-clean``: ``gesture`` without hot pixels, flicker, distractor and with little
   background activity; a control for "does the noise make the noise features?".
@@ -188,7 +189,7 @@ def _preset(name: str) -> SyntheticPreset:
 
 
 def recording_seeds(name: str, seed: int, n: int) -> list[np.random.SeedSequence]:
-    """One independent seed per recording, from ``(name, seed)`` only (child ``i`` ignores ``n``)."""
+    """One independent seed per recording from ``(name, seed)``; child ``i`` ignores ``n``."""
     root = np.random.SeedSequence([int(seed), zlib.crc32(name.encode("utf-8"))])
     return root.spawn(n)
 
@@ -500,7 +501,7 @@ def _background(preset: SyntheticPreset, duration: float, rng: np.random.Generat
 
 
 def _hot_pixel_events(preset: SyntheticPreset, duration: float, rng: np.random.Generator) -> Parts:
-    """Fixed hot pixels firing as Poisson processes at high rate (rate varies +-20 % per recording)."""
+    """Fixed hot pixels firing as Poisson processes at high rate (+-20 % per recording)."""
     xy, rates, on_prob = _hot_pixel_table(
         preset.sensor, preset.n_hot_pixels, preset.hot_pixel_rate_hz, preset.hot_pixel_seed
     )

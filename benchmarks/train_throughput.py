@@ -1,0 +1,87 @@
+"""Training throughput (samples/s) of the same network and batch, vanilla against SA and ASA.
+
+Measures forward + backward + Adam step on random event frames (the data pipeline is excluded, so the
+ratio isolates the attention's cost). Writes JSON with the machine it ran on.
+
+    python benchmarks/train_throughput.py --model nmnist-net --batch 32 --out benchmarks/results/train_throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from asa_deploy.nn import build_network, load_model_spec
+from asa_deploy.train.loop import per_sample_loss
+
+
+def measure(model_name: str, attention: str, batch: int, steps: int, repeats: int, T: int | None,
+            seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    spec = load_model_spec(model_name).with_overrides(T=T)
+    net = build_network(spec, 10, attention)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    shape = (batch, spec.T, spec.input["channels"], spec.input["height"], spec.input["width"])
+    x = (torch.rand(shape) < 0.05).float()
+    labels = torch.randint(0, 10, (batch,))
+
+    def step():
+        net.reset_states()
+        loss = per_sample_loss(net(x), labels, "mse").mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(2):  # warm-up
+        step()
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rates.append(steps * batch / (time.perf_counter() - t0))
+    return {"attention": attention, "samples_per_s": statistics.median(rates),
+            "runs_samples_per_s": rates}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="nmnist-net")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--T", type=int, default=None)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--attention", nargs="+", default=["none", "sa", "asa2", "asa1"])
+    p.add_argument("--out", default="benchmarks/results/train_throughput.json")
+    args = p.parse_args()
+    results = []
+    # Interleave the variants so slow drift of the machine affects all of them alike.
+    for attention in args.attention:
+        results.append(measure(args.model, attention, args.batch, args.steps, args.repeats, args.T))
+        print(f"{attention:5s} {results[-1]['samples_per_s']:8.1f} samples/s", flush=True)
+    base = next(r for r in results if r["attention"] == "none")["samples_per_s"]
+    for r in results:
+        r["overhead_vs_vanilla"] = base / r["samples_per_s"] - 1
+    report = {
+        "benchmark": "train_throughput", "model": args.model, "batch": args.batch,
+        "T": args.T or load_model_spec(args.model).T, "steps": args.steps, "repeats": args.repeats,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cpus": os.cpu_count(), "torch": torch.__version__,
+                    "torch_threads": torch.get_num_threads()},
+        "results": results,
+    }
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+    for r in results:
+        print(f"{r['attention']:5s} overhead vs vanilla: {100 * r['overhead_vs_vanilla']:+.1f} %")
+
+
+if __name__ == "__main__":
+    main()

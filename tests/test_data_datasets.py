@@ -1,0 +1,301 @@
+"""Datasets from specs: real folders, every kind of bad file skipped and counted, clear spec errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import asa_deploy.data
+from asa_deploy.data import EVENT_DTYPE, FrameSpec, open_dataset, stratified_split
+from asa_deploy.errors import DataSpecError
+
+
+def _events(n: int, *, width: int = 34, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    ev = np.zeros(n, dtype=EVENT_DTYPE)
+    ev["x"] = rng.integers(0, width, n)
+    ev["y"] = rng.integers(0, width, n)
+    ev["t"] = np.sort(rng.integers(0, 300_000, n))
+    ev["p"] = rng.integers(0, 2, n)
+    return ev
+
+
+def _write_labels(folder, rows) -> None:
+    with open(folder / "labels.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "label"])
+        writer.writerows(rows)
+
+
+# --- real data ---------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_nmnist_small_opens_with_class_counts(shared_data):
+    root = shared_data / "nmnist-small"
+    ds = open_dataset(f"nmnist:{root}")
+    assert len(ds) == 1000 and ds.skipped == []
+    assert ds.sensor_size == (34, 34, 2) and ds.num_classes == 10
+    counts = np.bincount(ds.labels, minlength=10).tolist()
+    assert counts == [97, 116, 99, 93, 105, 92, 94, 117, 87, 100]
+    assert ds.frame_spec == FrameSpec(T=10, dt_us=25_000)
+    with open(root / "manifest.csv", newline="") as f:
+        manifest = {str(root / r["path"]): r for r in csv.DictReader(f)}
+    for i in (0, 500, 999):
+        events, label = ds[i]
+        row = manifest[ds.sources[i]]
+        assert label == int(row["label"]) and len(events) == int(row["n_events"])
+    assert ds[3][0] is ds[3][0]  # decoded once, served from memory
+    assert not ds[3][0].flags.writeable
+    train = open_dataset(f"nmnist:{root}/Train")
+    assert len(train) == 1000 and set(train.splits) == {"train"}
+
+
+@pytest.mark.integration
+def test_dvsgesture_clips_open_with_manifest_labels(shared_data):
+    ds = open_dataset(f"dvsgesture:{shared_data / 'dvsgesture-10'}")
+    assert len(ds) == 10 and ds.num_classes == 11 and ds.class_names[-1] == "other"
+    assert ds.sensor_size == (128, 128, 2)
+    assert ds.frame_spec == FrameSpec(T=16, dt_us=50_000, downsample=4)
+    assert [s.rsplit("/", 1)[1] for s in ds.sources[:3]] == ["1.bs2", "2.bs2", "3.bs2"]
+    assert ds.labels.tolist() == list(range(10))
+    assert len(ds[0][0]) == 63471 and ds.class_names[ds[0][1]] == "hand_clapping"
+
+
+@pytest.mark.integration
+def test_one_corrupt_shared_file_is_skipped(tmp_path, shared_data, caplog):
+    src = shared_data / "nmnist-small" / "Train"
+    for digit in ("3", "7"):
+        (tmp_path / "Train" / digit).mkdir(parents=True)
+        for f in sorted((src / digit).glob("*.bin"))[:3]:
+            shutil.copy(f, tmp_path / "Train" / digit / f.name)
+    bad = sorted((tmp_path / "Train" / "7").glob("*.bin"))[1]
+    bad.write_bytes(bad.read_bytes()[:-1])
+    with caplog.at_level(logging.WARNING, logger="asa_deploy.data"):
+        ds = open_dataset(f"nmnist:{tmp_path}")
+    assert len(ds) == 5 and ds.labels.tolist() == [3, 3, 3, 7, 7]
+    assert len(ds.skipped) == 1 and ds.skipped[0][0] == str(bad)
+    assert "truncated" in ds.skipped[0][1]
+    assert any(str(bad) in r.getMessage() and "truncated" in r.getMessage() for r in caplog.records)
+
+
+# --- built in tmp_path -------------------------------------------------------------------------
+
+
+def test_nmnist_layout_skips_each_bad_file(tmp_path, bin40_writer):
+    good = _events(50)
+    for digit in ("0", "1"):
+        (tmp_path / "Test" / digit).mkdir(parents=True)
+        for k in range(2):
+            bin40_writer(
+                tmp_path / "Test" / digit / f"{k}.bin", good["x"], good["y"], good["t"], good["p"]
+            )
+    (tmp_path / "Test" / "cat").mkdir()
+    bin40_writer(tmp_path / "Test" / "cat" / "0.bin", good["x"], good["y"], good["t"], good["p"])
+    bin40_writer(tmp_path / "Test" / "1" / "wide.bin", [40], [3], [5], [1])
+    (tmp_path / "Test" / "0" / "cut.bin").write_bytes(b"\x01\x02\x03")
+    (tmp_path / "Test" / "0" / "empty.bin").write_bytes(b"")
+    ds = open_dataset(f"nmnist:{tmp_path}")
+    assert len(ds) == 4 and ds.labels.tolist() == [0, 0, 1, 1] and set(ds.splits) == {"test"}
+    reasons = {src.rsplit("/", 2)[-2] + "/" + src.rsplit("/", 1)[1]: why for src, why in ds.skipped}
+    assert set(reasons) == {"cat/0.bin", "1/wide.bin", "0/cut.bin", "0/empty.bin"}
+    assert "unknown label 'cat'" in reasons["cat/0.bin"]
+    assert "outside the 34x34 sensor" in reasons["1/wide.bin"]
+    assert "truncated" in reasons["0/cut.bin"]
+    assert "empty" in reasons["0/empty.bin"]
+
+
+def test_events_folder_with_metadata(tmp_path):
+    for i in range(4):
+        np.save(tmp_path / f"r{i}.npy", _events(30, width=48, seed=i))
+    _write_labels(
+        tmp_path, [("r0.npy", "walk"), ("r1.npy", "run"), ("r2.npy", "1"), ("r3.npy", "0")]
+    )
+    meta = {
+        "sensor_size": [64, 48, 2],
+        "class_names": ["walk", "run"],
+        "frame_spec": {"T": 4, "dt_us": 1000},
+    }
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    ds = open_dataset(f"events:{tmp_path}")
+    assert ds.sensor_size == (64, 48, 2) and ds.class_names == ["walk", "run"]
+    assert ds.labels.tolist() == [0, 1, 1, 0]
+    assert ds.frame_spec == FrameSpec(T=4, dt_us=1000)
+    np.testing.assert_array_equal(ds[1][0], _events(30, width=48, seed=1))
+
+
+def test_events_folder_bad_files_are_skipped_and_counted(tmp_path, caplog):
+    np.save(tmp_path / "good1.npy", _events(40))
+    np.save(tmp_path / "good2.npy", _events(40, seed=1))
+    backwards = _events(40)
+    backwards["t"][[5, 6]] = backwards["t"][[6, 5]] + np.array([0, 1])
+    np.save(tmp_path / "backwards.npy", backwards)
+    np.save(tmp_path / "empty.npy", np.zeros(0, dtype=EVENT_DTYPE))
+    np.save(tmp_path / "unlabelled.npy", _events(10))
+    np.save(tmp_path / "strange.npy", _events(10))
+    np.save(tmp_path / "half.npy", _events(10))
+    _write_labels(
+        tmp_path,
+        [
+            ("good1.npy", "2"),
+            ("good2.npy", "0"),
+            ("backwards.npy", "1"),
+            ("empty.npy", "1"),
+            ("strange.npy", "zebra"),
+            ("half.npy", "1.5"),
+            ("gone.npy", "1"),
+        ],
+    )
+    (tmp_path / "dataset.json").write_text(json.dumps({"sensor_size": [34, 34, 2]}))
+    with caplog.at_level(logging.WARNING, logger="asa_deploy.data"):
+        ds = open_dataset(f"events:{tmp_path}")
+    assert [s.rsplit("/", 1)[1] for s in ds.sources] == ["good1.npy", "good2.npy"]
+    assert ds.class_names == ["0", "1", "2"] and ds.labels.tolist() == [2, 0]
+    reasons = {src.rsplit("/", 1)[1]: why for src, why in ds.skipped}
+    assert len(ds.skipped) == 6
+    assert "timestamps go backwards" in reasons["backwards.npy"]
+    assert "no events" in reasons["empty.npy"]
+    assert "has no label" in reasons["unlabelled.npy"]
+    assert "unknown label 'zebra'" in reasons["strange.npy"]
+    assert "unknown label '1.5'" in reasons["half.npy"]
+    assert "listed in labels.csv but the file does not exist" in reasons["gone.npy"]
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert f"skipping {tmp_path / 'strange.npy'}: unknown label" in logged
+    assert "skipped 6 of 8 recordings" in logged
+
+
+def test_events_folder_infers_sensor_and_frame_spec(tmp_path, caplog):
+    ev = _events(100, width=100)
+    ev["x"][0], ev["y"][0] = 199, 149
+    np.save(tmp_path / "a.npy", ev)
+    np.savez(tmp_path / "b.npz", events=_events(100, width=100, seed=2))
+    _write_labels(tmp_path, [("a.npy", "left"), ("b.npz", "right")])
+    with caplog.at_level(logging.WARNING, logger="asa_deploy.data"):
+        ds = open_dataset(f"events:{tmp_path}")
+    assert ds.sensor_size == (200, 150, 2)
+    assert "inferred 200x150x2" in caplog.text
+    assert ds.class_names == ["left", "right"] and ds.labels.tolist() == [0, 1]
+    assert ds.frame_spec.T == 10 and ds.frame_spec.downsample == 4
+    assert ds.frame_spec.dt_us * 10 >= 290_000
+
+
+def test_all_bad_or_no_files_is_an_error_naming_the_folder(tmp_path):
+    np.save(tmp_path / "empty.npy", np.zeros(0, dtype=EVENT_DTYPE))
+    _write_labels(tmp_path, [("empty.npy", "0")])
+    with pytest.raises(DataSpecError, match=f"none of the 1 recordings in {tmp_path} is usable"):
+        open_dataset(f"events:{tmp_path}")
+    (tmp_path / "sub").mkdir()
+    _write_labels(tmp_path / "sub", [])
+    with pytest.raises(DataSpecError, match=f"no recordings found in {tmp_path / 'sub'}"):
+        open_dataset(f"events:{tmp_path / 'sub'}")
+
+
+def test_official_dvsgesture_layout_through_tonic(tmp_path):
+    user = tmp_path / "DVSGesture" / "ibmGestureTrain" / "user01_led"
+    user.mkdir(parents=True)
+    raw = np.array([[1, 2, 0, 5], [127, 3, 1, 7], [4, 5, 1, 9]], dtype=np.float64)  # x, y, p, t ms
+    np.save(user / "3.npy", raw)
+    np.save(user / "10.npy", raw[:2])
+    ds = open_dataset(f"dvsgesture:{tmp_path}")
+    assert len(ds) == 2 and sorted(ds.labels.tolist()) == [3, 10] and set(ds.splits) == {"train"}
+    events, label = ds[ds.labels.tolist().index(3)]
+    assert events["t"].tolist() == [5000, 7000, 9000] and events["x"].tolist() == [1, 127, 4]
+    assert events["p"].tolist() == [0, 1, 1]
+
+
+def test_dvsgesture_never_downloads(tmp_path):
+    (tmp_path / "DVSGesture" / "ibmGestureTest").mkdir(parents=True)
+    with pytest.raises(DataSpecError, match="never downloads"):
+        open_dataset(f"dvsgesture:{tmp_path}")
+    with pytest.raises(DataSpecError, match="neither the official release"):
+        open_dataset(f"dvsgesture:{tmp_path / 'DVSGesture' / 'ibmGestureTest'}")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("mnist:/x", "unknown scheme 'mnist'; use one of:\n  nmnist:PATH"),
+        ("just/a/path", "(?s)has no scheme; use one of:.*events:PATH"),
+        ("events:", "names no folder"),
+    ],
+)
+def test_bad_specs(spec, message):
+    with pytest.raises(DataSpecError, match=message):
+        open_dataset(spec)
+
+
+def test_missing_folder_says_what_exists(tmp_path):
+    (tmp_path / "nmnist-small").mkdir()
+    with pytest.raises(DataSpecError) as info:
+        open_dataset(f"nmnist:{tmp_path / 'nmnist'}")
+    text = str(info.value)
+    assert f"folder {tmp_path / 'nmnist'} does not exist" in text
+    assert f"{tmp_path} exists and holds: nmnist-small" in text
+    with pytest.raises(
+        DataSpecError, match=r"has no scheme \(to read the folder .*write e.g. 'events:"
+    ):
+        open_dataset(str(tmp_path))
+
+
+def test_synthetic_spec_uses_generator_with_seed(monkeypatch):
+    calls = []
+
+    def make_recordings(name, seed=0):
+        calls.append((name, seed))
+        recs = [_events(20, width=128, seed=s) for s in range(4)]
+        return types.SimpleNamespace(
+            recordings=recs,
+            labels=np.array([0, 1, 0, 1]),
+            class_names=["a", "b"],
+            sensor_size=(128, 128, 2),
+            frame_spec=FrameSpec(T=3, dt_us=1000),
+            name=name,
+        )
+
+    fake = types.SimpleNamespace(PRESETS={"gesture": None}, make_recordings=make_recordings)
+    monkeypatch.setattr(asa_deploy.data, "synthetic", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "asa_deploy.data.synthetic", fake)
+    ds = open_dataset("synthetic", seed=5)
+    assert calls == [("gesture", 5)] and ds.spec == "synthetic:gesture"
+    assert len(ds) == 4 and ds.labels.tolist() == [0, 1, 0, 1] and ds.frame_spec.T == 3
+    with pytest.raises(DataSpecError, match="unknown synthetic set; available: gesture"):
+        open_dataset("synthetic:nope")
+
+
+# --- splits ------------------------------------------------------------------------------------
+
+
+def test_stratified_split_proportions_and_determinism():
+    labels = np.repeat(np.arange(4), [50, 30, 15, 5])
+    train, val = stratified_split(labels, val_fraction=0.2, seed=3)
+    assert len(val) == 20 and len(train) == 80
+    assert np.bincount(labels[val]).tolist() == [10, 6, 3, 1]
+    assert np.array_equal(np.sort(np.concatenate([train, val])), np.arange(100))
+    assert np.all(np.diff(val) > 0) and np.all(np.diff(train) > 0)
+    again = stratified_split(labels, val_fraction=0.2, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip((train, val), again, strict=True))
+    other = stratified_split(labels, val_fraction=0.2, seed=4)[1]
+    assert not np.array_equal(val, other)
+
+
+def test_stratified_split_every_class_on_both_sides():
+    labels = np.array([0] * 40 + [1, 1] + [2])
+    train, val = stratified_split(labels, n_val=3, seed=0)
+    assert len(val) == 3
+    assert set(labels[val]) == {0, 1} and set(labels[train]) == {0, 1, 2}
+    tiny = stratified_split(labels, val_fraction=0.01, seed=0)[1]
+    assert set(labels[tiny]) == {0, 1}  # raised to one per class with >= 2 recordings
+
+
+@pytest.mark.parametrize("n_val", [1, 40])
+def test_stratified_split_impossible_n_val(n_val):
+    labels = np.array([0] * 10 + [1] * 30)
+    with pytest.raises(DataSpecError, match=f"n_val={n_val} is impossible.*between 2 .* and 38"):
+        stratified_split(labels, n_val=n_val, seed=0)
