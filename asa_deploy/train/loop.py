@@ -93,18 +93,19 @@ def per_sample_loss(out: torch.Tensor, labels: torch.Tensor, kind: str) -> torch
     raise AsaDeployError(f"loss {kind!r} unknown; use mse or ce")
 
 
-def train(config: TrainConfig, out_dir: Path, *, progress: bool = True,
+def train(config: TrainConfig, out_dir: Path, *, progress: bool = True, verbose: bool = True,
           device: str | None = None) -> dict:
     """Train (or resume) into ``out_dir``; returns the final ``model.pt`` contents' metrics."""
     out_dir = Path(out_dir)
     group = D.init_from_env(device)
     try:
-        return _train(config, out_dir, group, progress)
+        return _train(config, out_dir, group, progress, verbose)
     finally:
         D.shutdown(group)
 
 
-def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: bool) -> dict:
+def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: bool,
+           verbose: bool) -> dict:
     prepared = prepare(config)
     model = prepared.model.to(group.device)
     if group.world_size > 1:
@@ -157,7 +158,7 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: 
         if group.is_main:
             _checkpoint(checkpoint_path, config, model, optimizer, schedule, state)
             io.write_text(out_dir / LOG, "".join(io.json_line(r) for r in state["history"]))
-            if progress:
+            if verbose:
                 print(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  "
                       f"val acc {metrics['accuracy']:.3f}  NASFR {metrics['nasfr']:.4f}  "
                       f"({record['train_samples_per_s']:.0f} samples/s)", flush=True)
