@@ -78,28 +78,12 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _eval_set(artifact: dict, data: str | None, windows: int):
-    """The run's own validation split, or every recording of another data spec."""
-    import numpy as np
-
-    from asa_deploy.data import FramedDataset, FrameSpec, open_dataset
-
-    info = artifact["data"]
-    spec = data or info["spec"]
-    dataset = open_dataset(spec, seed=info["split"]["seed"])
-    frames = FrameSpec(**info["frame_spec"])
-    if spec == info["spec"]:
-        indices, what = np.asarray(info["split"]["val"]), "validation split"
-    else:
-        indices, what = np.arange(len(dataset)), "all recordings"
-    return FramedDataset(dataset, indices, frames, mode="test", n_windows=windows), f"{spec} ({what})"
-
-
 def cmd_evaluate(args) -> int:
     from asa_deploy.train import evaluate, load_run
+    from asa_deploy.train.loop import eval_set
 
     model, artifact = load_run(Path(args.run_dir))
-    dataset, described = _eval_set(artifact, args.data, args.eval_windows)
+    dataset, described = eval_set(artifact, args.data, windows=args.eval_windows)
     result = {"run": str(args.run_dir), "data": described, "attention": artifact["attention"],
               **evaluate(model, dataset, progress=not args.json)}
     from asa_deploy import io
@@ -112,6 +96,41 @@ def cmd_evaluate(args) -> int:
     print(f"NASFR    {result['nasfr']:.4f}")
     for name, sfr in result["sfr"].items():
         print(f"  {name:14s} SFR {sfr:.4f}  ({result['neurons'][name]} neurons)")
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from asa_deploy.analysis.stage import analyze_runs, comparison_table
+
+    runs = [Path(args.run_dir), *map(Path, args.compare)]
+    summaries = analyze_runs(runs, data=args.data, windows=args.windows,
+                             max_samples=args.max_samples, figures_dir=args.figures)
+    print(comparison_table(summaries))
+    figures = args.figures or runs[0] / "figures"
+    print(f"analysis.json written in {', '.join(map(str, runs))}; figures in {figures}")
+    return 0
+
+
+def cmd_quickstart(args) -> int:
+    from asa_deploy import io
+    from asa_deploy.analysis.stage import analyze_runs, comparison_table
+    from asa_deploy.train import train
+
+    out = Path(args.out)
+    runs = {}
+    for attention in ("none", args.attention):
+        label = "vanilla" if attention == "none" else attention
+        print(f"== training {label} ({args.model} on {args.data}, {args.epochs} epochs)", flush=True)
+        runs[label] = out / label
+        train(_config(args, attention=attention), runs[label], progress=not args.no_progress)
+    print("== analyzing", flush=True)
+    summaries = analyze_runs(list(runs.values()), figures_dir=out / "figures",
+                             progress=not args.no_progress)
+    table = comparison_table(summaries)
+    io.write_json(out / "quickstart.json", {"runs": {k: str(v) for k, v in runs.items()},
+                                             "summaries": summaries})
+    print(table)
+    print(f"\nrun directories: {', '.join(map(str, runs.values()))}; figures: {out / 'figures'}")
     return 0
 
 
@@ -159,6 +178,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-windows", type=int, default=10)
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     p.set_defaults(func=cmd_evaluate)
+
+    p = command("analyze", "redundancy analysis (NASFR, T/C-SFR, spike and ghost features, MPD, "
+                           "PTD, QE) with figures; --compare draws runs side by side")
+    p.add_argument("run_dir")
+    p.add_argument("--compare", nargs="*", default=[], metavar="RUN_DIR",
+                   help="more runs to analyze and draw beside the first")
+    p.add_argument("--data", default=None, help=DATA_HELP + "; default: each run's validation split")
+    p.add_argument("--windows", type=int, default=1, help="test windows per recording")
+    p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument("--figures", type=Path, default=None, help="default: RUN_DIR/figures")
+    p.set_defaults(func=cmd_analyze)
+
+    p = command("quickstart", "train vanilla and ASA on the built-in synthetic DVS task, analyze "
+                              "both and print them side by side (a few minutes on 2 CPU cores)")
+    _add_train_args(p, with_model_defaults=False)
+    p.add_argument("--model", default="dvs-small")
+    p.add_argument("--attention", default="asa2", choices=["sa", "asa1", "asa2"],
+                   help="the attention to compare with vanilla")
+    p.add_argument("--out", default="runs/quickstart")
+    p.set_defaults(func=cmd_quickstart)
 
     p = command("models", "list the model specs")
     p.set_defaults(func=cmd_models)

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from asa_deploy.analysis import metrics
 from asa_deploy.analysis.collect import LayerRecord, LayerRecords
-from asa_deploy.analysis.io import atomic_output
+from asa_deploy.io import atomic_output
 
 
 def _save(fig: Figure, path: Path) -> Path:

@@ -17,8 +17,8 @@ import torch
 
 from asa_deploy.analysis import metrics
 from asa_deploy.analysis.collect import LayerRecord, LayerRecords, collect
-from asa_deploy.analysis.io import atomic_output
 from asa_deploy.data.framing import recording_accuracy
+from asa_deploy.io import atomic_output
 
 
 def _nan_mean(x: torch.Tensor) -> float:

@@ -229,9 +229,11 @@ class SpikingNetwork(nn.Module):
         k = self._number(block.get("kernel", 3), where)
         stride = self._number(block.get("stride", 1), where)
         padding = self._number(block.get("padding", k // 2), where)
+        bn = block.get("bn", True)
+        # A bias before BN is cancelled by BN's mean; it would only collect Adam-amplified noise.
         layers: list[nn.Module] = [nn.Conv2d(shape[0], out, k, stride, padding,
-                                             bias=block.get("bias", True))]
-        if block.get("bn", True):
+                                             bias=block.get("bias", not bn))]
+        if bn:
             layers.append(nn.BatchNorm2d(out))
         h = (shape[1] + 2 * padding - k) // stride + 1
         w = (shape[2] + 2 * padding - k) // stride + 1
@@ -263,8 +265,15 @@ class SpikingNetwork(nn.Module):
                 if b.attention is not None]
 
     def reset_states(self) -> None:
+        """Forget all neuron states; the next forward starts from zeros at its own batch size.
+
+        sinabs's own ``reset_states`` keeps the old batch size, and a later batch of another size
+        then resamples states with ``torch.randint``, which draws from the global RNG and breaks
+        reproducibility (resume, data parallelism). Emptying the buffers avoids that path.
+        """
         for _, neuron in self.spiking_layers():
-            neuron.reset_states()
+            for name, buffer in list(neuron.named_buffers()):
+                neuron.register_buffer(name, torch.zeros(0, device=buffer.device))
 
     def set_batch_shard(self, global_size: int, start: int, stop: int) -> None:
         """Tell dropout which rows of the global batch this process holds (data parallelism)."""

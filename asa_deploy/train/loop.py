@@ -216,6 +216,22 @@ def _spec_diff(a: dict, b: dict) -> str:
     return ", ".join(f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in keys)
 
 
+def eval_set(artifact: dict, data: str | None = None, *, windows: int = 10,
+             mode: str = "test") -> tuple[FramedDataset, str]:
+    """The run's own validation split (``data`` None or the run's spec), or every recording of
+    another data spec, framed as the run was trained; with a description for printing."""
+    info = artifact["data"]
+    spec = data or info["spec"]
+    dataset = open_dataset(spec, seed=info["split"]["seed"])
+    frames = FrameSpec(**info["frame_spec"])
+    if spec == info["spec"]:
+        indices, what = np.asarray(info["split"]["val"]), "validation split"
+    else:
+        indices, what = np.arange(len(dataset)), "all recordings"
+    framed = FramedDataset(dataset, indices, frames, mode=mode, n_windows=windows)
+    return framed, f"{spec} ({what})"
+
+
 def load_run(run_dir: Path) -> tuple[SpikingNetwork, dict]:
     """The trained network of a run directory and its ``model.pt`` record."""
     from asa_deploy.nn import ModelSpec

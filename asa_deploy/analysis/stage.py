@@ -1,0 +1,72 @@
+"""The ``analyze`` stage over run directories: ``analysis.json`` per run and comparison figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.utils.data import DataLoader
+
+from asa_deploy.analysis.collect import collect
+from asa_deploy.analysis.figures import plot_comparison
+from asa_deploy.analysis.report import summarize, write_analysis
+from asa_deploy.train.loop import eval_set, load_run
+
+
+def run_label(artifact: dict) -> str:
+    return "vanilla" if artifact["attention"] == "none" else artifact["attention"]
+
+
+def analyze_runs(run_dirs: list[Path], *, data: str | None = None, windows: int = 1,
+                 max_samples: int | None = None, figures_dir: Path | None = None,
+                 progress: bool = True) -> dict[str, dict]:
+    """Analyze each run on its validation split (or ``data``), write ``RUN/analysis.json`` and draw
+    the runs side by side into ``figures_dir`` (default: the first run's ``figures/``).
+
+    ``windows`` test windows per recording (1: one sample per recording, as N-SFR counts samples).
+    Returns {label: summary}; labels are "vanilla" / the attention kind, suffixed when repeated.
+    """
+    summaries, records = {}, {}
+    for run_dir in map(Path, run_dirs):
+        model, artifact = load_run(run_dir)
+        dataset, described = eval_set(artifact, data, windows=windows)
+        loader = DataLoader(dataset, batch_size=32)
+        result = collect(model, loader, max_samples=max_samples, raw_bytes=256 * 2**20,
+                         progress=progress)
+        summary = {"run": str(run_dir), "data": described, "attention": artifact["attention"],
+                   "model": artifact["model_spec"]["name"], **summarize(result)}
+        write_analysis(summary, run_dir / "analysis.json")
+        label = run_label(artifact)
+        while label in summaries:
+            label += "'"
+        summaries[label], records[label] = summary, result
+    plot_comparison(records, figures_dir or Path(run_dirs[0]) / "figures")
+    return summaries
+
+
+def comparison_table(summaries: dict[str, dict]) -> str:
+    """A plain-text side-by-side table of the headline redundancy figures."""
+    labels = list(summaries)
+    rows = [("accuracy (recording)", lambda s: f"{s['accuracy']['recording']:.3f}"),
+            ("NASFR", lambda s: f"{s['nasfr']:.4f}"),
+            ("QE", lambda s: f"{s['qe']:.4f}")]
+    layer_names = list(next(iter(summaries.values()))["layers"])
+    for name in layer_names:
+        rows.append((f"SFR {name}", lambda s, n=name: f"{s['layers'][n]['sfr']:.4f}"))
+    for name in layer_names:
+        if "ghost" in summaries[labels[0]]["layers"][name]:
+            rows.append((f"noise channels {name}",
+                         lambda s, n=name: f"{s['layers'][n]['noise_channel_fraction']:.2f}"))
+            rows.append((f"near-duplicate ch. {name}",
+                         lambda s, n=name: f"{s['layers'][n]['ghost']['near_duplicate_fraction']:.2f}"))
+    width = max(len(r[0]) for r in rows) + 2
+    lines = ["".ljust(width) + "".join(f"{label:>12s}" for label in labels)]
+    for title, cell in rows:
+        lines.append(title.ljust(width) + "".join(f"{_safe(cell, summaries[k]):>12s}" for k in labels))
+    return "\n".join(lines)
+
+
+def _safe(cell, summary) -> str:
+    try:
+        return cell(summary)
+    except (TypeError, KeyError):  # null (undefined) figures
+        return "-"

@@ -1,0 +1,157 @@
+"""Training: determinism, resume after a crash (in process and kill -9), model selection, refusal of a
+foreign checkpoint, 2-process gloo data parallelism, and the CLI around it."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from asa_deploy.cli import main
+from asa_deploy.errors import ModelSpecError
+from asa_deploy.train import TrainConfig, load_run, train
+from asa_deploy.train import loop as train_loop
+
+TINY = dict(data="synthetic:gesture-tiny", model="dvs-small", T=5, epochs=3, batch_size=4,
+            eval_windows=2, seed=3, params={"c1": 4, "c2": 8, "c3": 8, "fc": 16})
+CLI_TINY = ["--data", "synthetic:gesture-tiny", "--model", "dvs-small", "--T", "5",
+            "--batch-size", "4", "--eval-windows", "2", "--seed", "3", "--param", "c1=4",
+            "--param", "c2=8", "--param", "c3=8", "--param", "fc=16", "--no-progress"]
+
+
+def final_weights(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoint.pt", weights_only=False)["weights"]
+
+
+def assert_same_weights(a: dict, b: dict, atol: float = 0.0) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        if atol == 0.0:
+            assert torch.equal(a[k], b[k]), k
+        else:
+            assert torch.allclose(a[k].double(), b[k].double(), atol=atol, rtol=0), k
+
+
+def log_without_timing(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "train_log.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(x).items() if k != "train_samples_per_s"} for x in lines]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reference")
+    train(TrainConfig(**TINY, attention="asa1"), out, progress=False, verbose=False)
+    return out
+
+
+def test_run_directory_contents(reference_run):
+    model, artifact = load_run(reference_run)
+    lines = (reference_run / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+    history = [json.loads(x) for x in lines]
+    best = max(history, key=lambda r: r["val_accuracy"])
+    # selection on validation: the first epoch reaching the best validation accuracy
+    assert artifact["metrics"]["best_epoch"] == best["epoch"]
+    assert artifact["metrics"]["val"]["accuracy"] == best["val_accuracy"]
+    assert set(artifact["data"]["split"]["train"]).isdisjoint(artifact["data"]["split"]["val"])
+    assert model.attention_kind == "asa1"
+
+
+def test_same_seed_same_weights(reference_run, tmp_path):
+    train(TrainConfig(**TINY, attention="asa1"), tmp_path, progress=False, verbose=False)
+    assert_same_weights(final_weights(reference_run), final_weights(tmp_path))
+
+
+def test_resume_after_crash_mid_epoch(reference_run, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = train_loop.per_sample_loss
+
+    def crash_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # 3 batches per epoch: the second batch of epoch 2
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_loop, "per_sample_loss", crash_in_epoch_two)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(TrainConfig(**TINY, attention="asa1"), tmp_path, progress=False, verbose=False)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["state"]["epoch"] == 1
+    monkeypatch.setattr(train_loop, "per_sample_loss", real)
+    train(TrainConfig(**TINY, attention="asa1"), tmp_path, progress=False, verbose=False)
+    assert_same_weights(final_weights(reference_run), final_weights(tmp_path))
+    assert log_without_timing(tmp_path) == log_without_timing(reference_run)
+
+
+def test_resume_after_kill_9(reference_run, tmp_path):
+    command = [sys.executable, "-m", "asa_deploy.cli", "train", *CLI_TINY, "--epochs", "3",
+               "--attention", "asa1", "--out", str(tmp_path)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "checkpoint.pt").exists():
+        assert process.poll() is None and time.time() < deadline, "training ended before epoch 1"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    epoch = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["state"]["epoch"]
+    assert epoch < 3, "the kill came too late to interrupt the run"
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert_same_weights(final_weights(reference_run), final_weights(tmp_path))
+
+
+def test_checkpoint_of_another_model_is_refused(reference_run, tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes((reference_run / "checkpoint.pt").read_bytes())
+    with pytest.raises(ModelSpecError, match=r"attention: 'asa1' \(checkpoint\) vs 'none'"):
+        train(TrainConfig(**TINY, attention="none"), tmp_path, progress=False, verbose=False)
+    other = {**TINY, "params": {**TINY["params"], "c1": 6}}
+    with pytest.raises(ModelSpecError, match="c1"):
+        train(TrainConfig(**other, attention="asa1"), tmp_path, progress=False, verbose=False)
+
+
+def test_model_input_must_match_data(tmp_path):
+    with pytest.raises(ModelSpecError, match="takes 2x34x34 input"):
+        train(TrainConfig(**{**TINY, "model": "nmnist-net", "params": {}}), tmp_path,
+              progress=False, verbose=False)
+
+
+def test_two_process_gloo_matches_one_process(tmp_path):
+    single, double = tmp_path / "single", tmp_path / "double"
+    args = ["train", *CLI_TINY, "--epochs", "2", "--attention", "asa2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "asa_deploy.cli", *args, "--out", str(single)],
+                   check=True, env=env, capture_output=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", "29517", "-m", "asa_deploy.cli", *args, "--out", str(double)],
+        env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_weights(final_weights(single), final_weights(double), atol=1e-5)
+    a = [json.loads(x) for x in (single / "train_log.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (double / "train_log.jsonl").read_text().splitlines()]
+    assert [r["val_accuracy"] for r in a] == [r["val_accuracy"] for r in b]
+    assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], abs=1e-5)
+
+
+def test_evaluate_json_and_analyze_cli(reference_run, capsys):
+    assert main(["evaluate", str(reference_run), "--json", "--eval-windows", "2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) >= {"accuracy", "nasfr", "sfr", "neurons"}
+    assert 0 <= result["accuracy"] <= 1 and 0 <= result["nasfr"] <= 1
+    assert result["sfr"].keys() == result["neurons"].keys()
+    assert main(["analyze", str(reference_run)]) == 0
+    analysis = json.loads((reference_run / "analysis.json").read_text())
+    assert analysis["nasfr"] == pytest.approx(
+        sum(v["sfr"] * v["neurons"] for v in analysis["layers"].values())
+        / sum(v["neurons"] for v in analysis["layers"].values()))
+    assert (reference_run / "figures" / "t_sfr.png").stat().st_size > 0
+
+
+def test_cli_reports_missing_data_folder(tmp_path, capsys):
+    code = main(["train", "--data", f"nmnist:{tmp_path}/nope", "--out", str(tmp_path / "r"),
+                 "--no-progress"])
+    assert code == 2
+    assert "nope" in capsys.readouterr().err
