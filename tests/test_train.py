@@ -155,3 +155,15 @@ def test_cli_reports_missing_data_folder(tmp_path, capsys):
                  "--no-progress"])
     assert code == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_quickstart_end_to_end(tmp_path, capsys):
+    out = tmp_path / "qs"
+    assert main(["quickstart", *CLI_TINY, "--epochs", "1", "--attention", "asa2",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "NASFR" in printed and "vanilla" in printed and "asa2" in printed
+    summary = json.loads((out / "quickstart.json").read_text())["summaries"]
+    assert set(summary) == {"vanilla", "asa2"}
+    assert {p.name for p in (out / "figures").glob("*.png")} == {
+        "spike_features.png", "t_sfr.png", "mpd.png", "layer_sfr.png"}
