@@ -11,20 +11,11 @@ import types
 
 import numpy as np
 import pytest
+from helpers import random_events
 
 import asa_deploy.data
 from asa_deploy.data import EVENT_DTYPE, FrameSpec, open_dataset, stratified_split
 from asa_deploy.errors import DataSpecError
-
-
-def _events(n: int, *, width: int = 34, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    ev = np.zeros(n, dtype=EVENT_DTYPE)
-    ev["x"] = rng.integers(0, width, n)
-    ev["y"] = rng.integers(0, width, n)
-    ev["t"] = np.sort(rng.integers(0, 300_000, n))
-    ev["p"] = rng.integers(0, 2, n)
-    return ev
 
 
 def _write_labels(folder, rows) -> None:
@@ -90,7 +81,7 @@ def test_one_corrupt_shared_file_is_skipped(tmp_path, shared_data, caplog):
 
 
 def test_nmnist_layout_skips_each_bad_file(tmp_path, bin40_writer):
-    good = _events(50)
+    good = random_events(50)
     for digit in ("0", "1"):
         (tmp_path / "Test" / digit).mkdir(parents=True)
         for k in range(2):
@@ -114,7 +105,7 @@ def test_nmnist_layout_skips_each_bad_file(tmp_path, bin40_writer):
 
 def test_events_folder_with_metadata(tmp_path):
     for i in range(4):
-        np.save(tmp_path / f"r{i}.npy", _events(30, width=48, seed=i))
+        np.save(tmp_path / f"r{i}.npy", random_events(30, width=48, seed=i))
     _write_labels(
         tmp_path, [("r0.npy", "walk"), ("r1.npy", "run"), ("r2.npy", "1"), ("r3.npy", "0")]
     )
@@ -128,19 +119,19 @@ def test_events_folder_with_metadata(tmp_path):
     assert ds.sensor_size == (64, 48, 2) and ds.class_names == ["walk", "run"]
     assert ds.labels.tolist() == [0, 1, 1, 0]
     assert ds.frame_spec == FrameSpec(T=4, dt_us=1000)
-    np.testing.assert_array_equal(ds[1][0], _events(30, width=48, seed=1))
+    np.testing.assert_array_equal(ds[1][0], random_events(30, width=48, seed=1))
 
 
 def test_events_folder_bad_files_are_skipped_and_counted(tmp_path, caplog):
-    np.save(tmp_path / "good1.npy", _events(40))
-    np.save(tmp_path / "good2.npy", _events(40, seed=1))
-    backwards = _events(40)
+    np.save(tmp_path / "good1.npy", random_events(40))
+    np.save(tmp_path / "good2.npy", random_events(40, seed=1))
+    backwards = random_events(40)
     backwards["t"][[5, 6]] = backwards["t"][[6, 5]] + np.array([0, 1])
     np.save(tmp_path / "backwards.npy", backwards)
     np.save(tmp_path / "empty.npy", np.zeros(0, dtype=EVENT_DTYPE))
-    np.save(tmp_path / "unlabelled.npy", _events(10))
-    np.save(tmp_path / "strange.npy", _events(10))
-    np.save(tmp_path / "half.npy", _events(10))
+    np.save(tmp_path / "unlabelled.npy", random_events(10))
+    np.save(tmp_path / "strange.npy", random_events(10))
+    np.save(tmp_path / "half.npy", random_events(10))
     _write_labels(
         tmp_path,
         [
@@ -172,10 +163,10 @@ def test_events_folder_bad_files_are_skipped_and_counted(tmp_path, caplog):
 
 
 def test_events_folder_infers_sensor_and_frame_spec(tmp_path, caplog):
-    ev = _events(100, width=100)
+    ev = random_events(100, width=100)
     ev["x"][0], ev["y"][0] = 199, 149
     np.save(tmp_path / "a.npy", ev)
-    np.savez(tmp_path / "b.npz", events=_events(100, width=100, seed=2))
+    np.savez(tmp_path / "b.npz", events=random_events(100, width=100, seed=2))
     _write_labels(tmp_path, [("a.npy", "left"), ("b.npz", "right")])
     with caplog.at_level(logging.WARNING, logger="asa_deploy.data"):
         ds = open_dataset(f"events:{tmp_path}")
@@ -249,7 +240,7 @@ def test_synthetic_spec_uses_generator_with_seed(monkeypatch):
 
     def make_recordings(name, seed=0):
         calls.append((name, seed))
-        recs = [_events(20, width=128, seed=s) for s in range(4)]
+        recs = [random_events(20, width=128, seed=s) for s in range(4)]
         return types.SimpleNamespace(
             recordings=recs,
             labels=np.array([0, 1, 0, 1]),

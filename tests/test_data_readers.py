@@ -7,21 +7,12 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import random_events
 
 from asa_deploy.data import readers
 from asa_deploy.data.events import EVENT_DTYPE
 from asa_deploy.data.readers import read_bin40, read_numpy, read_recording
 from asa_deploy.errors import BadRecordingError
-
-
-def _events(n: int, *, width: int = 34, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    ev = np.zeros(n, dtype=EVENT_DTYPE)
-    ev["x"] = rng.integers(0, width, n)
-    ev["y"] = rng.integers(0, width, n)
-    ev["t"] = np.sort(rng.integers(0, 300_000, n))
-    ev["p"] = rng.integers(0, 2, n)
-    return ev
 
 
 @pytest.mark.integration
@@ -49,14 +40,14 @@ def test_gesture_clip_matches_manifest(shared_data):
 
 
 def test_bin40_round_trip(tmp_path, bin40_writer):
-    ev = _events(500)
+    ev = random_events(500)
     path = bin40_writer(tmp_path / "a.bin", ev["x"], ev["y"], ev["t"], ev["p"])
     out = read_bin40(path)
     np.testing.assert_array_equal(out, ev)
 
 
 def test_truncated_bin_names_file(tmp_path, bin40_writer):
-    ev = _events(10)
+    ev = random_events(10)
     path = bin40_writer(tmp_path / "cut.bin", ev["x"], ev["y"], ev["t"], ev["p"])
     path.write_bytes(path.read_bytes()[:-2])
     with pytest.raises(BadRecordingError, match="truncated") as info:
@@ -88,7 +79,7 @@ def test_empty_bin(tmp_path):
 
 
 def test_npy_and_npz(tmp_path):
-    ev = _events(50)
+    ev = random_events(50)
     np.save(tmp_path / "a.npy", ev)
     np.savez(tmp_path / "b.npz", events=ev, other=np.arange(3))
     np.savez(tmp_path / "c.npz", ev)
@@ -97,7 +88,7 @@ def test_npy_and_npz(tmp_path):
 
 
 def test_npy_other_field_order_and_bool_polarity(tmp_path):
-    ev = _events(20)
+    ev = random_events(20)
     other = np.zeros(20, dtype=[("t", "<u8"), ("x", "<u2"), ("y", "<u2"), ("p", "?")])
     for field in ("t", "x", "y"):
         other[field] = ev[field]
@@ -122,7 +113,7 @@ def test_npy_wrong_layout(tmp_path, content, message):
 
 
 def test_npz_ambiguous_and_corrupt(tmp_path):
-    np.savez(tmp_path / "two.npz", a=_events(3), b=_events(3))
+    np.savez(tmp_path / "two.npz", a=random_events(3), b=random_events(3))
     with pytest.raises(BadRecordingError, match="name the events array 'events'"):
         read_recording(tmp_path / "two.npz")
     (tmp_path / "junk.npy").write_bytes(b"\x00garbage bytes")
@@ -134,7 +125,7 @@ def test_validation_failures(tmp_path):
     np.save(tmp_path / "none.npy", np.zeros(0, dtype=EVENT_DTYPE))
     with pytest.raises(BadRecordingError, match="none.npy: the recording holds no events"):
         read_recording(tmp_path / "none.npy", sensor_size=(34, 34, 2))
-    ev = _events(30)
+    ev = random_events(30)
     ev["t"][10] = ev["t"][9] - 5
     np.save(tmp_path / "back.npy", ev)
     with pytest.raises(BadRecordingError, match="back.npy: timestamps go backwards at event 10"):
