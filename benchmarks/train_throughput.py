@@ -21,8 +21,8 @@ from asa_deploy.nn import build_network, load_model_spec
 from asa_deploy.train.loop import per_sample_loss
 
 
-def measure(model_name: str, attention: str, batch: int, steps: int, repeats: int, T: int | None,
-            seed: int = 0) -> dict:
+def make_step(model_name: str, attention: str, batch: int, T: int | None, seed: int = 0):
+    """One training step (forward, MSE loss, backward, Adam) of a fresh network on fixed input."""
     torch.manual_seed(seed)
     spec = load_model_spec(model_name).with_overrides(T=T)
     net = build_network(spec, 10, attention)
@@ -38,16 +38,26 @@ def measure(model_name: str, attention: str, batch: int, steps: int, repeats: in
         loss.backward()
         optimizer.step()
 
-    for _ in range(2):  # warm-up
+    return step
+
+
+def measure(model_name: str, attentions: list[str], batch: int, steps: int, repeats: int,
+            T: int | None) -> list[dict]:
+    """Median samples/s per attention kind; the kinds take turns within every repeat so that slow
+    drift of the machine (other load, frequency) affects all of them alike."""
+    step_fns = {a: make_step(model_name, a, batch, T) for a in attentions}
+    for step in step_fns.values():  # warm-up
         step()
-    rates = []
+        step()
+    rates: dict[str, list[float]] = {a: [] for a in attentions}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        rates.append(steps * batch / (time.perf_counter() - t0))
-    return {"attention": attention, "samples_per_s": statistics.median(rates),
-            "runs_samples_per_s": rates}
+        for attention, step in step_fns.items():
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step()
+            rates[attention].append(steps * batch / (time.perf_counter() - t0))
+    return [{"attention": a, "samples_per_s": statistics.median(r), "runs_samples_per_s": r}
+            for a, r in rates.items()]
 
 
 def main() -> None:
@@ -55,16 +65,14 @@ def main() -> None:
     p.add_argument("--model", default="nmnist-net")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--T", type=int, default=None)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--attention", nargs="+", default=["none", "sa", "asa2", "asa1"])
     p.add_argument("--out", default="benchmarks/results/train_throughput.json")
     args = p.parse_args()
-    results = []
-    # Interleave the variants so slow drift of the machine affects all of them alike.
-    for attention in args.attention:
-        results.append(measure(args.model, attention, args.batch, args.steps, args.repeats, args.T))
-        print(f"{attention:5s} {results[-1]['samples_per_s']:8.1f} samples/s", flush=True)
+    results = measure(args.model, args.attention, args.batch, args.steps, args.repeats, args.T)
+    for r in results:
+        print(f"{r['attention']:5s} {r['samples_per_s']:8.1f} samples/s")
     base = next(r for r in results if r["attention"] == "none")["samples_per_s"]
     for r in results:
         r["overhead_vs_vanilla"] = base / r["samples_per_s"] - 1

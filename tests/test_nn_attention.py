@@ -28,7 +28,7 @@ def test_asa_shape_and_masks_partition(variant, shape):
     assert m1.shape == (n, t, c, 1, 1)
     assert torch.equal(m1 + m2, torch.ones_like(m1))
     assert set(m1.unique().tolist()) <= {0.0, 1.0}
-    maps = asa.spatial_maps(x, m1, m2)
+    maps = asa.spatial_maps(m1 * x, m2 * x)
     assert maps.shape == (n, 2, h, w)  # one map per sample and group, shared over T and C
 
 
@@ -53,7 +53,7 @@ def test_asa_output_is_maps_times_masked_input():
     asa = AdvancedSpatialAttention(T=4, variant="asa2")
     x = torch.rand(2, 4, 6, 5, 5)
     m1, m2 = asa.masks(x)
-    maps = asa.spatial_maps(x, m1, m2)
+    maps = asa.spatial_maps(m1 * x, m2 * x)
     expected = maps[:, None, 0:1] * m1 * x + maps[:, None, 1:2] * m2 * x
     assert torch.allclose(asa(x), expected)
 

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 def _pool_channels_time(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Spatial average and max pool: [N, T, C, H, W] -> two [N, T, C]."""
-    return x.mean(dim=(3, 4)), x.amax(dim=(3, 4))
+    return x.mean(dim=(3, 4)), x.flatten(3).max(dim=3).values
 
 
 def top_k_mask(scores: torch.Tensor, k: int, dim: int) -> torch.Tensor:
@@ -97,9 +97,11 @@ class AdvancedSpatialAttention(nn.Module):
 
     def importance(self, x: torch.Tensor) -> torch.Tensor:
         """Importance score per sample, step and channel: [N, T, C]."""
+        if self.variant == "asa2":  # top-k of these scores passes no gradient: skip the graph
+            with torch.no_grad():
+                avg, mx = _pool_channels_time(x)
+                return avg + mx
         avg, mx = _pool_channels_time(x)
-        if self.variant == "asa2":
-            return avg + mx
         score = (0.5 + self.a) * avg + (0.5 + self.b) * mx
         return self.mlp(score.transpose(1, 2)).transpose(1, 2)
 
@@ -116,21 +118,25 @@ class AdvancedSpatialAttention(nn.Module):
         m1 = over_channels + over_time - 2 * over_channels * over_time
         return m1[..., None, None], (1 - m1)[..., None, None]
 
-    def spatial_maps(self, x: torch.Tensor, m1: torch.Tensor, m2: torch.Tensor) -> torch.Tensor:
-        """The two sigmoid maps, one per sample and group, shared over T and C: [N, 2, H, W]."""
+    def spatial_maps(self, group1: torch.Tensor, group2: torch.Tensor) -> torch.Tensor:
+        """The two sigmoid maps of the groups M1 * x and M2 * x, one per sample and group, shared
+        over T and C: [N, 2, H, W]."""
         maps = []
-        for conv, mask, share in ((self.spatial[0], m1, self.lam),
-                                  (self.spatial[1], m2, 1 - self.lam)):
-            group = (mask * x).flatten(1, 2)
-            pooled = torch.stack([group.mean(1) / share, group.amax(1)], dim=1)
+        for conv, group, share in ((self.spatial[0], group1, self.lam),
+                                   (self.spatial[1], group2, 1 - self.lam)):
+            # max with indices: its backward is a scatter, far cheaper than amax's equality mask
+            flat = group.flatten(1, 2)
+            pooled = torch.stack([flat.mean(dim=1) / share, flat.max(dim=1).values], dim=1)
             maps.append(torch.sigmoid(conv(pooled)))
         return torch.cat(maps, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m1, m2 = self.masks(x)
-        maps = self.spatial_maps(x, m1, m2)
-        map1, map2 = maps[:, None, 0:1], maps[:, None, 1:2]
-        return map1 * (m1 * x) + map2 * (m2 * x)
+        m1, _ = self.masks(x)
+        # M2 = 1 - M1, so M2 * x = x - M1 * x: two full-size products instead of four.
+        group1 = m1 * x
+        group2 = x - group1
+        maps = self.spatial_maps(group1, group2)
+        return maps[:, None, 0:1] * group1 + maps[:, None, 1:2] * group2
 
 
 def make_attention(kind: str, *, T: int, lam: float = 0.5, r: int = 4,
