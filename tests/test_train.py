@@ -167,3 +167,26 @@ def test_quickstart_end_to_end(tmp_path, capsys):
     assert set(summary) == {"vanilla", "asa2"}
     assert {p.name for p in (out / "figures").glob("*.png")} == {
         "spike_features.png", "t_sfr.png", "mpd.png", "layer_sfr.png"}
+
+
+def test_bad_file_is_skipped_and_counted_in_the_run(tmp_path):
+    import numpy as np
+    from helpers import random_events
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = ["file,label"]
+    for i in range(12):
+        np.save(folder / f"r{i}.npy", random_events(500, width=32, seed=i))
+        rows.append(f"r{i}.npy,{i % 2}")
+    (folder / "broken.npy").write_bytes(b"not a numpy file")
+    rows.append("broken.npy,0")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    (folder / "dataset.json").write_text(json.dumps({"sensor_size": [32, 32, 2]}))
+    out = tmp_path / "run"
+    train(TrainConfig(**{**TINY, "data": f"events:{folder}", "epochs": 1}), out, progress=False,
+          verbose=False)
+    _, artifact = load_run(out)
+    assert [Path(s).name for s, _ in artifact["data"]["skipped"]] == ["broken.npy"]
+    record = json.loads((out / "train_log.jsonl").read_text().splitlines()[0])
+    assert record["skipped_recordings"] == 1

@@ -121,6 +121,11 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: 
             log.info("resuming %s after epoch %d", out_dir, state["epoch"])
 
     train_set, val_set = prepared.train_set, prepared.val_set
+    skipped = prepared.data_info["skipped"]
+    if verbose and group.is_main:
+        print(f"data {config.data}: {len(train_set)} train / {len(val_set.indices)} validation "
+              f"recordings, {len(skipped)} bad file(s) skipped"
+              + "".join(f"\n  skipped {source}: {why}" for source, why in skipped), flush=True)
     n_train = len(train_set)
     batch = min(config.batch_size, n_train)
     for epoch in range(state["epoch"], config.epochs):
@@ -150,7 +155,8 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: 
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": schedule.get_last_lr()[0],
                   "val_accuracy": metrics["accuracy"], "val_window_accuracy": metrics["window_accuracy"],
                   "val_nasfr": metrics["nasfr"], "val_sfr": metrics["sfr"],
-                  "train_samples_per_s": len(batches) * batch / train_seconds}
+                  "train_samples_per_s": len(batches) * batch / train_seconds,
+                  "skipped_recordings": len(skipped)}
         state["history"].append(record)
         if state["best"] is None or metrics["accuracy"] > state["best"]["metrics"]["accuracy"]:
             state["best"] = {"epoch": epoch + 1, "metrics": metrics, "weights": model.weights()}
