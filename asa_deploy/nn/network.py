@@ -205,6 +205,19 @@ class SpikingNetwork(nn.Module):
             value = self.spec.params[value]
         return int(value)
 
+    def _batch_norm(self, channels: int) -> nn.BatchNorm2d:
+        """BN whose scale starts at the neuron threshold (threshold-dependent BN, Zheng et al.
+        2021, with alpha = 1): inputs start at the scale of the surrogate gradient's window.
+
+        Measured on N-MNIST (nmnist-net, vanilla LIF, 300 steps): train accuracy 0.45 with the
+        usual scale 1, 0.95 with scale = threshold 0.3. ASA's sigmoid maps (about 0.5 at start)
+        rescale their input by themselves, so without this the comparison favours ASA unfairly.
+        """
+        bn = nn.BatchNorm2d(channels)
+        threshold = {**NEURON_DEFAULTS[self.spec.neuron], **self.spec.neuron_options}["threshold"]
+        nn.init.constant_(bn.weight, float(threshold))
+        return bn
+
     def _neuron(self) -> nn.Module:
         return make_neuron(self.spec.neuron, **self.spec.neuron_options)
 
@@ -234,7 +247,7 @@ class SpikingNetwork(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(shape[0], out, k, stride, padding,
                                              bias=block.get("bias", not bn))]
         if bn:
-            layers.append(nn.BatchNorm2d(out))
+            layers.append(self._batch_norm(out))
         h = (shape[1] + 2 * padding - k) // stride + 1
         w = (shape[2] + 2 * padding - k) // stride + 1
         pool = self._number(block.get("pool", 1), where)
