@@ -14,6 +14,10 @@ DATA_HELP = ("data spec: nmnist:PATH, dvsgesture:PATH, events:PATH (folder with 
              "synthetic:NAME (built in, the default)")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults and keeps the example epilog's line breaks."""
+
+
 def _param(text: str) -> tuple[str, int]:
     key, sep, value = text.partition("=")
     if not sep:
@@ -29,28 +33,32 @@ def _add_train_args(p: argparse.ArgumentParser, *, with_model_defaults: bool = T
     if with_model_defaults:
         p.add_argument("--model", default="dvs-small",
                        help="model spec name (see `asa-deploy models`) or YAML path")
-        p.add_argument("--attention", default="none", choices=["none", "sa", "asa1", "asa2"])
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
+        p.add_argument("--attention", default="none", choices=["none", "sa", "asa1", "asa2"],
+                       help="none (vanilla), sa (CBAM spatial), asa1 or asa2")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs")
+    p.add_argument("--batch-size", type=int, default=32, help="global batch (all processes)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine decay)")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="Adam weight decay")
     p.add_argument("--loss", default="mse", choices=["mse", "ce"],
                    help="mse on output rates (the paper's) or cross-entropy on spike counts")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds weights, split, windows, dropout")
     p.add_argument("--n-val", type=int, default=None,
-                   help="validation recordings (stratified); default: --val-fraction")
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--T", type=int, default=None, help="time steps (default: the model spec's)")
-    p.add_argument("--dt-ms", type=float, default=None, help="bin width (default: the dataset's)")
-    p.add_argument("--downsample", type=int, default=None)
+                   help="validation recordings (stratified); None: use --val-fraction")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share held out for validation")
+    p.add_argument("--T", type=int, default=None, help="time steps; None: the model spec's")
+    p.add_argument("--dt-ms", type=float, default=None, help="bin width; None: the dataset's")
+    p.add_argument("--downsample", type=int, default=None,
+                   help="divide sensor coordinates; None: the dataset's")
     p.add_argument("--binarize", action="store_true", help="clip per-bin event counts to 1")
     p.add_argument("--eval-windows", type=int, default=10,
                    help="windows per validation recording, majority vote (the paper: 10)")
     p.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
                    help="override a model spec parameter, e.g. --param c1=32 (repeatable)")
-    p.add_argument("--asa-lambda", type=float, default=None)
-    p.add_argument("--asa-r", type=int, default=None)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--asa-lambda", type=float, default=None,
+                   help="ASA's share of important channels / steps; None: the spec's")
+    p.add_argument("--asa-r", type=int, default=None,
+                   help="ASA-1 temporal MLP reduction; None: the spec's")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _config(args, **overrides):
@@ -165,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name, help_text):
         return sub.add_parser(name, help=help_text, description=help_text,
                               epilog=f"example:\n  {EXAMPLES[name]}",
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+                              formatter_class=_HelpFormatter)
 
     p = command("train", "train a network (resumes from RUN_DIR/checkpoint.pt if present)")
     _add_train_args(p)
@@ -174,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("evaluate", "accuracy, NASFR and per-layer firing rates of a trained run")
     p.add_argument("run_dir")
-    p.add_argument("--data", default=None, help=DATA_HELP + "; default: the run's validation split")
-    p.add_argument("--eval-windows", type=int, default=10)
+    p.add_argument("--data", default=None, help=DATA_HELP + "; None: the run's validation split")
+    p.add_argument("--eval-windows", type=int, default=10, help="windows per recording")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     p.set_defaults(func=cmd_evaluate)
 
@@ -184,20 +192,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--compare", nargs="*", default=[], metavar="RUN_DIR",
                    help="more runs to analyze and draw beside the first")
-    p.add_argument("--data", default=None, help=DATA_HELP + "; default: each run's validation split")
+    p.add_argument("--data", default=None, help=DATA_HELP + "; None: each run's validation split")
     p.add_argument("--windows", type=int, default=1, help="test windows per recording")
-    p.add_argument("--max-samples", type=int, default=None)
-    p.add_argument("--figures", type=Path, default=None, help="default: RUN_DIR/figures")
+    p.add_argument("--max-samples", type=int, default=None, help="None: all")
+    p.add_argument("--figures", type=Path, default=None, help="None: RUN_DIR/figures")
     p.set_defaults(func=cmd_analyze)
 
     p = command("quickstart", "train vanilla and ASA on the built-in synthetic DVS task, analyze "
                               "both and print them side by side (a few minutes on 2 CPU cores)")
     _add_train_args(p, with_model_defaults=False)
-    p.add_argument("--model", default="dvs-small")
+    p.add_argument("--model", default="dvs-small", help="model spec name or YAML path")
     p.add_argument("--attention", default="asa2", choices=["sa", "asa1", "asa2"],
                    help="the attention to compare with vanilla")
-    p.add_argument("--out", default="runs/quickstart")
-    p.set_defaults(func=cmd_quickstart)
+    p.add_argument("--out", default="runs/quickstart", help="folder for both runs and figures")
+    # 240 training recordings: small batches give enough optimizer steps in a few minutes.
+    p.set_defaults(func=cmd_quickstart, epochs=15, batch_size=8, eval_windows=5)
 
     p = command("models", "list the model specs")
     p.set_defaults(func=cmd_models)
