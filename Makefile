@@ -18,7 +18,7 @@ install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet $(PIP_C) -e .
 
 install-test: $(BIN)/python
-	$(BIN)/python -m pip install --quiet $(PIP_C) -e ".[test,notebooks]"
+	$(BIN)/python -m pip install --quiet $(PIP_C) -e ".[test]"
 
 demo: install
 	$(BIN)/asa-deploy quickstart --out $(RUN)
