@@ -28,7 +28,7 @@ def test_asa_shape_and_masks_partition(variant, shape):
     assert m1.shape == (n, t, c, 1, 1)
     assert torch.equal(m1 + m2, torch.ones_like(m1))
     assert set(m1.unique().tolist()) <= {0.0, 1.0}
-    maps = asa.spatial_maps(m1 * x, m2 * x)
+    maps = asa.spatial_maps(x, m1)
     assert maps.shape == (n, 2, h, w)  # one map per sample and group, shared over T and C
 
 
@@ -53,7 +53,7 @@ def test_asa_output_is_maps_times_masked_input():
     asa = AdvancedSpatialAttention(T=4, variant="asa2")
     x = torch.rand(2, 4, 6, 5, 5)
     m1, m2 = asa.masks(x)
-    maps = asa.spatial_maps(m1 * x, m2 * x)
+    maps = asa.spatial_maps(x, m1)
     expected = maps[:, None, 0:1] * m1 * x + maps[:, None, 1:2] * m2 * x
     assert torch.allclose(asa(x), expected)
 
@@ -134,3 +134,38 @@ def test_channel_widths_are_configurable():
     net = build_network(spec, 11, "none")
     assert net.blocks[0].synapse[0].out_channels == 8
     assert net.blocks[4].synapse.out_features == 16
+
+
+def test_asa_spatial_maps_pool_each_group_as_the_paper_says():
+    torch.manual_seed(3)
+    asa = AdvancedSpatialAttention(T=3, variant="asa2", lam=0.5)
+    x = torch.randn(2, 3, 4, 5, 5)
+    m1, m2 = asa.masks(x)
+    expected = []
+    for conv, group, share in ((asa.spatial[0], m1 * x, 0.5), (asa.spatial[1], m2 * x, 0.5)):
+        flat = group.flatten(1, 2)
+        pooled = torch.stack([flat.mean(1) / share, flat.amax(1)], dim=1)
+        expected.append(torch.sigmoid(conv(pooled)))
+    assert torch.allclose(asa.spatial_maps(x, m1), torch.cat(expected, 1), atol=1e-6)
+
+
+def test_asa_gradients_match_the_plain_formula():
+    torch.manual_seed(4)
+    asa = AdvancedSpatialAttention(T=4, variant="asa1", r=2)
+    x = torch.randn(2, 4, 6, 5, 5, dtype=torch.float64, requires_grad=True)
+    asa = asa.double()
+    g = torch.randn_like(x)
+
+    def plain(x):
+        m1, m2 = asa.masks(x)
+        maps = []
+        for conv, group, share in ((asa.spatial[0], m1 * x, asa.lam),
+                                   (asa.spatial[1], m2 * x, 1 - asa.lam)):
+            flat = group.flatten(1, 2)
+            maps.append(torch.sigmoid(conv(torch.stack([flat.mean(1) / share, flat.amax(1)], 1))))
+        return maps[0][:, None] * m1 * x + maps[1][:, None] * m2 * x
+
+    fast = torch.autograd.grad((asa(x) * g).sum(), [x, *asa.parameters()])
+    reference = torch.autograd.grad((plain(x) * g).sum(), [x, *asa.parameters()])
+    for a, b in zip(fast, reference, strict=True):
+        assert torch.allclose(a, b, atol=1e-10)

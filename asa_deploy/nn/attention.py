@@ -118,25 +118,39 @@ class AdvancedSpatialAttention(nn.Module):
         m1 = over_channels + over_time - 2 * over_channels * over_time
         return m1[..., None, None], (1 - m1)[..., None, None]
 
-    def spatial_maps(self, group1: torch.Tensor, group2: torch.Tensor) -> torch.Tensor:
-        """The two sigmoid maps of the groups M1 * x and M2 * x, one per sample and group, shared
-        over T and C: [N, 2, H, W]."""
+    def spatial_maps(self, x: torch.Tensor, m1: torch.Tensor) -> torch.Tensor:
+        """The two sigmoid maps of the groups M1 * x and M2 * x (M2 = 1 - M1), one per sample and
+        group, shared over T and C: [N, 2, H, W].
+
+        Each group is pooled over its flattened (T, C) axis: mean / share and max. Written to avoid
+        full-size temporaries in the backward pass (the attention's main cost): the means are
+        matrix products with the mask, the maxima gather at indices found without autograd.
+        """
+        n, t, c, h, w = x.shape
+        flat = x.reshape(n, t * c, h * w)
+        mask = m1.reshape(n, 1, t * c)
+        total = flat.sum(dim=1)
+        sum1 = torch.bmm(mask, flat).squeeze(1)
+        means = (sum1 / (t * c * self.lam), (total - sum1) / (t * c * (1 - self.lam)))
+        with torch.no_grad():
+            group1 = flat * mask.transpose(1, 2)
+            index1 = group1.max(dim=1, keepdim=True).indices
+            index2 = (flat - group1).max(dim=1, keepdim=True).indices
+        mask_full = mask.transpose(1, 2).expand(n, t * c, h * w)
+        max1 = (flat.gather(1, index1) * mask_full.gather(1, index1)).squeeze(1)
+        max2 = (flat.gather(1, index2) * (1 - mask_full.gather(1, index2))).squeeze(1)
         maps = []
-        for conv, group, share in ((self.spatial[0], group1, self.lam),
-                                   (self.spatial[1], group2, 1 - self.lam)):
-            # max with indices: its backward is a scatter, far cheaper than amax's equality mask
-            flat = group.flatten(1, 2)
-            pooled = torch.stack([flat.mean(dim=1) / share, flat.max(dim=1).values], dim=1)
+        for conv, mean, mx in ((self.spatial[0], means[0], max1), (self.spatial[1], means[1], max2)):
+            pooled = torch.stack([mean, mx], dim=1).view(n, 2, h, w)
             maps.append(torch.sigmoid(conv(pooled)))
         return torch.cat(maps, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m1, _ = self.masks(x)
-        # M2 = 1 - M1, so M2 * x = x - M1 * x: two full-size products instead of four.
-        group1 = m1 * x
-        group2 = x - group1
-        maps = self.spatial_maps(group1, group2)
-        return maps[:, None, 0:1] * group1 + maps[:, None, 1:2] * group2
+        maps = self.spatial_maps(x, m1)
+        map1, map2 = maps[:, None, 0:1], maps[:, None, 1:2]
+        # map1 * (M1 x) + map2 * (M2 x) with M2 = 1 - M1, as one gain tensor times x
+        return x * torch.addcmul(map2, m1, map1 - map2)
 
 
 def make_attention(kind: str, *, T: int, lam: float = 0.5, r: int = 4,
