@@ -87,6 +87,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from asa_deploy import io
     from asa_deploy.train import evaluate, load_run
     from asa_deploy.train.loop import eval_set
 
@@ -94,7 +95,6 @@ def cmd_evaluate(args) -> int:
     dataset, described = eval_set(artifact, args.data, windows=args.eval_windows)
     result = {"run": str(args.run_dir), "data": described, "attention": artifact["attention"],
               **evaluate(model, dataset, progress=not args.json)}
-    from asa_deploy import io
     io.write_json(Path(args.run_dir) / "eval.json", result)
     if args.json:
         print(json.dumps(result))
@@ -121,13 +121,13 @@ def cmd_analyze(args) -> int:
 
 def cmd_quickstart(args) -> int:
     from asa_deploy import io
-    from asa_deploy.analysis.stage import analyze_runs, comparison_table
+    from asa_deploy.analysis.stage import analyze_runs, attention_label, comparison_table
     from asa_deploy.train import train
 
     out = Path(args.out)
     runs = {}
     for attention in ("none", args.attention):
-        label = "vanilla" if attention == "none" else attention
+        label = attention_label(attention)
         print(f"== training {label} ({args.model} on {args.data}, {args.epochs} epochs)", flush=True)
         runs[label] = out / label
         train(_config(args, attention=attention), runs[label], progress=not args.no_progress)

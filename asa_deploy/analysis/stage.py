@@ -12,8 +12,8 @@ from asa_deploy.analysis.report import summarize, write_analysis
 from asa_deploy.train.loop import eval_set, load_run
 
 
-def run_label(artifact: dict) -> str:
-    return "vanilla" if artifact["attention"] == "none" else artifact["attention"]
+def attention_label(kind: str) -> str:
+    return "vanilla" if kind == "none" else kind
 
 
 def analyze_runs(run_dirs: list[Path], *, data: str | None = None, windows: int = 1,
@@ -35,7 +35,7 @@ def analyze_runs(run_dirs: list[Path], *, data: str | None = None, windows: int 
         summary = {"run": str(run_dir), "data": described, "attention": artifact["attention"],
                    "model": artifact["model_spec"]["name"], **summarize(result)}
         write_analysis(summary, run_dir / "analysis.json")
-        label = run_label(artifact)
+        label = attention_label(artifact["attention"])
         while label in summaries:
             label += "'"
         summaries[label], records[label] = summary, result
