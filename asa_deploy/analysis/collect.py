@@ -270,7 +270,7 @@ def collect(
         total = len(loader) if hasattr(loader, "__len__") else None
         with torch.no_grad():
             for frames, label, recording in tqdm(
-                loader, total=total, desc="analyze", unit="batch", disable=not progress
+                loader, total=total, desc="analyze", unit="batch", disable=None if progress else True
             ):
                 take = len(frames) if max_samples is None else min(len(frames), max_samples - seen)
                 model.reset_states()

@@ -40,7 +40,7 @@ def evaluate(model, dataset, *, batch_size: int = 64, group: ProcessGroup | None
     predictions = torch.zeros(n, dtype=torch.float64)
     try:
         for start in tqdm(range(0, len(mine), batch_size), desc="evaluate", leave=False,
-                          disable=not (progress and group.is_main)):
+                          disable=None if progress and group.is_main else True):
             idx = mine[start:start + batch_size]
             frames, _, _ = collate([dataset[i] for i in idx])
             model.reset_states()

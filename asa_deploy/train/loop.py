@@ -135,7 +135,7 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: 
         batches = [order[i:i + batch] for i in range(0, n_train - batch + 1, batch)]
         losses, t0 = [], time.perf_counter()
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                   disable=not (progress and group.is_main))
+                   disable=None if progress and group.is_main else True)  # None: no bars off a TTY
         for global_batch in bar:
             start, stop = group.shard(len(global_batch))
             frames, labels, _ = collate([train_set[int(i)] for i in global_batch[start:stop]])
