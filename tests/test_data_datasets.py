@@ -290,3 +290,24 @@ def test_stratified_split_impossible_n_val(n_val):
     labels = np.array([0] * 10 + [1] * 30)
     with pytest.raises(DataSpecError, match=f"n_val={n_val} is impossible.*between 2 .* and 38"):
         stratified_split(labels, n_val=n_val, seed=0)
+
+
+def test_files_are_decoded_once_across_epochs(tmp_path, bin40_writer, monkeypatch):
+    from asa_deploy.data import FramedDataset
+    from asa_deploy.data import datasets as datasets_module
+
+    good = random_events(80)
+    for digit in ("0", "1"):
+        (tmp_path / "Train" / digit).mkdir(parents=True)
+        for k in range(3):
+            bin40_writer(tmp_path / "Train" / digit / f"{k}.bin", good["x"], good["y"], good["t"],
+                         good["p"])
+    calls = []
+    real = datasets_module.read_bin40
+    monkeypatch.setattr(datasets_module, "read_bin40", lambda p: calls.append(p) or real(p))
+    ds = open_dataset(f"nmnist:{tmp_path}")
+    framed = FramedDataset(ds, range(len(ds)), FrameSpec(T=4, dt_us=50_000), mode="rcs")
+    for epoch in range(2):
+        framed.set_epoch(epoch)
+        assert all(framed[i][0].shape == (4, 2, 34, 34) for i in range(len(framed)))
+    assert len(calls) == 6
