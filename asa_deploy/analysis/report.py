@@ -18,7 +18,7 @@ import torch
 from asa_deploy.analysis import metrics
 from asa_deploy.analysis.collect import LayerRecord, LayerRecords, collect
 from asa_deploy.data.framing import recording_accuracy
-from asa_deploy.io import atomic_output
+from asa_deploy.io import write_text
 
 
 def _nan_mean(x: torch.Tensor) -> float:
@@ -143,8 +143,4 @@ def _jsonable(value: Any) -> Any:
 
 def write_analysis(result: dict[str, Any], path: str | Path) -> Path:
     """Write ``result`` as JSON, atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    text = json.dumps(_jsonable(result), indent=1, allow_nan=False)
-    with atomic_output(path) as tmp:
-        tmp.write_text(text + "\n")
-    return path
+    return write_text(path, json.dumps(_jsonable(result), indent=1, allow_nan=False) + "\n")

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from asa_deploy.analysis.metrics import nasfr
 from asa_deploy.data import recording_accuracy
 from asa_deploy.train.distributed import ProcessGroup, sum_tensor
 
@@ -56,11 +57,10 @@ def evaluate(model, dataset, *, batch_size: int = 64, group: ProcessGroup | None
     sfr = {name: float(spikes[i] / (steps[i] * neurons[i] * n)) if neurons[i] else 0.0
            for i, (name, _) in enumerate(layers)}
     counts = {name: neurons[i] for i, (name, _) in enumerate(layers)}
-    total = sum(counts.values())
     return {
         "accuracy": float(recording_accuracy(predictions, labels, recordings)),
         "window_accuracy": float(np.mean(predictions == labels)),
-        "nasfr": sum(sfr[k] * counts[k] for k in sfr) / total if total else 0.0,
+        "nasfr": nasfr(sfr, counts),
         "sfr": sfr,
         "neurons": counts,
         "windows": n,
