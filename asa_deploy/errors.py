@@ -22,3 +22,15 @@ class BadRecordingError(AsaDeployError):
 
 class ModelSpecError(AsaDeployError):
     """A network spec that cannot be built, or a checkpoint that does not match one."""
+
+
+class ChipSpecError(AsaDeployError):
+    """A hw_config file (``hw_configs/<chip>.toml``) that is missing a field or holds a bad value."""
+
+
+class ChipConfigError(AsaDeployError):
+    """A ChipConfig (``chip_config.json``) with a wrong schema, out-of-range integers or bad shapes."""
+
+
+class CompileError(AsaDeployError):
+    """A network the chip cannot run: an unsupported layer, a design-rule violation or no mapping."""

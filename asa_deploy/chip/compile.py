@@ -1,0 +1,193 @@
+"""The compile stage: network -> lowered layers -> design rules -> quantization -> mapping -> ChipConfig.
+
+``compile_network`` works on any sinabs-style ``nn.Sequential`` or our ``SpikingNetwork``;
+``compile_run`` reads a run directory (``model.pt``) and writes ``chip_config.json`` (what the chip
+holds) and ``mapping.json`` (core table, quantization statistics, every lowering note).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from asa_deploy.chip.config import (
+    ChipConfig,
+    CoreConfig,
+    Destination,
+    DvsLayerConfig,
+    ReadoutConfig,
+)
+from asa_deploy.chip.lower import LoweredNetwork, lower
+from asa_deploy.chip.mapping import Mapping, map_layers
+from asa_deploy.chip.quantize import QuantizedLayer, quantize_layer
+from asa_deploy.chip.rules import Violation, check_design_rules
+from asa_deploy.chip.spec import ChipSpec, load_chip_spec
+from asa_deploy.errors import CompileError
+from asa_deploy.io import write_json
+
+CHIP_CONFIG = "chip_config.json"
+MAPPING = "mapping.json"
+
+
+@dataclass
+class SensorInput:
+    """Events arrive through the chip's DVS input layer from a sensor of ``shape`` (P, H, W)."""
+
+    shape: tuple[int, int, int]
+    downsample: int = 1  # pooling the training framing applied before the network's input
+
+
+@dataclass
+class CompiledNetwork:
+    config: ChipConfig
+    mapping: Mapping
+    lowered: LoweredNetwork
+    quantized: list[QuantizedLayer]
+    notes: list[str] = field(default_factory=list)
+
+    def report(self, spec: ChipSpec) -> dict:
+        return {
+            **self.mapping.to_dict(spec),
+            "quantization": {q.name: q.stats for q in self.quantized},
+            "notes": self.notes,
+        }
+
+
+def check_network(model: nn.Module, chip: str | ChipSpec, *, input_shape: tuple[int, int, int],
+                  sensor: SensorInput | None = None, bias_policy: str | None = None
+                  ) -> tuple[LoweredNetwork, list[Violation], Mapping | None, str | None]:
+    """Lower, check the design rules and try to map, without raising on a violation.
+
+    Returns the lowered network, every violation, and the mapping or the mapper's reason.
+    """
+    spec = chip if isinstance(chip, ChipSpec) else load_chip_spec(chip)
+    lowered = lower(model, input_shape, bias_policy=bias_policy)
+    violations = check_design_rules(lowered, spec, input_from_sensor=sensor is not None)
+    if sensor is not None:
+        violations += _sensor_violations(sensor, lowered, spec)
+    try:
+        return lowered, violations, map_layers(lowered.layers, spec), None
+    except CompileError as exc:
+        return lowered, violations, None, str(exc)
+
+
+def compile_network(model: nn.Module, chip: str | ChipSpec, *, input_shape: tuple[int, int, int],
+                    sensor: SensorInput | None = None, bias_policy: str | None = None,
+                    class_names: list[str] | None = None, meta: dict | None = None) -> CompiledNetwork:
+    """Everything ``asa-deploy compile`` does, in memory. Raises ``CompileError`` listing every
+    design-rule violation, or the mapper's shortfall."""
+    spec = chip if isinstance(chip, ChipSpec) else load_chip_spec(chip)
+    lowered, violations, mapping, mapping_error = check_network(
+        model, spec, input_shape=input_shape, sensor=sensor, bias_policy=bias_policy)
+    if violations:
+        raise CompileError(f"{len(violations)} design-rule violation(s) on {spec.name}:\n  "
+                           + "\n  ".join(map(str, violations)))
+    if mapping is None:
+        raise CompileError(mapping_error)
+    quantized = [quantize_layer(layer, spec.numerics) for layer in lowered.layers]
+    notes = list(lowered.notes)
+    for q in quantized:
+        notes += [f"{q.name}: {n}" for n in q.stats["notes"]]
+    cores = []
+    for i, (layer, q) in enumerate(zip(lowered.layers, quantized, strict=True)):
+        if layer.kill is not None and not spec.has("per_neuron_kill"):
+            raise CompileError(f"layer {layer.name}: has killed neurons; {spec.name} has no "
+                               f"per-neuron kill bits (only dynapcnn does)")
+        if layer.initial_state is not None and not spec.has("per_neuron_initial_value"):
+            raise CompileError(f"layer {layer.name}: needs per-neuron initial values, which "
+                               f"{spec.name} lacks")
+        last = i == len(lowered.layers) - 1
+        destinations = [] if last else [Destination(mapping.assignment[i + 1], layer.pool)]
+        if last and layer.pool > 1:
+            notes.append(f"{layer.name}: final pooling {layer.pool} dropped (classes are counted "
+                         f"over all positions)")
+        cores.append(CoreConfig(
+            core=mapping.assignment[i], name=layer.name, input_shape=tuple(layer.input_shape),
+            weights=q.weight.numpy(), biases=(q.bias if q.bias is not None else
+                                              q.weight.new_zeros(q.weight.shape[0])).numpy(),
+            stride=tuple(layer.stride), padding=tuple(layer.padding),
+            threshold_high=q.threshold_high, threshold_low=q.threshold_low,
+            return_to_zero=layer.return_to_zero, neurons_initial_value=q.initial_state.numpy(),
+            destinations=destinations, leak_enable=q.bias is not None and bool((q.bias != 0).any()),
+            neurons_kill=None if layer.kill is None else layer.kill.numpy(),
+            monitor_enable=last, scale=q.scale))
+    first_core = mapping.assignment[0]
+    last_layer = lowered.layers[-1]
+    num_classes = last_layer.neuron_shape[0]
+    if class_names is not None and len(class_names) != num_classes:
+        raise CompileError(f"{len(class_names)} class names for an output layer of {num_classes} "
+                           f"channels ({last_layer.name})")
+    readout = ReadoutConfig(source_core=mapping.assignment[len(lowered.layers) - 1],
+                            num_classes=num_classes, class_names=list(class_names or []))
+    dvs = None
+    if sensor is not None:
+        dvs = _dvs_layer(sensor, lowered, first_core)
+    config = ChipConfig(chip=spec.name, cores=cores, readout=readout, dvs=dvs,
+                        input_core=None if dvs is not None else first_core,
+                        meta={**(meta or {}), "bias_policy": bias_policy, "notes": notes})
+    config.validate(f"compiled {spec.name} config")
+    return CompiledNetwork(config, mapping, lowered, quantized, notes)
+
+
+def _sensor_violations(sensor: SensorInput, lowered: LoweredNetwork, spec: ChipSpec) -> list[Violation]:
+    out = []
+    p, h, w = sensor.shape
+    _, max_h, max_w = spec.dvs.sensor
+    if h > max_h or w > max_w:
+        out.append(Violation("input", "sensor_size", f"{h}x{w}", f"{max_h}x{max_w}",
+                             "crop the recordings to the chip's sensor"))
+    pool = sensor.downsample * lowered.input_pool
+    if pool not in spec.dvs.poolings:
+        out.append(Violation("input", "dvs_pooling", pool, list(spec.dvs.poolings),
+                             "downsample the input by 1, 2 or 4 in total"))
+    c, ih, iw = lowered.input_shape
+    if h // pool < ih or w // pool < iw:
+        out.append(Violation("input", "input_shape", f"{h // pool}x{w // pool} after pooling",
+                             f"the network's {ih}x{iw}", "check the framing's downsample"))
+    if c > p:
+        out.append(Violation("input", "input_channels", c, p, "use at most the sensor's polarities"))
+    return out
+
+
+def _dvs_layer(sensor: SensorInput, lowered: LoweredNetwork, first_core: int) -> DvsLayerConfig:
+    pool = sensor.downsample * lowered.input_pool
+    c, h, w = lowered.input_shape
+    return DvsLayerConfig(sensor_shape=tuple(sensor.shape), destinations=[first_core],
+                          merge=c == 1 and sensor.shape[0] == 2, pooling=(pool, pool),
+                          cut=(h - 1, w - 1))
+
+
+def load_network_for_compile(run_dir: Path):
+    """The run's network and what ``compile`` needs to know about its input."""
+    from asa_deploy.train.loop import load_run
+
+    model, artifact = load_run(run_dir)
+    spec_input = model.spec.input
+    input_shape = (int(spec_input["channels"]), int(spec_input["height"]), int(spec_input["width"]))
+    data = artifact["data"]
+    width, height, polarities = data["sensor_size"]
+    sensor = SensorInput((int(polarities), int(height), int(width)),
+                         int(data["frame_spec"].get("downsample", 1)))
+    return model, artifact, input_shape, sensor
+
+
+def compile_run(run_dir: str | Path, chip: str, *, bias_policy: str | None = None,
+                use_sensor: bool = True) -> CompiledNetwork:
+    run_dir = Path(run_dir)
+    model, artifact, input_shape, sensor = load_network_for_compile(run_dir)
+    data = artifact["data"]
+    notes_meta = {"source": str(run_dir / "model.pt"), "model": model.spec.name,
+                  "attention": artifact["attention"], "frame_spec": data["frame_spec"],
+                  "data_spec": data["spec"]}
+    if data["frame_spec"].get("binarize"):
+        notes_meta["warning"] = ("trained on binarized frames; the chip sums every event, so "
+                                 "expect a gap until fine-tuned without binarize")
+    compiled = compile_network(model, chip, input_shape=input_shape,
+                               sensor=sensor if use_sensor else None, bias_policy=bias_policy,
+                               class_names=list(data["class_names"]), meta=notes_meta)
+    spec = load_chip_spec(chip)
+    compiled.config.save(run_dir / CHIP_CONFIG)
+    write_json(run_dir / MAPPING, compiled.report(spec))
+    return compiled

@@ -1,0 +1,403 @@
+"""``ChipConfig``: exactly what the chip's cores, its DVS input layer and its readout hold.
+
+It is the single source of truth downstream of ``compile`` (DESIGN.md section 3): the simulators and the
+samna adapter read only this, never torch modules. Integers are stored as numpy arrays of the chip's
+width (int8 weights, int16 biases / thresholds / states) and written to JSON as nested lists, so a
+``from_json(to_json(c)) == c`` round trip is exact. ``validate`` refuses anything the chip could not
+hold, naming the core and the field, so a hand-edited or corrupted file never reaches a simulator.
+
+Layouts follow torch, not samna: weights [out, in, ky, kx], states [c, y, x]; the samna adapter
+transposes (samna wants [out][in][x][y]).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asa_deploy.errors import ChipConfigError
+from asa_deploy.io import write_text
+
+SCHEMA_VERSION = 1
+READOUT_CORE = 12  # destination id of the readout block on Speck (speck-hardware.md section 5)
+INT8 = (-128, 127)
+INT16 = (-32768, 32767)
+
+
+@dataclass
+class Destination:
+    """Where a core's output spikes go: another core (0..8) or the readout (12), summed over
+    ``pooling`` x ``pooling`` on the way, with ``feature_shift`` added to the channel index."""
+
+    core: int
+    pooling: int = 1
+    feature_shift: int = 0
+
+
+@dataclass
+class CoreConfig:
+    core: int
+    name: str                        # the source layer, for messages and reports
+    input_shape: tuple[int, int, int]  # (C, H, W) the core receives
+    weights: np.ndarray              # int8 [out, in, k, k]
+    biases: np.ndarray               # int16 [out]
+    stride: tuple[int, int]          # (y, x)
+    padding: tuple[int, int]         # (y, x)
+    threshold_high: int
+    threshold_low: int
+    return_to_zero: bool
+    neurons_initial_value: np.ndarray  # int16 [out, H_out, W_out]
+    destinations: list[Destination] = field(default_factory=list)
+    leak_enable: bool = False
+    neurons_kill: np.ndarray | None = None  # bool [out, H_out, W_out]; DYNAP-CNN only
+    monitor_enable: bool = False
+    output_decimator: int | None = None    # 0..7 -> pass 1 of 2,4,8,16,32,128,256,512 spikes
+    scale: float = 1.0                     # integer units per float unit (informative)
+
+    @property
+    def kernel_size(self) -> int:
+        return int(self.weights.shape[-1])
+
+    @property
+    def neuron_shape(self) -> tuple[int, int, int]:
+        """(C_out, H_out, W_out) of the convolution, before any destination pooling."""
+        c, h, w = self.input_shape
+        k = self.kernel_size
+        return (int(self.weights.shape[0]),
+                (h + 2 * self.padding[0] - k) // self.stride[0] + 1,
+                (w + 2 * self.padding[1] - k) // self.stride[1] + 1)
+
+    def output_shape(self, destination: Destination) -> tuple[int, int, int]:
+        c, h, w = self.neuron_shape
+        return c, h // destination.pooling, w // destination.pooling
+
+
+@dataclass
+class DvsLayerConfig:
+    """The chip's input (pre-processing) layer, in the datasheet's order: polarity selection or
+    merge -> sum pooling -> region of interest (origin..cut inclusive, shifted to 0,0) -> mirror.
+    Killed pixels are in sensor coordinates and are dropped before everything else."""
+
+    sensor_shape: tuple[int, int, int]  # (P, H, W) events arrive in
+    destinations: list[int]
+    merge: bool = False
+    on_channel: bool = True
+    off_channel: bool = True
+    pooling: tuple[int, int] = (1, 1)   # (y, x)
+    origin: tuple[int, int] = (0, 0)    # (y, x), after pooling
+    cut: tuple[int, int] | None = None  # (y, x) inclusive, after pooling; None: the whole map
+    mirror: tuple[bool, bool] = (False, False)  # (y, x)
+    killed_pixels: list[tuple[int, int]] = field(default_factory=list)  # (y, x) on the sensor
+
+    def pooled_shape(self) -> tuple[int, int]:
+        return self.sensor_shape[1] // self.pooling[0], self.sensor_shape[2] // self.pooling[1]
+
+    def output_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) the destination cores receive."""
+        h, w = self.pooled_shape()
+        cut = self.cut if self.cut is not None else (h - 1, w - 1)
+        channels = 1 if self.merge else int(self.on_channel) + int(self.off_channel)
+        return channels, cut[0] - self.origin[0] + 1, cut[1] - self.origin[1] + 1
+
+
+@dataclass
+class ReadoutConfig:
+    """Which core's spikes are the class outputs and how channels map to classes.
+
+    ``channel_stride`` is 4 on speck2e/2f with the readout block (erratum: class k reads channel
+    4(k-1); sinabs's ``extend_readout_layer``) and 1 when classes are read from monitored spikes."""
+
+    source_core: int
+    num_classes: int
+    use_readout_block: bool = False
+    channel_stride: int = 1
+    threshold: int = 0
+    class_names: list[str] = field(default_factory=list)
+
+    def class_channels(self) -> list[int]:
+        return [k * self.channel_stride for k in range(self.num_classes)]
+
+
+@dataclass
+class ChipConfig:
+    chip: str
+    cores: list[CoreConfig]
+    readout: ReadoutConfig
+    dvs: DvsLayerConfig | None = None
+    input_core: int | None = None  # where host events enter when there is no DVS layer
+    meta: dict[str, Any] = field(default_factory=dict)  # provenance: run, frame spec, compile report
+    schema_version: int = SCHEMA_VERSION
+
+    def core(self, core_id: int) -> CoreConfig:
+        for core in self.cores:
+            if core.core == core_id:
+                return core
+        raise ChipConfigError(f"no core {core_id} in this config (cores: {self.core_ids()})")
+
+    def core_ids(self) -> list[int]:
+        return [c.core for c in self.cores]
+
+    def entry_cores(self) -> list[int]:
+        return list(self.dvs.destinations) if self.dvs is not None else [self.input_core]
+
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the events a user feeds in: the sensor's, or the first core's."""
+        if self.dvs is not None:
+            return tuple(self.dvs.sensor_shape)
+        return tuple(self.core(self.input_core).input_shape)
+
+    def topological_order(self) -> list[int]:
+        """Core ids such that every core comes after all cores feeding it."""
+        feeds = {c.core: [d.core for d in c.destinations if d.core != READOUT_CORE] for c in self.cores}
+        indegree = {c: 0 for c in feeds}
+        for targets in feeds.values():
+            for t in targets:
+                indegree[t] = indegree.get(t, 0) + 1
+        ready = sorted(c for c, n in indegree.items() if n == 0)
+        order = []
+        while ready:
+            c = ready.pop(0)
+            order.append(c)
+            for t in feeds.get(c, []):
+                indegree[t] -= 1
+                if indegree[t] == 0:
+                    ready.append(t)
+                    ready.sort()
+        if len(order) != len(feeds):
+            raise ChipConfigError(f"the cores' destinations form a cycle: {feeds}")
+        return order
+
+    # ---- validation --------------------------------------------------------------------------------
+
+    def validate(self, source: str = "ChipConfig") -> ChipConfig:
+        """Refuse anything the chip could not hold; every message names the core and the field."""
+        if self.schema_version != SCHEMA_VERSION:
+            raise ChipConfigError(f"{source}: schema_version {self.schema_version}, this asa_deploy reads "
+                                  f"{SCHEMA_VERSION}; recompile with `asa-deploy compile`")
+        if not self.cores:
+            raise ChipConfigError(f"{source}: no cores")
+        ids = self.core_ids()
+        if len(set(ids)) != len(ids) or not all(0 <= i <= 8 for i in ids):
+            raise ChipConfigError(f"{source}: core ids must be distinct and in 0..8, got {ids}")
+        for core in self.cores:
+            _validate_core(core, f"{source}: core {core.core} ({core.name})")
+        shapes = {c.core: c.input_shape for c in self.cores}
+        for core in self.cores:
+            for d in core.destinations:
+                where = f"{source}: core {core.core} ({core.name}) destination {d.core}"
+                if d.pooling not in (1, 2, 4):
+                    raise ChipConfigError(f"{where}: pooling {d.pooling} not in (1, 2, 4)")
+                if d.core == READOUT_CORE:
+                    continue
+                if d.core not in shapes:
+                    raise ChipConfigError(f"{where}: no such core in this config")
+                c, h, w = core.output_shape(d)
+                tc, th, tw = shapes[d.core]
+                if (h, w) != (th, tw) or d.feature_shift < 0 or d.feature_shift + c > tc:
+                    raise ChipConfigError(
+                        f"{where}: sends {c}x{h}x{w} (feature_shift {d.feature_shift}) into an input "
+                        f"of {tc}x{th}x{tw}")
+            if len(core.destinations) > 2:
+                raise ChipConfigError(f"{source}: core {core.core} has {len(core.destinations)} "
+                                      f"destinations; a core has 2")
+        self.topological_order()
+        if self.dvs is not None:
+            _validate_dvs(self.dvs, shapes, f"{source}: dvs layer")
+        elif self.input_core not in shapes:
+            raise ChipConfigError(f"{source}: input_core {self.input_core} is not a core of this config")
+        r = self.readout
+        if r.source_core not in shapes:
+            raise ChipConfigError(f"{source}: readout source_core {r.source_core} is not a core")
+        out_channels = self.core(r.source_core).neuron_shape[0]
+        if r.num_classes < 1 or max(r.class_channels()) >= out_channels:
+            raise ChipConfigError(f"{source}: readout needs channels {r.class_channels()} of core "
+                                  f"{r.source_core}, which has {out_channels}")
+        return self
+
+    # ---- JSON --------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return {
+            "schema_version": self.schema_version,
+            "chip": self.chip,
+            "input_core": self.input_core,
+            "dvs": None if self.dvs is None else _dvs_to_dict(self.dvs),
+            "cores": [_core_to_dict(c) for c in self.cores],
+            "readout": dict(vars(self.readout)),
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = "ChipConfig") -> ChipConfig:
+        if not isinstance(raw, dict):
+            raise ChipConfigError(f"{source}: expected a JSON object, got {type(raw).__name__}")
+        version = raw.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ChipConfigError(f"{source}: schema_version {version!r}, this asa_deploy reads "
+                                  f"{SCHEMA_VERSION}; recompile with `asa-deploy compile`")
+        try:
+            config = cls(
+                chip=str(raw["chip"]),
+                cores=[_core_from_dict(c, f"{source}: cores[{i}]") for i, c in enumerate(raw["cores"])],
+                readout=ReadoutConfig(**raw["readout"]),
+                dvs=None if raw.get("dvs") is None else _dvs_from_dict(raw["dvs"]),
+                input_core=raw.get("input_core"),
+                meta=raw.get("meta", {}),
+                schema_version=version,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ChipConfigError(f"{source}: malformed ({type(exc).__name__}: {exc})") from exc
+        return config.validate(source)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":")) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "ChipConfig") -> ChipConfig:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ChipConfigError(f"{source}: not valid JSON ({exc})") from exc
+        return cls.from_dict(raw, source)
+
+    def save(self, path: str | Path) -> Path:
+        return write_text(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> ChipConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ChipConfigError(f"{path}: no such file; run `asa-deploy compile` first")
+        return cls.from_json(path.read_text(), str(path))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ChipConfig) and self.to_dict() == other.to_dict()
+
+
+def _int_array(value: Any, dtype, bounds: tuple[int, int], where: str) -> np.ndarray:
+    array = np.asarray(value)
+    if array.size and not np.issubdtype(array.dtype, np.integer) and not np.issubdtype(array.dtype, np.bool_):
+        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
+            raise ChipConfigError(f"{where}: holds non-integer values")
+    if array.size and (array.min() < bounds[0] or array.max() > bounds[1]):
+        raise ChipConfigError(f"{where}: values {int(array.min())}..{int(array.max())} outside "
+                              f"{bounds[0]}..{bounds[1]}")
+    return array.astype(dtype)
+
+
+def _validate_core(core: CoreConfig, where: str) -> None:
+    if core.weights.ndim != 4 or core.weights.shape[2] != core.weights.shape[3]:
+        raise ChipConfigError(f"{where}: weights must be [out, in, k, k], got {core.weights.shape}")
+    core.weights = _int_array(core.weights, np.int8, INT8, f"{where}: weights")
+    out, cin = core.weights.shape[:2]
+    if len(core.input_shape) != 3 or core.input_shape[0] != cin:
+        raise ChipConfigError(f"{where}: input_shape {core.input_shape} does not match weights with "
+                              f"{cin} input channels")
+    core.biases = _int_array(core.biases, np.int16, INT16, f"{where}: biases")
+    if core.biases.shape != (out,):
+        raise ChipConfigError(f"{where}: biases shape {core.biases.shape}, expected ({out},)")
+    for name in ("threshold_high", "threshold_low"):
+        value = getattr(core, name)
+        if not isinstance(value, (int, np.integer)) or not INT16[0] <= value <= INT16[1]:
+            raise ChipConfigError(f"{where}: {name} {value!r} is not an int16")
+    if core.threshold_low == 0:
+        raise ChipConfigError(f"{where}: threshold_low 0 triggers a known chip bug; use -1 or lower")
+    if not core.threshold_low < core.threshold_high:
+        raise ChipConfigError(f"{where}: threshold_low {core.threshold_low} must be below "
+                              f"threshold_high {core.threshold_high}")
+    if min(core.stride) < 1 or min(core.padding) < 0:
+        raise ChipConfigError(f"{where}: stride {core.stride} / padding {core.padding} invalid")
+    shape = core.neuron_shape
+    if min(shape[1:]) < 1:
+        raise ChipConfigError(f"{where}: the convolution has no output ({shape})")
+    core.neurons_initial_value = _int_array(core.neurons_initial_value, np.int16, INT16,
+                                            f"{where}: neurons_initial_value")
+    if core.neurons_initial_value.shape != shape:
+        raise ChipConfigError(f"{where}: neurons_initial_value shape "
+                              f"{core.neurons_initial_value.shape}, expected {shape}")
+    if core.neurons_kill is not None:
+        core.neurons_kill = np.asarray(core.neurons_kill, dtype=bool)
+        if core.neurons_kill.shape != shape:
+            raise ChipConfigError(f"{where}: neurons_kill shape {core.neurons_kill.shape}, "
+                                  f"expected {shape}")
+    if core.output_decimator is not None and not 0 <= core.output_decimator <= 7:
+        raise ChipConfigError(f"{where}: output_decimator {core.output_decimator} not in 0..7")
+
+
+def _validate_dvs(dvs: DvsLayerConfig, shapes: dict, where: str) -> None:
+    if len(dvs.sensor_shape) != 3 or dvs.sensor_shape[0] not in (1, 2):
+        raise ChipConfigError(f"{where}: sensor_shape {dvs.sensor_shape} must be (1 or 2, H, W)")
+    if any(p not in (1, 2, 4) for p in dvs.pooling):
+        raise ChipConfigError(f"{where}: pooling {dvs.pooling} not in (1, 2, 4)")
+    h, w = dvs.pooled_shape()
+    cut = dvs.cut if dvs.cut is not None else (h - 1, w - 1)
+    if not (0 <= dvs.origin[0] <= cut[0] < h and 0 <= dvs.origin[1] <= cut[1] < w):
+        raise ChipConfigError(f"{where}: ROI origin {dvs.origin} .. cut {cut} outside the pooled "
+                              f"map {h}x{w}")
+    if not (dvs.on_channel or dvs.off_channel):
+        raise ChipConfigError(f"{where}: both polarities disabled; nothing would reach the cores")
+    for y, x in dvs.killed_pixels:
+        if not (0 <= y < dvs.sensor_shape[1] and 0 <= x < dvs.sensor_shape[2]):
+            raise ChipConfigError(f"{where}: killed pixel (y={y}, x={x}) outside the sensor")
+    if not 1 <= len(dvs.destinations) <= 2:
+        raise ChipConfigError(f"{where}: needs 1 or 2 destinations, got {dvs.destinations}")
+    out = dvs.output_shape()
+    for d in dvs.destinations:
+        if d not in shapes:
+            raise ChipConfigError(f"{where}: destination {d} is not a core of this config")
+        if tuple(shapes[d]) != out:
+            raise ChipConfigError(f"{where}: sends {out} into core {d}, whose input is {shapes[d]}")
+
+
+def _core_to_dict(core: CoreConfig) -> dict:
+    return {
+        "core": core.core, "name": core.name, "input_shape": list(core.input_shape),
+        "weights": core.weights.tolist(), "biases": core.biases.tolist(),
+        "stride": list(core.stride), "padding": list(core.padding),
+        "threshold_high": int(core.threshold_high), "threshold_low": int(core.threshold_low),
+        "return_to_zero": core.return_to_zero, "leak_enable": core.leak_enable,
+        "neurons_initial_value": core.neurons_initial_value.tolist(),
+        "neurons_kill": None if core.neurons_kill is None else core.neurons_kill.tolist(),
+        "destinations": [vars(d) for d in core.destinations],
+        "monitor_enable": core.monitor_enable, "output_decimator": core.output_decimator,
+        "scale": core.scale,
+    }
+
+
+def _core_from_dict(raw: dict, where: str) -> CoreConfig:
+    return CoreConfig(
+        core=int(raw["core"]), name=str(raw["name"]), input_shape=tuple(raw["input_shape"]),
+        weights=np.asarray(raw["weights"]), biases=np.asarray(raw["biases"]),
+        stride=tuple(raw["stride"]), padding=tuple(raw["padding"]),
+        threshold_high=raw["threshold_high"], threshold_low=raw["threshold_low"],
+        return_to_zero=bool(raw["return_to_zero"]), leak_enable=bool(raw.get("leak_enable", False)),
+        neurons_initial_value=np.asarray(raw["neurons_initial_value"]),
+        neurons_kill=None if raw.get("neurons_kill") is None else np.asarray(raw["neurons_kill"]),
+        destinations=[Destination(**d) for d in raw["destinations"]],
+        monitor_enable=bool(raw.get("monitor_enable", False)),
+        output_decimator=raw.get("output_decimator"), scale=float(raw.get("scale", 1.0)),
+    )
+
+
+def _dvs_to_dict(dvs: DvsLayerConfig) -> dict:
+    out = dict(vars(dvs))
+    for key in ("sensor_shape", "pooling", "origin", "cut", "mirror"):
+        out[key] = None if out[key] is None else list(out[key])
+    out["killed_pixels"] = [list(p) for p in dvs.killed_pixels]
+    out["destinations"] = list(dvs.destinations)
+    return out
+
+
+def _dvs_from_dict(raw: dict) -> DvsLayerConfig:
+    raw = dict(raw)
+    for key in ("sensor_shape", "pooling", "origin", "mirror"):
+        if key in raw:
+            raw[key] = tuple(raw[key])
+    if raw.get("cut") is not None:
+        raw["cut"] = tuple(raw["cut"])
+    raw["killed_pixels"] = [tuple(p) for p in raw.get("killed_pixels", [])]
+    return DvsLayerConfig(**raw)
