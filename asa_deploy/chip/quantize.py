@@ -54,7 +54,7 @@ def quantize_layer(layer: ChipLayer, numerics: Numerics) -> QuantizedLayer:
     if state is not None and bool((state != 0).any()):
         scales.append(discretization_scale(state.float(), numerics.state_bits))
     scale = min(scales)
-    if not torch.isfinite(scale):
+    if not bool((weight != 0).any()):
         raise CompileError(f"layer {layer.name}: all weights are zero; nothing to put on a core")
     w_q = torch.round(weight * scale)
     b_q = torch.round(bias * scale)
