@@ -142,6 +142,65 @@ def cmd_quickstart(args) -> int:
     return 0
 
 
+def cmd_compile(args) -> int:
+    from asa_deploy.chip.compile import (
+        CHIP_CONFIG,
+        MAPPING,
+        check_network,
+        compile_run,
+        load_network_for_compile,
+    )
+    from asa_deploy.chip.mapping import format_table
+    from asa_deploy.chip.spec import load_chip_spec
+
+    spec = load_chip_spec(args.chip)
+    run_dir = Path(args.run_dir)
+    if args.check:
+        model, _, input_shape, sensor = load_network_for_compile(run_dir)
+        _, violations, mapping, mapping_error = check_network(
+            model, spec, input_shape=input_shape, sensor=None if args.no_dvs else sensor,
+            bias_policy=args.bias)
+        for violation in violations:
+            print(f"violation: {violation}")
+        if mapping is not None:
+            print(format_table(mapping.table(spec)))
+        else:
+            print(f"mapping: {mapping_error}")
+        ok = not violations and mapping is not None
+        print(f"{run_dir}: {'fits' if ok else 'does not fit'} {spec.name}")
+        return 0 if ok else 1
+    compiled = compile_run(run_dir, args.chip, bias_policy=args.bias, use_sensor=not args.no_dvs)
+    print(format_table(compiled.mapping.table(spec)))
+    for q in compiled.quantized:
+        st = q.stats
+        print(f"  {q.name:14s} scale {st['scale']:9.2f} ({st['limited_by']}), threshold "
+              f"{st['threshold_high']}/{st['threshold_low']}, weight error "
+              f"{st['relative_weight_error']:.2%}, {st['weights_zeroed']} weights rounded to 0")
+    for note in compiled.notes:
+        print(f"  note: {note}")
+    print(f"wrote {run_dir / CHIP_CONFIG} and {run_dir / MAPPING}")
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from asa_deploy.chip.simulate import SIM_JSON, simulate_run
+
+    summary = simulate_run(args.run_dir, args.data, engine=args.engine, windows=args.windows,
+                           max_recordings=args.max_recordings, progress=not args.json)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"{summary['data']} on {summary['chip']}, engine {args.engine}")
+    print(f"accuracy {summary['accuracy']:.4f} per window, {summary['recording_accuracy']:.4f} per "
+          f"recording (majority vote)")
+    print(f"input events {summary['input_events']:,} ({summary['dropped_events']:,} dropped by the "
+          f"DVS layer); {summary['events_per_second']:,.0f} events/s simulated")
+    for core, spikes in summary["spikes_per_core"].items():
+        print(f"  core {core}: {spikes:,} spikes, {summary['synops_per_core'][core]:,} synops")
+    print(f"wrote {Path(args.run_dir) / SIM_JSON}")
+    return 0
+
+
 def cmd_models(args) -> int:
     from asa_deploy.nn import list_models, models_dir
 
@@ -157,6 +216,8 @@ EXAMPLES = {
     "evaluate": "asa-deploy evaluate runs/nmnist-asa2 --json",
     "analyze": "asa-deploy analyze runs/nmnist-asa2 --compare runs/nmnist-vanilla",
     "models": "asa-deploy models",
+    "simulate": "asa-deploy simulate runs/speck-vanilla --engine exact --windows 3",
+    "compile": "asa-deploy compile runs/speck-vanilla --chip speck2f --bias drop",
     "quickstart": "asa-deploy quickstart --out runs/quickstart",
 }
 
@@ -207,6 +268,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/quickstart", help="folder for both runs and figures")
     # 240 training recordings: small batches give enough optimizer steps in a few minutes.
     p.set_defaults(func=cmd_quickstart, epochs=15, batch_size=8, eval_windows=5)
+
+    p = command("compile", "lower, check, quantize and map a trained run onto a chip's cores; "
+                           "writes RUN_DIR/chip_config.json and RUN_DIR/mapping.json")
+    p.add_argument("run_dir")
+    p.add_argument("--chip", default="speck2f",
+                   help="hw_config name (speck2f, speck2e, dynapcnn) or path of a .toml file")
+    p.add_argument("--bias", choices=["drop", "leak"], default=None,
+                   help="what to do with biases (the chip adds them per slow-clock tick); "
+                        "required when the network has any")
+    p.add_argument("--no-dvs", action="store_true",
+                   help="feed events straight into the first core instead of the DVS input layer")
+    p.add_argument("--check", action="store_true",
+                   help="only validate: print every design-rule violation and the core table")
+    p.set_defaults(func=cmd_compile)
+
+    p = command("simulate", "run RUN_DIR/chip_config.json on a chip simulator (fast: time-stepped, "
+                            "batched; exact: event by event, as the chip) and write RUN_DIR/sim.json")
+    p.add_argument("run_dir")
+    p.add_argument("--data", default=None, help=DATA_HELP + "; None: the run's validation split")
+    p.add_argument("--engine", choices=["fast", "exact"], default="fast")
+    p.add_argument("--windows", type=int, default=1, help="test windows per recording")
+    p.add_argument("--max-recordings", type=int, default=None, help="None: all")
+    p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    p.set_defaults(func=cmd_simulate)
 
     p = command("models", "list the model specs")
     p.set_defaults(func=cmd_models)

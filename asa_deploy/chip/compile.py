@@ -180,7 +180,7 @@ def compile_run(run_dir: str | Path, chip: str, *, bias_policy: str | None = Non
     data = artifact["data"]
     notes_meta = {"source": str(run_dir / "model.pt"), "model": model.spec.name,
                   "attention": artifact["attention"], "frame_spec": data["frame_spec"],
-                  "data_spec": data["spec"]}
+                  "data_spec": data["spec"], "split": data["split"]}
     if data["frame_spec"].get("binarize"):
         notes_meta["warning"] = ("trained on binarized frames; the chip sums every event, so "
                                  "expect a gap until fine-tuned without binarize")
