@@ -64,7 +64,7 @@ def random_network(seed: int, batch_size: int) -> tuple[nn.Sequential, tuple[int
     generator = torch.Generator().manual_seed(seed)
     for module in net.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
-            bound = 2.0 / module.weight[0].numel() ** 0.5
+            bound = 6.0 / module.weight[0].numel() ** 0.5
             module.weight.data = (torch.rand(module.weight.shape, generator=generator) * 2 - 1) * bound
             if module.bias is not None:
                 module.bias.data = (torch.rand(module.bias.shape, generator=generator) - 0.5) * 0.2
@@ -82,7 +82,7 @@ def _draw(rng: np.random.Generator, batch_size: int):
         padding = int(rng.integers(0, k // 2 + 1))
         out = int(rng.choice([4, 8, 16]))
         layers.append(nn.Conv2d(channels, out, k, stride, padding, bias=bool(rng.random() < 0.3)))
-        layers.append(iaf(batch_size, float(rng.uniform(0.5, 2.0)), bool(rng.random() < 0.3)))
+        layers.append(iaf(batch_size, float(rng.uniform(0.3, 1.0)), bool(rng.random() < 0.3)))
         channels, h = out, (h + 2 * padding - k) // stride + 1
         if h >= 8 and rng.random() < 0.5:
             layers.append(nn.AvgPool2d(2) if rng.random() < 0.5 else sl.SumPool2d(2))
@@ -92,6 +92,6 @@ def _draw(rng: np.random.Generator, batch_size: int):
     for i in range(int(rng.integers(1, 3))):
         out = 10 if i else int(rng.choice([10, 16]))
         layers.append(nn.Linear(features, out, bias=False))
-        layers.append(iaf(batch_size, float(rng.uniform(0.5, 2.0))))
+        layers.append(iaf(batch_size, float(rng.uniform(0.3, 1.0))))
         features = out
     return nn.Sequential(*layers), shape, h

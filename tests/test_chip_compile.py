@@ -15,6 +15,7 @@ from asa_deploy.chip.compile import SensorInput, compile_network
 from asa_deploy.chip.config import ChipConfig
 from asa_deploy.chip.lower import lower
 from asa_deploy.chip.mapping import format_table, memory_words
+from asa_deploy.chip.sim.fast import run_frames
 from asa_deploy.chip.spec import list_chips, load_chip_spec
 from asa_deploy.errors import ChipConfigError, ChipSpecError, CompileError
 from asa_deploy.nn.network import build_network, load_model_spec
@@ -71,7 +72,12 @@ def test_speck_network_equals_sinabs(sinabs_backend):
     net = speck_network()
     ours = compile_network(net, "speck2f", input_shape=(2, 32, 32), bias_policy="leak")
     assert [c.core for c in ours.config.cores] == [0, 1, 2, 3, 4]
-    assert_equals_sinabs(ours.lowered.to_sequential(), (2, 32, 32), sinabs_backend)
+    _, ref = assert_equals_sinabs(ours.lowered.to_sequential(batch_size=2), (2, 32, 32),
+                                  sinabs_backend)
+    frames = (torch.rand(2, 10, 2, 32, 32, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    expected = ref(frames.flatten(0, 1)).unflatten(0, (2, 10))
+    got = run_frames(ours.config, frames)["spikes"][4]
+    assert expected.sum() > 0 and torch.equal(got, expected)
 
 
 def test_batch_norm_and_pooling_folds_are_exact():
@@ -245,3 +251,17 @@ def test_hw_config_with_a_missing_field_names_file_section_and_field(tmp_path):
         load_chip_spec(bad)
     with pytest.raises(ChipSpecError, match="unknown chip 'speck9'"):
         load_chip_spec("speck9")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_fast_simulator_equals_sinabs_forward_per_time_bin(seed, sinabs_backend):
+    batch, steps = 2, 10
+    net, shape = random_network(seed, batch_size=batch)
+    ours, ref = assert_equals_sinabs(net, shape, sinabs_backend)
+    generator = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 3, (batch, steps, *shape), generator=generator).float()
+    frames *= torch.rand(frames.shape, generator=generator) < 0.5
+    expected = ref(frames.flatten(0, 1)).unflatten(0, (batch, steps))
+    got = run_frames(ours.config, frames)["spikes"][ours.config.readout.source_core]
+    assert expected.sum() > 0, "a silent output would make the comparison vacuous"
+    assert torch.equal(got, expected)
