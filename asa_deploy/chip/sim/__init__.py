@@ -1,0 +1,30 @@
+"""Two simulators over a ``ChipConfig`` with one result type.
+
+``fast`` is time-stepped batched torch (what sinabs computes, the training-side reference);
+``exact`` is event-driven, depth-first and integer (what the chip computes, as far as documented).
+Their differences are the deployment gap a report should show, so both read the same
+``EventWindow``s through the same DVS-layer code and return the same ``SimResult``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from asa_deploy.chip.config import ChipConfig
+from asa_deploy.chip.sim.exact import simulate_exact
+from asa_deploy.chip.sim.fast import simulate_fast
+from asa_deploy.chip.sim.result import EventWindow, SimResult
+
+ENGINES = ("fast", "exact")
+
+__all__ = ["ENGINES", "EventWindow", "SimResult", "simulate"]
+
+
+def simulate(config: ChipConfig, windows: Sequence[EventWindow], engine: str = "fast", *,
+             progress: bool = False) -> SimResult:
+    """Run ``windows`` through ``config`` on ``engine``; each window starts from reset states."""
+    if engine == "fast":
+        return simulate_fast(config, windows, progress=progress)
+    if engine == "exact":
+        return simulate_exact(config, windows, progress=progress)
+    raise ValueError(f"unknown simulation engine {engine!r}; choose one of {ENGINES}")

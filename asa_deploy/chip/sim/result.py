@@ -1,0 +1,146 @@
+"""What both simulators take (``EventWindow``) and give back (``SimResult``), so every report,
+benchmark and comparison reads one shape whichever engine ran."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from asa_deploy.chip.config import ChipConfig
+    from asa_deploy.chip.sim.dvs import ChipInput
+
+
+@dataclass
+class EventWindow:
+    """One stretch of events fed to a freshly reset chip.
+
+    ``events`` (``EVENT_DTYPE``, sensor coordinates = ``config.input_shape()``) should be sorted by
+    ``t``. Bin b holds ``t_start + b*dt_us <= t < t_start + (b+1)*dt_us``; events outside
+    ``[t_start, t_start + n_bins*dt_us)`` are ignored and counted nowhere.
+    """
+
+    events: np.ndarray
+    t_start: int
+    n_bins: int
+    dt_us: int
+    label: int = -1
+    recording: str = ""
+
+    @property
+    def t_end(self) -> int:
+        return self.t_start + self.n_bins * self.dt_us
+
+
+@dataclass
+class SimResult:
+    """Per-window counts of one simulation run; arrays are int64 with windows along axis 0."""
+
+    engine: str
+    core_ids: list[int]            # column order of the per-core arrays
+    class_names: list[str]
+    output_spikes: np.ndarray      # [N, n_bins, num_classes] spikes on the readout class channels
+    predictions: np.ndarray        # [N] argmax of summed output spikes (ties: lowest), -1 if silent
+    labels: np.ndarray             # [N]
+    spikes_per_core: np.ndarray    # [N, n_cores] after decimation, before destination pooling
+    synops_per_core: np.ndarray    # [N, n_cores] neuron updates (zero weights, killed neurons included)
+    input_events: np.ndarray       # [N] events inside the window
+    dropped_events: np.ndarray     # [N] of those, removed by the DVS layer
+    latency_events: np.ndarray     # [N] input events processed until the first output spike; -1: none
+    wall_seconds: float
+    recordings: list[str] = field(default_factory=list)
+
+    def accuracy(self) -> float:
+        """Mean of ``predictions == labels`` over labelled windows (NaN when none is labelled)."""
+        labelled = self.labels >= 0
+        if not labelled.any():
+            return math.nan
+        return float(np.mean(self.predictions[labelled] == self.labels[labelled]))
+
+    def to_dict(self) -> dict:
+        """A JSON-ready summary (no per-window arrays); NaN-free so strict JSON parsers accept it."""
+        n = len(self.labels)
+        accuracy = self.accuracy()
+        spiked = self.latency_events >= 0
+        total_events = int(self.input_events.sum())
+        total_synops = int(self.synops_per_core.sum())
+        def rate(count: int) -> float | None:
+            return count / self.wall_seconds if self.wall_seconds > 0 else None
+
+        def per_core(array: np.ndarray) -> dict:
+            return {
+                "total": {str(c): int(array[:, i].sum()) for i, c in enumerate(self.core_ids)},
+                "mean": {str(c): float(array[:, i].mean()) if n else 0.0
+                         for i, c in enumerate(self.core_ids)},
+            }
+
+        return {
+            "engine": self.engine,
+            "n_windows": n,
+            "accuracy": None if math.isnan(accuracy) else accuracy,
+            "spikes_per_core": per_core(self.spikes_per_core),
+            "synops_per_core": per_core(self.synops_per_core),
+            "input_events": total_events,
+            "dropped_events": int(self.dropped_events.sum()),
+            "mean_latency_events": float(self.latency_events[spiked].mean()) if spiked.any() else None,
+            "silent_windows": int(n - spiked.sum()),
+            "wall_seconds": float(self.wall_seconds),
+            "events_per_second": rate(total_events),
+            "synops_per_second": rate(total_synops),
+        }
+
+    @staticmethod
+    def concatenate(results: list[SimResult]) -> SimResult:
+        """Join runs of the same engine on the same config (e.g. chunks of a dataset)."""
+        if not results:
+            raise ValueError("SimResult.concatenate needs at least one result")
+        first = results[0]
+        for r in results[1:]:
+            if (r.engine, r.core_ids, r.class_names) != (first.engine, first.core_ids, first.class_names):
+                raise ValueError("SimResult.concatenate: results differ in engine, cores or classes "
+                                 f"({r.engine}, {r.core_ids} vs {first.engine}, {first.core_ids})")
+
+        def cat(name: str) -> np.ndarray:
+            return np.concatenate([getattr(r, name) for r in results], axis=0)
+
+        return SimResult(
+            engine=first.engine, core_ids=list(first.core_ids), class_names=list(first.class_names),
+            output_spikes=cat("output_spikes"), predictions=cat("predictions"), labels=cat("labels"),
+            spikes_per_core=cat("spikes_per_core"), synops_per_core=cat("synops_per_core"),
+            input_events=cat("input_events"), dropped_events=cat("dropped_events"),
+            latency_events=cat("latency_events"),
+            wall_seconds=float(sum(r.wall_seconds for r in results)),
+            recordings=[name for r in results for name in r.recordings],
+        )
+
+
+def assemble(engine: str, config: ChipConfig, windows: Sequence[EventWindow], output_spikes: np.ndarray,
+             spikes_per_core: np.ndarray, synops_per_core: np.ndarray, inputs: Sequence[ChipInput],
+             latency_events: np.ndarray, wall_seconds: float) -> SimResult:
+    """The one place both engines turn their counts into a ``SimResult``."""
+    readout = config.readout
+    return SimResult(
+        engine=engine,
+        core_ids=config.core_ids(),
+        class_names=list(readout.class_names) or [str(k) for k in range(readout.num_classes)],
+        output_spikes=output_spikes,
+        predictions=predict(output_spikes),
+        labels=np.array([w.label for w in windows], dtype=np.int64),
+        spikes_per_core=spikes_per_core,
+        synops_per_core=synops_per_core,
+        input_events=np.array([ci.n_input for ci in inputs], dtype=np.int64),
+        dropped_events=np.array([ci.n_dropped for ci in inputs], dtype=np.int64),
+        latency_events=latency_events,
+        wall_seconds=wall_seconds,
+        recordings=[w.recording for w in windows],
+    )
+
+
+def predict(output_spikes: np.ndarray) -> np.ndarray:
+    """Argmax over classes of the summed spikes (ties: lowest index), -1 where nothing spiked."""
+    totals = output_spikes.sum(axis=1)
+    return np.where(totals.sum(axis=1) > 0, totals.argmax(axis=1), -1).astype(np.int64)
