@@ -195,8 +195,9 @@ def cmd_simulate(args) -> int:
           f"recording (majority vote)")
     print(f"input events {summary['input_events']:,} ({summary['dropped_events']:,} dropped by the "
           f"DVS layer); {summary['events_per_second']:,.0f} events/s simulated")
-    for core, spikes in summary["spikes_per_core"].items():
-        print(f"  core {core}: {spikes:,} spikes, {summary['synops_per_core'][core]:,} synops")
+    for core, spikes in summary["spikes_per_core"]["total"].items():
+        print(f"  core {core}: {spikes:,} spikes, {summary['synops_per_core']['total'][core]:,} "
+              f"synops")
     print(f"wrote {Path(args.run_dir) / SIM_JSON}")
     return 0
 

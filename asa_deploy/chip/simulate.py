@@ -17,7 +17,8 @@ import numpy as np
 from asa_deploy.chip.config import ChipConfig
 from asa_deploy.chip.sim import EventWindow, SimResult, simulate
 from asa_deploy.data import FrameSpec, open_dataset
-from asa_deploy.data.framing import majority_vote, test_window_starts
+from asa_deploy.data.framing import recording_accuracy as framing_recording_accuracy
+from asa_deploy.data.framing import test_window_starts
 from asa_deploy.errors import ChipConfigError
 from asa_deploy.io import write_json
 
@@ -51,13 +52,11 @@ def event_windows(config: ChipConfig, data: str | None = None, *, windows: int =
 
 
 def recording_accuracy(result: SimResult) -> float:
-    """Accuracy per recording by a majority vote over its windows (silent windows abstain)."""
+    """The paper's protocol (as ``evaluate``): a recording is correct when strictly more than half
+    of its windows are; a silent window counts as wrong."""
     names = sorted(set(result.recordings))
     index = np.array([names.index(r) for r in result.recordings])
-    n_classes = result.output_spikes.shape[-1]
-    votes = majority_vote(result.predictions, index, n_classes)
-    labels = np.array([result.labels[index == i][0] for i in range(len(names))])
-    return float(np.mean(votes == labels))
+    return framing_recording_accuracy(result.predictions, result.labels, index)
 
 
 def agreement(a: SimResult, b: SimResult) -> dict:
