@@ -192,7 +192,7 @@ def cmd_simulate(args) -> int:
         return 0
     print(f"{summary['data']} on {summary['chip']}, engine {args.engine}")
     print(f"accuracy {summary['accuracy']:.4f} per window, {summary['recording_accuracy']:.4f} per "
-          f"recording (majority vote)")
+          f"recording (correct when more than half of its windows are)")
     print(f"input events {summary['input_events']:,} ({summary['dropped_events']:,} dropped by the "
           f"DVS layer); {summary['events_per_second']:,.0f} events/s simulated")
     for core, spikes in summary["spikes_per_core"]["total"].items():
