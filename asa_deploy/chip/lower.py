@@ -50,6 +50,9 @@ class ChipLayer:
     initial_state: torch.Tensor | None = None  # [out, H, W]; None: zeros
     kill: torch.Tensor | None = None           # bool [out, H, W]
     multi_spike: bool = False                  # how the source trained; the chip fires once per event
+    # Per-neuron thresholds [out, H, W] from folding attention (float only: a core has one threshold;
+    # the fold stage's lowering strategies replace them by initial states / kill bits).
+    per_neuron_threshold: torch.Tensor | None = None
 
     @property
     def neuron_shape(self) -> tuple[int, int, int]:
@@ -84,8 +87,10 @@ class LoweredNetwork:
             conv.weight.data = layer.weight.clone()
             if layer.bias is not None:
                 conv.bias.data = layer.bias.clone()
+            threshold = (layer.per_neuron_threshold.clone() if layer.per_neuron_threshold is not None
+                         else torch.tensor(layer.threshold))
             modules += [conv, sl.IAFSqueeze(
-                batch_size=batch_size, spike_threshold=torch.tensor(layer.threshold),
+                batch_size=batch_size, spike_threshold=threshold,
                 min_v_mem=torch.tensor(layer.min_v_mem), spike_fn=sa.MultiSpike,
                 reset_fn=sa.MembraneReset() if layer.return_to_zero else sa.MembraneSubtract())]
             if layer.pool > 1:

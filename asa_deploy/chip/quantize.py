@@ -41,6 +41,9 @@ def discretization_scale(values: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def quantize_layer(layer: ChipLayer, numerics: Numerics) -> QuantizedLayer:
+    if layer.per_neuron_threshold is not None:
+        raise CompileError(f"layer {layer.name}: has per-neuron thresholds (folded attention); a core "
+                           f"has one threshold. Lower them first (asa-deploy fold --strategy ...)")
     weight = layer.weight.float()
     bias = layer.bias.float() if layer.bias is not None else torch.zeros(weight.shape[0])
     thresholds = torch.tensor((layer.min_v_mem, layer.threshold), dtype=torch.float32)
