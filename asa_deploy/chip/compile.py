@@ -55,15 +55,18 @@ class CompiledNetwork:
         }
 
 
-def check_network(model: nn.Module, chip: str | ChipSpec, *, input_shape: tuple[int, int, int],
-                  sensor: SensorInput | None = None, bias_policy: str | None = None
+def check_network(model: nn.Module | LoweredNetwork, chip: str | ChipSpec, *,
+                  input_shape: tuple[int, int, int], sensor: SensorInput | None = None,
+                  bias_policy: str | None = None
                   ) -> tuple[LoweredNetwork, list[Violation], Mapping | None, str | None]:
-    """Lower, check the design rules and try to map, without raising on a violation.
+    """Lower (unless given chip layers already, e.g. from the fold stage), check the design rules
+    and try to map, without raising on a violation.
 
     Returns the lowered network, every violation, and the mapping or the mapper's reason.
     """
     spec = chip if isinstance(chip, ChipSpec) else load_chip_spec(chip)
-    lowered = lower(model, input_shape, bias_policy=bias_policy)
+    lowered = (model if isinstance(model, LoweredNetwork)
+               else lower(model, input_shape, bias_policy=bias_policy))
     violations = check_design_rules(lowered, spec, input_from_sensor=sensor is not None)
     if sensor is not None:
         violations += _sensor_violations(sensor, lowered, spec)
@@ -73,7 +76,7 @@ def check_network(model: nn.Module, chip: str | ChipSpec, *, input_shape: tuple[
         return lowered, violations, None, str(exc)
 
 
-def compile_network(model: nn.Module, chip: str | ChipSpec, *, input_shape: tuple[int, int, int],
+def compile_network(model: nn.Module | LoweredNetwork, chip: str | ChipSpec, *, input_shape: tuple[int, int, int],
                     sensor: SensorInput | None = None, bias_policy: str | None = None,
                     class_names: list[str] | None = None, meta: dict | None = None) -> CompiledNetwork:
     """Everything ``asa-deploy compile`` does, in memory. Raises ``CompileError`` listing every
@@ -124,6 +127,12 @@ def compile_network(model: nn.Module, chip: str | ChipSpec, *, input_shape: tupl
     dvs = None
     if sensor is not None:
         dvs = _dvs_layer(sensor, lowered, first_core)
+        if lowered.input_mask is not None:
+            if spec.has("input_pixel_kill"):
+                dvs.killed_pixels = _killed_pixels(lowered.input_mask, sensor, lowered.input_pool)
+                notes.append(f"input mask: {len(dvs.killed_pixels)} sensor pixels killed")
+            else:
+                notes.append(f"input mask ignored: {spec.name} cannot kill input pixels")
     config = ChipConfig(chip=spec.name, cores=cores, readout=readout, dvs=dvs,
                         input_core=None if dvs is not None else first_core,
                         meta={**(meta or {}), "bias_policy": bias_policy, "notes": notes})
@@ -157,6 +166,15 @@ def _dvs_layer(sensor: SensorInput, lowered: LoweredNetwork, first_core: int) ->
     return DvsLayerConfig(sensor_shape=tuple(sensor.shape), destinations=[first_core],
                           merge=c == 1 and sensor.shape[0] == 2, pooling=(pool, pool),
                           cut=(h - 1, w - 1))
+
+
+def _killed_pixels(mask, sensor: SensorInput, input_pool: int) -> list[tuple[int, int]]:
+    """Sensor pixels behind every masked-out network input pixel."""
+    pool = sensor.downsample * input_pool
+    out = []
+    for y, x in (~mask).nonzero().tolist():
+        out += [(y * pool + dy, x * pool + dx) for dy in range(pool) for dx in range(pool)]
+    return out
 
 
 def load_network_for_compile(run_dir: Path):

@@ -73,6 +73,7 @@ class LoweredNetwork:
     input_pool: int                    # pooling absorbed into the DVS layer (1: none)
     layers: list[ChipLayer]
     notes: list[str] = field(default_factory=list)
+    input_mask: torch.Tensor | None = None  # bool [H, W] at input_shape: pixels to keep (folding)
 
     def to_sequential(self, batch_size: int = 1) -> nn.Sequential:
         """The float sinabs network a chip running these layers computes (multi-spike IAF):
