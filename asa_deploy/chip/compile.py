@@ -84,6 +84,10 @@ def compile_network(model: nn.Module | LoweredNetwork, chip: str | ChipSpec, *, 
     spec = chip if isinstance(chip, ChipSpec) else load_chip_spec(chip)
     lowered, violations, mapping, mapping_error = check_network(
         model, spec, input_shape=input_shape, sensor=sensor, bias_policy=bias_policy)
+    if sensor is None and lowered.input_pool > 1:
+        raise CompileError(f"the network pools its input by {lowered.input_pool} before the first "
+                           f"layer; only the DVS input layer can do that: compile with the sensor "
+                           f"input (drop --no-dvs) or remove the pooling")
     if violations:
         raise CompileError(f"{len(violations)} design-rule violation(s) on {spec.name}:\n  "
                            + "\n  ".join(map(str, violations)))
@@ -192,11 +196,22 @@ def load_network_for_compile(run_dir: Path):
 
 
 def compile_run(run_dir: str | Path, chip: str, *, bias_policy: str | None = None,
-                use_sensor: bool = True) -> CompiledNetwork:
+                use_sensor: bool = True, use_folded: bool = True) -> CompiledNetwork:
+    """Compile ``RUN_DIR/folded.pt`` (the fold stage's chip layers) when present and
+    ``use_folded``, else the trained ``model.pt``."""
     run_dir = Path(run_dir)
     model, artifact, input_shape, sensor = load_network_for_compile(run_dir)
     data = artifact["data"]
-    notes_meta = {"source": str(run_dir / "model.pt"), "model": model.spec.name,
+    source = run_dir / "model.pt"
+    if use_folded and (run_dir / "folded.pt").is_file():
+        from asa_deploy.fold.stage import load_folded
+
+        model, record = load_folded(run_dir)
+        source = run_dir / "folded.pt"
+        if record["chip"] != load_chip_spec(chip).name:
+            raise CompileError(f"{source} was lowered for {record['chip']}, not {chip}; rerun "
+                               f"asa-deploy fold --chip {chip}, or compile with --unfolded")
+    notes_meta = {"source": str(source), "model": artifact["model_spec"]["name"],
                   "attention": artifact["attention"], "frame_spec": data["frame_spec"],
                   "data_spec": data["spec"], "split": data["split"]}
     if data["frame_spec"].get("binarize"):

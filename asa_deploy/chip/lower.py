@@ -76,8 +76,10 @@ class LoweredNetwork:
     input_mask: torch.Tensor | None = None  # bool [H, W] at input_shape: pixels to keep (folding)
 
     def to_sequential(self, batch_size: int = 1) -> nn.Sequential:
-        """The float sinabs network a chip running these layers computes (multi-spike IAF):
-        for NIR export, fine-tuning and as the reference for quantization tests."""
+        """The float sinabs network a chip running these layers computes (multi-spike IAF), as the
+        reference for quantization tests. Initial states and kill bits are not represented (every
+        IAF starts at 0); ``asa_deploy.fold.finetune.ChipAwareNetwork`` and the NIR importer
+        honour them."""
         modules: list[nn.Module] = []
         if self.input_pool > 1:
             modules.append(sl.SumPool2d(self.input_pool))
