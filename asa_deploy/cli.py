@@ -169,7 +169,8 @@ def cmd_compile(args) -> int:
         ok = not violations and mapping is not None
         print(f"{run_dir}: {'fits' if ok else 'does not fit'} {spec.name}")
         return 0 if ok else 1
-    compiled = compile_run(run_dir, args.chip, bias_policy=args.bias, use_sensor=not args.no_dvs)
+    compiled = compile_run(run_dir, args.chip, bias_policy=args.bias, use_sensor=not args.no_dvs,
+                           use_folded=not args.unfolded)
     print(format_table(compiled.mapping.table(spec)))
     for q in compiled.quantized:
         st = q.stats
@@ -179,6 +180,49 @@ def cmd_compile(args) -> int:
     for note in compiled.notes:
         print(f"  note: {note}")
     print(f"wrote {run_dir / CHIP_CONFIG} and {run_dir / MAPPING}")
+    return 0
+
+
+def cmd_fold(args) -> int:
+    from asa_deploy.fold.stage import FOLD_JSON, FOLDED, fold_run
+
+    report = fold_run(args.run_dir, args.chip, calib=args.calib,
+                      calib_recordings=args.calib_recordings, eval_windows=args.eval_windows,
+                      strategy=args.strategy, bias_policy=args.bias,
+                      use_input_mask=args.input_mask, finetune_epochs=args.finetune_epochs,
+                      finetune_lr=args.finetune_lr, seed=args.seed, progress=not args.no_progress)
+    print(f"{args.run_dir} ({report['attention']}) on {report['chip']}: strategy "
+          f"{report['strategy']}")
+    print(f"{'step':52s} {'acc':>6s} {'NASFR':>7s} {'synops/window':>14s}")
+    for row in report["ladder"]:
+        nasfr = f"{row['nasfr']:.4f}" if "nasfr" in row else "-"
+        synops = f"{row['synops_per_window']:,.0f}" if "synops_per_window" in row else "-"
+        print(f"{row['step']:52s} {row['accuracy']:6.3f} {nasfr:>7s} {synops:>14s}")
+    run = Path(args.run_dir)
+    print(f"wrote {run / FOLDED}, {run / FOLD_JSON}, chip_config.json, mapping.json")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from asa_deploy.chip.compile import CHIP_CONFIG, load_network_for_compile
+    from asa_deploy.chip.config import ChipConfig
+    from asa_deploy.chip.lower import lower
+    from asa_deploy.export import chip_config_to_nir, lowered_to_nir, write_nir
+    from asa_deploy.fold.stage import FOLDED, load_folded
+
+    run = Path(args.run_dir)
+    if (run / FOLDED).is_file():
+        lowered, _ = load_folded(run)
+        source = run / FOLDED
+    else:
+        model, _, input_shape, _ = load_network_for_compile(run)
+        lowered, source = lower(model, input_shape, bias_policy=args.bias), run / "model.pt"
+    written = [write_nir(lowered_to_nir(lowered, dt=args.dt), run / "model.nir")]
+    print(f"{source} -> {written[0]} (float chip layers)")
+    if (run / CHIP_CONFIG).is_file():
+        config = ChipConfig.load(run / CHIP_CONFIG)
+        written.append(write_nir(chip_config_to_nir(config, dt=args.dt), run / "model_quantized.nir"))
+        print(f"{run / CHIP_CONFIG} -> {written[1]} (integer weights and thresholds)")
     return 0
 
 
@@ -218,6 +262,8 @@ EXAMPLES = {
     "analyze": "asa-deploy analyze runs/nmnist-asa2 --compare runs/nmnist-vanilla",
     "models": "asa-deploy models",
     "simulate": "asa-deploy simulate runs/speck-vanilla --engine exact --windows 3",
+    "fold": "asa-deploy fold runs/nmnist-asa2 --chip speck2f --finetune-epochs 3",
+    "export": "asa-deploy export runs/nmnist-asa2 --format nir",
     "compile": "asa-deploy compile runs/speck-vanilla --chip speck2f --bias drop",
     "quickstart": "asa-deploy quickstart --out runs/quickstart",
 }
@@ -270,6 +316,28 @@ def build_parser() -> argparse.ArgumentParser:
     # 240 training recordings: small batches give enough optimizer steps in a few minutes.
     p.set_defaults(func=cmd_quickstart, epochs=15, batch_size=8, eval_windows=5)
 
+    p = command("fold", "fold attention into chip layers: calibrate, fold, lower for a chip, "
+                        "fine-tune, compile and measure every step (RUN_DIR/fold.json, folded.pt)")
+    p.add_argument("run_dir")
+    p.add_argument("--chip", default="speck2f", help="hw_config name or .toml path")
+    p.add_argument("--calib", default=None,
+                   help=DATA_HELP + "; None: the run's own training split")
+    p.add_argument("--calib-recordings", type=int, default=64, help="recordings to calibrate on")
+    p.add_argument("--eval-windows", type=int, default=2, help="test windows per recording")
+    p.add_argument("--strategy", default=None, choices=["channel", "offset", "kill", "offset+kill"],
+                   help="how per-neuron gains reach the chip; None: measure every one the chip "
+                        "supports and keep the most accurate")
+    p.add_argument("--bias", choices=["drop", "leak"], default="drop",
+                   help="bias policy (leak cannot run on the exact simulator)")
+    p.add_argument("--input-mask", action="store_true",
+                   help="also kill DVS pixels the first attention layer ignores (Speck)")
+    p.add_argument("--finetune-epochs", type=int, default=3, help="0: no fine-tuning")
+    p.add_argument("--finetune-lr", type=float, default=1e-3,
+                   help="Adam learning rate (one int8 step is about 1/300 of a weight unit)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_fold)
+
     p = command("compile", "lower, check, quantize and map a trained run onto a chip's cores; "
                            "writes RUN_DIR/chip_config.json and RUN_DIR/mapping.json")
     p.add_argument("run_dir")
@@ -282,7 +350,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="feed events straight into the first core instead of the DVS input layer")
     p.add_argument("--check", action="store_true",
                    help="only validate: print every design-rule violation and the core table")
+    p.add_argument("--unfolded", action="store_true",
+                   help="compile model.pt even when the fold stage wrote folded.pt")
     p.set_defaults(func=cmd_compile)
+
+    p = command("export", "write the run's chip layers (folded.pt, else model.pt) as RUN_DIR/model.nir "
+                          "and its chip_config.json, if any, as RUN_DIR/model_quantized.nir")
+    p.add_argument("run_dir")
+    p.add_argument("--format", choices=["nir"], default="nir")
+    p.add_argument("--bias", choices=["drop", "leak"], default=None,
+                   help="bias policy when lowering model.pt (as in compile)")
+    p.add_argument("--dt", type=float, default=1.0, help="time step written into the graph")
+    p.set_defaults(func=cmd_export)
 
     p = command("simulate", "run RUN_DIR/chip_config.json on a chip simulator (fast: time-stepped, "
                             "batched; exact: event by event, as the chip) and write RUN_DIR/sim.json")
