@@ -189,7 +189,8 @@ def cmd_fold(args) -> int:
     report = fold_run(args.run_dir, args.chip, calib=args.calib,
                       calib_recordings=args.calib_recordings, eval_windows=args.eval_windows,
                       strategy=args.strategy, bias_policy=args.bias,
-                      use_input_mask=args.input_mask, finetune_epochs=args.finetune_epochs,
+                      use_input_mask=args.input_mask, balance=not args.no_balance,
+                      finetune_epochs=args.finetune_epochs,
                       finetune_lr=args.finetune_lr, seed=args.seed, progress=not args.no_progress)
     print(f"{args.run_dir} ({report['attention']}) on {report['chip']}: strategy "
           f"{report['strategy']}")
@@ -332,8 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-mask", action="store_true",
                    help="also kill DVS pixels the first attention layer ignores (Speck)")
     p.add_argument("--finetune-epochs", type=int, default=3, help="0: no fine-tuning")
-    p.add_argument("--finetune-lr", type=float, default=1e-3,
-                   help="Adam learning rate (one int8 step is about 1/300 of a weight unit)")
+    p.add_argument("--finetune-lr", type=float, default=1e-4,
+                   help="Adam learning rate (1e-3 diverged on synthetic:gesture)")
+    p.add_argument("--no-balance", action="store_true",
+                   help="keep the source thresholds for IAF (no per-layer rate balancing)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_fold)

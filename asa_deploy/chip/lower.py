@@ -303,7 +303,7 @@ class _Builder:
             raise CompileError(f"layer {name}: per-neuron thresholds; a core has one threshold")
         threshold = float(threshold)
         if not isinstance(neuron, sl.IAF):  # sinabs's IAF subclasses LIF
-            alpha = float(torch.exp(-1.0 / neuron.tau_mem).mean())
+            alpha = float(torch.exp(-1.0 / neuron.tau_mem.detach()).mean())
             self.notes.append(f"{name}: LIF -> IAF; the chip has no per-step leak, the decay "
                               f"{alpha:.3g} per step is dropped (approximate: fine-tune as IAF)")
             if getattr(neuron, "norm_input", False):

@@ -6,7 +6,9 @@ strategy tried, the calibration summary, the fine-tuning log), ``fold_maps.png``
 and the compiled ``chip_config.json`` / ``mapping.json``. The ladder, on the run's validation split:
 
 dynamic float -> static (mean gain) -> folded (per-neuron thresholds, float) -> lowered (IAF, the
-chosen strategy, float) -> fine-tuned (float) -> quantized on the ``fast`` simulator -> ``exact``.
+chosen strategy, thresholds balanced to the source rates, float) -> fine-tuned (quantization-aware,
+cross-entropy on output counts: MSE on multi-spike counts diverged in measurement) -> quantized on
+the ``fast`` simulator -> ``exact``.
 
 A vanilla run has no folding steps; it goes through the same lowering, fine-tuning and simulators so
 the comparison stays fair. The strategy is chosen per chip by measurement: every strategy the chip
@@ -32,6 +34,7 @@ from asa_deploy.chip.simulate import event_windows, recording_accuracy
 from asa_deploy.chip.spec import load_chip_spec
 from asa_deploy.data import FramedDataset, FrameSpec, open_dataset
 from asa_deploy.errors import AsaDeployError
+from asa_deploy.fold.balance import balance_thresholds
 from asa_deploy.fold.calibrate import calibrate, plot_calibration
 from asa_deploy.fold.finetune import ChipAwareNetwork, finetune
 from asa_deploy.fold.static import fold_static, lower_folded, static_network
@@ -63,8 +66,9 @@ def _sim_row(step: str, result) -> dict:
 
 def fold_run(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None,
              calib_recordings: int = 64, eval_windows: int = 2, strategy: str | None = None,
-             bias_policy: str = "drop", use_input_mask: bool = False, finetune_epochs: int = 3,
-             finetune_lr: float = 1e-3, seed: int = 0, progress: bool = False) -> dict:
+             bias_policy: str = "drop", use_input_mask: bool = False, balance: bool = True,
+             finetune_epochs: int = 3, finetune_lr: float = 1e-4, finetune_loss: str = "ce",
+             seed: int = 0, progress: bool = False) -> dict:
     run_dir = Path(run_dir)
     spec = load_chip_spec(chip)
     model, artifact, input_shape, sensor = load_network_for_compile(run_dir)
@@ -79,11 +83,11 @@ def fold_run(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = 
     ladder.append(_float_row("dynamic float", evaluate(model, val_set, progress=progress)))
 
     has_attention = bool(model.attention_layers())
-    first_gain = None
+    first_gain, reference = None, model
+    calib_dataset = open_dataset(calib, seed=seed) if calib else dataset
+    calib_idx = (np.arange(len(calib_dataset)) if calib else train_idx)[:calib_recordings]
+    calib_set = FramedDataset(calib_dataset, calib_idx, frames, mode="test", n_windows=2)
     if has_attention:
-        calib_dataset = open_dataset(calib, seed=seed) if calib else dataset
-        calib_idx = (np.arange(len(calib_dataset)) if calib else train_idx)[:calib_recordings]
-        calib_set = FramedDataset(calib_dataset, calib_idx, frames, mode="test", n_windows=2)
         calibration = calibrate(model, calib_set, progress=progress)
         plot_calibration(calibration, run_dir / "fold_maps.png")
         report["calibration"] = {name: c.to_dict() for name, c in calibration.items()}
@@ -94,6 +98,7 @@ def fold_run(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = 
         ladder.append(_float_row("folded (per-neuron thresholds)",
                                  evaluate(folded.folded, val_set, progress=progress)))
         per_neuron = lower_folded(folded, input_shape, bias_policy=bias_policy)
+        reference = folded.folded
         first_gain = calibration[next(iter(calibration))].gain_mean
     else:
         report["calibration"] = None
@@ -104,9 +109,12 @@ def fold_run(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = 
     for name in candidates:
         lowered, layers = (apply_strategy(per_neuron, name, spec) if name
                            else (per_neuron, {}))
+        multipliers = None
+        if balance:
+            lowered, multipliers = balance_thresholds(lowered, reference, calib_set)
         result = evaluate(ChipAwareNetwork(lowered, None), val_set, progress=progress)
-        tried[name or "none"] = {"layers": layers, **_float_row(f"lowered ({name})", result),
-                                 "lowered": lowered}
+        tried[name or "none"] = {"layers": layers, "threshold_multipliers": multipliers,
+                                 **_float_row(f"lowered ({name})", result), "lowered": lowered}
     best_name = max(tried, key=lambda k: (tried[k]["accuracy"], tried[k]["window_accuracy"],
                                           -tried[k]["nasfr"]))
     best = tried[best_name].pop("lowered")
@@ -114,8 +122,10 @@ def fold_run(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = 
         entry.pop("lowered", None)
     report["strategies"] = tried
     report["strategy"] = best_name
-    ladder.append({k: v for k, v in tried[best_name].items() if k != "layers"}
-                  | {"step": f"lowered to {spec.name} ({best_name}, IAF, float)"})
+    balanced = ", thresholds balanced" if balance else ""
+    ladder.append({k: v for k, v in tried[best_name].items()
+                   if k not in ("layers", "threshold_multipliers")}
+                  | {"step": f"lowered to {spec.name} ({best_name}, IAF{balanced}, float)"})
     if use_input_mask and first_gain is not None:
         best.input_mask = input_mask(first_gain, best.input_shape)
         report["input_mask_kept"] = float(best.input_mask.float().mean())
@@ -124,7 +134,7 @@ def fold_run(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = 
     if finetune_epochs > 0:
         train_set = FramedDataset(dataset, train_idx, frames, mode="rcs", seed=seed)
         tuned, log = finetune(best, train_set, val_set, spec.numerics, epochs=finetune_epochs,
-                              lr=finetune_lr, seed=seed, progress=progress)
+                              lr=finetune_lr, loss=finetune_loss, seed=seed, progress=progress)
         ladder.append(_float_row("fine-tuned (IAF, quantization-aware, float)",
                                  evaluate(ChipAwareNetwork(tuned, None), val_set, progress=progress)))
     report["finetune_log"] = log
