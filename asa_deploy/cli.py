@@ -122,6 +122,7 @@ def cmd_analyze(args) -> int:
 def cmd_quickstart(args) -> int:
     from asa_deploy import io
     from asa_deploy.analysis.stage import analyze_runs, attention_label, comparison_table
+    from asa_deploy.fold.stage import fold_run
     from asa_deploy.train import train
 
     out = Path(args.out)
@@ -135,9 +136,22 @@ def cmd_quickstart(args) -> int:
     summaries = analyze_runs(list(runs.values()), figures_dir=out / "figures",
                              progress=not args.no_progress)
     table = comparison_table(summaries)
+    ladders = {}
+    for label, run in runs.items():
+        print(f"== folding {label} onto {args.chip} (calibrate, fold, lower, fine-tune, compile, "
+              f"simulate)", flush=True)
+        ladders[label] = fold_run(run, args.chip, finetune_epochs=args.finetune_epochs,
+                                  eval_windows=args.eval_windows,
+                                  progress=not args.no_progress)["ladder"]
     io.write_json(out / "quickstart.json", {"runs": {k: str(v) for k, v in runs.items()},
-                                             "summaries": summaries})
+                                             "summaries": summaries, "ladders": ladders})
     print(table)
+    print(f"\nchip ladder on {args.chip} (accuracy; synops per window on the simulators):")
+    for label, ladder in ladders.items():
+        for row in ladder:
+            synops = (f"  synops/window {row['synops_per_window']:,.0f}"
+                      if "synops_per_window" in row else "")
+            print(f"  {label:8s} {row['step']:60s} {row['accuracy']:.3f}{synops}")
     print(f"\nrun directories: {', '.join(map(str, runs.values()))}; figures: {out / 'figures'}")
     return 0
 
@@ -308,12 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_analyze)
 
     p = command("quickstart", "train vanilla and ASA on the built-in synthetic DVS task, analyze "
-                              "both and print them side by side (a few minutes on 2 CPU cores)")
+                              "both, fold, compile and simulate both on a chip, and print them side "
+                              "by side (a few minutes on 2 CPU cores)")
     _add_train_args(p, with_model_defaults=False)
     p.add_argument("--model", default="dvs-small", help="model spec name or YAML path")
     p.add_argument("--attention", default="asa2", choices=["sa", "asa1", "asa2"],
                    help="the attention to compare with vanilla")
     p.add_argument("--out", default="runs/quickstart", help="folder for both runs and figures")
+    p.add_argument("--chip", default="speck2f", help="chip to fold, compile and simulate for")
+    p.add_argument("--finetune-epochs", type=int, default=3, help="fold stage fine-tuning")
     # 240 training recordings: small batches give enough optimizer steps in a few minutes.
     p.set_defaults(func=cmd_quickstart, epochs=15, batch_size=8, eval_windows=5)
 

@@ -164,3 +164,25 @@ def test_fold_of_a_vanilla_run_has_no_folding_steps(tiny_runs):
     steps = [row["step"] for row in report["ladder"]]
     assert "static (mean gain)" not in steps and steps[0] == "dynamic float"
     assert report["strategy"] == "none" and report["calibration"] is None
+
+
+def test_threshold_balancing_brings_iaf_rates_to_the_lif_rates():
+    from asa_deploy.chip.lower import lower
+    from asa_deploy.fold.balance import _layer_spikes, balance_thresholds
+    from asa_deploy.fold.finetune import ChipAwareNetwork
+
+    net = network("lif", "none")
+    data = windows(16)
+    lowered = lower(net, (2, 32, 32), bias_policy="drop")
+    balanced, multipliers = balance_thresholds(lowered, net, data, windows=16)
+    assert len(multipliers) == len(lowered.layers) and multipliers != [1.0] * len(multipliers)
+    frames = torch.stack([w[0] for w in data])
+    target = _layer_spikes(net, [m for _, m in net.spiking_layers()], frames)
+
+    def error(low):
+        chip = ChipAwareNetwork(low, None)
+        got = _layer_spikes(chip, [m for _, m in chip.spiking_layers()], frames)
+        return sum(abs(a - b) for a, b in zip(got, target, strict=True))
+
+    assert error(balanced) < error(lowered)
+    assert balanced.layers[0].threshold == lowered.layers[0].threshold * multipliers[0]

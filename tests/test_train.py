@@ -160,11 +160,14 @@ def test_cli_reports_missing_data_folder(tmp_path, capsys):
 def test_quickstart_end_to_end(tmp_path, capsys):
     out = tmp_path / "qs"
     assert main(["quickstart", *CLI_TINY, "--epochs", "1", "--attention", "asa2",
-                 "--out", str(out)]) == 0
+                 "--finetune-epochs", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "NASFR" in printed and "vanilla" in printed and "asa2" in printed
-    summary = json.loads((out / "quickstart.json").read_text())["summaries"]
-    assert set(summary) == {"vanilla", "asa2"}
+    assert "quantized, exact simulator" in printed
+    record = json.loads((out / "quickstart.json").read_text())
+    summary = record["summaries"]
+    assert set(summary) == set(record["ladders"]) == {"vanilla", "asa2"}
+    assert (out / "asa2" / "chip_config.json").is_file()
     assert {p.name for p in (out / "figures").glob("*.png")} == {
         "spike_features.png", "t_sfr.png", "mpd.png", "layer_sfr.png"}
 
