@@ -241,6 +241,48 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_camera(args) -> int:
+    import time
+
+    from asa_deploy import io
+    from asa_deploy.chip.camera import DeviceCamera, ReplayCamera, summarize
+    from asa_deploy.chip.compile import CHIP_CONFIG
+    from asa_deploy.chip.config import ChipConfig
+
+    run = Path(args.run_dir)
+    config = ChipConfig.load(run / CHIP_CONFIG)
+    if args.replay:
+        camera = ReplayCamera(config, args.replay, realtime=args.realtime)
+        source, duration = f"replay of {args.replay} (exact simulator)", camera.duration_s
+    else:
+        camera = DeviceCamera(config, args.device, duration_s=args.seconds)
+        source, duration = f"device {args.device}", args.seconds
+    print(f"{source} on {config.chip}: one decision per {camera.frames.T} x "
+          f"{camera.frames.dt_us / 1000:g} ms window", flush=True)
+    decisions, start = [], time.perf_counter()
+    for d in camera:
+        decisions.append(d)
+        if not args.json:
+            latency = (f"{d.first_spike_latency_ms:6.1f} ms" if d.first_spike_latency_ms is not None
+                       else "     -   ")
+            print(f"[{(d.t_start_us - decisions[0].t_start_us) / 1e6:7.2f} s] {d.class_name:>16s}  "
+                  f"out {d.output_spikes:5d}  spikes {d.spikes:8,d}  events {d.input_events:7,d}  "
+                  f"first spike {latency}  decided in {d.decision_ms:5.1f} ms", flush=True)
+    summary = {"source": source, "chip": config.chip,
+               **summarize(decisions, time.perf_counter() - start, duration)}
+    io.write_json(run / "camera.json", summary)
+    if args.json:
+        print(json.dumps({k: v for k, v in summary.items() if k != "decisions"}))
+        return 0
+    print(f"{summary['windows']} windows ({summary['silent_windows']} silent): {summary['predictions']}")
+    print(f"first-spike latency {summary['mean_first_spike_latency_ms'] or float('nan'):.1f} ms, "
+          f"decision {summary['mean_decision_ms']:.1f} ms on the host; "
+          f"{summary['input_events_per_s']:,.0f} events/s, {summary['spikes_per_s']:,.0f} spikes/s; "
+          f"real-time factor {summary['real_time_factor']:.1f}")
+    print(f"wrote {run / 'camera.json'}")
+    return 0
+
+
 def cmd_simulate(args) -> int:
     from asa_deploy.chip.simulate import SIM_JSON, simulate_run
 
@@ -276,6 +318,7 @@ EXAMPLES = {
     "evaluate": "asa-deploy evaluate runs/nmnist-asa2 --json",
     "analyze": "asa-deploy analyze runs/nmnist-asa2 --compare runs/nmnist-vanilla",
     "models": "asa-deploy models",
+    "camera": "asa-deploy camera runs/speck --replay ../shared/data/dvsgesture-10/1.bs2",
     "simulate": "asa-deploy simulate runs/speck-vanilla --engine exact --windows 3",
     "fold": "asa-deploy fold runs/nmnist-asa2 --chip speck2f --finetune-epochs 3",
     "export": "asa-deploy export runs/nmnist-asa2 --format nir",
@@ -382,6 +425,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bias policy when lowering model.pt (as in compile)")
     p.add_argument("--dt", type=float, default=1.0, help="time step written into the graph")
     p.set_defaults(func=cmd_export)
+
+    p = command("camera", "live decisions window by window: from a board's own DVS (--device) or "
+                          "from a recording replayed as a virtual camera through the exact "
+                          "simulator (--replay); writes RUN_DIR/camera.json")
+    p.add_argument("run_dir")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--replay", type=Path, help="recording (.bin, .npy/.npz, .aedat4)")
+    source.add_argument("--device", help="board, e.g. speck2fdevkit:0 (needs the real samna)")
+    p.add_argument("--realtime", action="store_true", help="pace the replay to the wall clock")
+    p.add_argument("--seconds", type=float, default=10.0, help="how long to listen to a device")
+    p.add_argument("--json", action="store_true", help="print only the summary as JSON")
+    p.set_defaults(func=cmd_camera)
 
     p = command("simulate", "run RUN_DIR/chip_config.json on a chip simulator (fast: time-stepped, "
                             "batched; exact: event by event, as the chip) and write RUN_DIR/sim.json")

@@ -1,0 +1,155 @@
+"""Live inference, one interface for a real chip and for a recording replayed as a virtual camera.
+
+A ``Camera`` yields one ``WindowDecision`` per window of the compiled run's frame spec (T x dt):
+the class, the output spikes, the input events, the latency from the window's first input event to its
+first output spike (the earliest moment a decision is possible; event timestamps, so the same
+measure on chip and in simulation), and how long the decision took on the host. ``ReplayCamera``
+cuts a recording (any format ``asa_deploy.data.readers`` reads) into windows and runs each through
+the ``exact`` simulator, optionally paced to the wall clock (``realtime``); ``DeviceCamera`` reads the
+same decisions from a board's monitored output spikes through the samna adapter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from asa_deploy.chip.config import ChipConfig
+from asa_deploy.chip.sim import EventWindow, simulate
+from asa_deploy.data.framing import FrameSpec
+from asa_deploy.data.readers import read_recording
+from asa_deploy.errors import BadRecordingError, ChipConfigError
+
+
+@dataclass
+class WindowDecision:
+    index: int
+    t_start_us: int
+    prediction: int          # -1: no output spike in the window
+    class_name: str
+    output_spikes: int
+    input_events: int
+    spikes: int              # all cores
+    first_spike_latency_ms: float | None  # window's first input event -> first output spike
+    decision_ms: float       # host time to produce the decision after the window closed
+
+
+def window_spec(config: ChipConfig) -> FrameSpec:
+    if "frame_spec" not in config.meta:
+        raise ChipConfigError("this chip_config.json has no frame_spec in its meta; compile it from "
+                              "a run directory (asa-deploy compile RUN_DIR)")
+    return FrameSpec(**config.meta["frame_spec"])
+
+
+class ReplayCamera:
+    """A recording as a virtual DVS camera, decided window by window by the ``exact`` simulator."""
+
+    def __init__(self, config: ChipConfig, path: str | Path, *, realtime: bool = False,
+                 engine: str = "exact"):
+        self.config, self.path, self.realtime, self.engine = config, Path(path), realtime, engine
+        self.frames = window_spec(config)
+        p, h, w = config.input_shape()
+        self.events = read_recording(self.path, (w, h, p))
+        if int(self.events["p"].max()) >= p:
+            raise BadRecordingError(str(self.path), f"polarity {int(self.events['p'].max())} but the "
+                                                    f"chip input has {p} polarity channel(s)")
+        self.names = config.readout.class_names or [str(i) for i in range(config.readout.num_classes)]
+        # compile the simulator's kernel now, not inside the first window's decision time
+        simulate(config, [EventWindow(self.events[:1], int(self.events["t"][0]), 1, 1)], engine)
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.events["t"][-1] - self.events["t"][0] + 1) / 1e6
+
+    def __iter__(self) -> Iterator[WindowDecision]:
+        window_us = self.frames.T * self.frames.dt_us
+        t0 = int(self.events["t"][0])
+        starts = range(t0, int(self.events["t"][-1]) + 1, window_us)
+        wall0 = time.perf_counter()
+        for index, start in enumerate(starts):
+            if self.realtime:  # pace: a window is decided no earlier than it has been "recorded"
+                due = (start + window_us - t0) / 1e6
+                time.sleep(max(0.0, due - (time.perf_counter() - wall0)))
+            begin = time.perf_counter()
+            window = EventWindow(self.events, start, self.frames.T, self.frames.dt_us,
+                                 recording=str(self.path))
+            result = simulate(self.config, [window], self.engine)
+            decision_ms = (time.perf_counter() - begin) * 1e3
+            yield self._decision(index, start, window_us, result, decision_ms)
+
+    def _decision(self, index, start, window_us, result, decision_ms) -> WindowDecision:
+        inside = self.events["t"][(self.events["t"] >= start) & (self.events["t"] < start + window_us)]
+        latency = None
+        k = int(result.latency_events[0])
+        if k > 0 and len(inside):
+            latency = float(np.sort(inside)[k - 1] - inside.min()) / 1e3
+        prediction = int(result.predictions[0])
+        return WindowDecision(
+            index=index, t_start_us=int(start), prediction=prediction,
+            class_name=self.names[prediction] if prediction >= 0 else "-",
+            output_spikes=int(result.output_spikes[0].sum()), input_events=int(len(inside)),
+            spikes=int(result.spikes_per_core[0].sum()), first_spike_latency_ms=latency,
+            decision_ms=decision_ms)
+
+
+class DeviceCamera:
+    """The chip's own DVS: the board computes, we read its monitored output spikes per window."""
+
+    def __init__(self, config: ChipConfig, device: str, *, duration_s: float = 10.0):
+        from asa_deploy.chip.samna_adapter import DeviceSession, require_samna
+
+        require_samna()
+        self.config, self.duration_s = config, duration_s
+        self.frames = window_spec(config)
+        self.session = DeviceSession(device, config)
+        self.names = config.readout.class_names or [str(i) for i in range(config.readout.num_classes)]
+
+    def __iter__(self) -> Iterator[WindowDecision]:
+        window_us = self.frames.T * self.frames.dt_us
+        source = self.config.readout.source_core
+        channels = self.config.readout.class_channels()
+        with self.session as session:
+            end = time.perf_counter() + self.duration_s
+            index = 0
+            while time.perf_counter() < end:
+                time.sleep(window_us / 1e6)
+                begin = time.perf_counter()
+                spikes = session.read_spikes()
+                out = spikes[spikes["layer"] == source]
+                counts = np.array([(out["feature"] == c).sum() for c in channels])
+                prediction = int(counts.argmax()) if counts.sum() else -1
+                first = (float(out["timestamp"].min() - spikes["timestamp"].min()) / 1e3
+                         if len(out) else None)
+                yield WindowDecision(
+                    index=index, t_start_us=int(spikes["timestamp"].min()) if len(spikes) else 0,
+                    prediction=prediction,
+                    class_name=self.names[prediction] if prediction >= 0 else "-",
+                    output_spikes=int(counts.sum()), input_events=0, spikes=int(len(spikes)),
+                    first_spike_latency_ms=first,
+                    decision_ms=(time.perf_counter() - begin) * 1e3)
+                index += 1
+
+
+def summarize(decisions: list[WindowDecision], wall_seconds: float, duration_s: float) -> dict:
+    """Totals over a camera session: rates, latency, class histogram, real-time factor."""
+    latencies = [d.first_spike_latency_ms for d in decisions if d.first_spike_latency_ms is not None]
+    counts: dict[str, int] = {}
+    for d in decisions:
+        counts[d.class_name] = counts.get(d.class_name, 0) + 1
+    events = sum(d.input_events for d in decisions)
+    return {
+        "windows": len(decisions), "predictions": counts,
+        "silent_windows": sum(d.prediction < 0 for d in decisions),
+        "mean_first_spike_latency_ms": float(np.mean(latencies)) if latencies else None,
+        "mean_decision_ms": float(np.mean([d.decision_ms for d in decisions])) if decisions else None,
+        "input_events_per_s": events / duration_s if duration_s else None,
+        "spikes_per_s": sum(d.spikes for d in decisions) / duration_s if duration_s else None,
+        "recording_seconds": duration_s, "wall_seconds": wall_seconds,
+        "real_time_factor": duration_s / wall_seconds if wall_seconds else None,
+        "decisions": [asdict(d) for d in decisions],
+    }
+
