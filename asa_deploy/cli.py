@@ -122,7 +122,9 @@ def cmd_analyze(args) -> int:
 def cmd_quickstart(args) -> int:
     from asa_deploy import io
     from asa_deploy.analysis.stage import analyze_runs, attention_label, comparison_table
+    from asa_deploy.chip.simulate import simulate_run
     from asa_deploy.fold.stage import fold_run
+    from asa_deploy.report import write_report
     from asa_deploy.train import train
 
     out = Path(args.out)
@@ -152,7 +154,11 @@ def cmd_quickstart(args) -> int:
             synops = (f"  synops/window {row['synops_per_window']:,.0f}"
                       if "synops_per_window" in row else "")
             print(f"  {label:8s} {row['step']:60s} {row['accuracy']:.3f}{synops}")
+    for run in runs.values():
+        simulate_run(run, engine="exact", windows=args.eval_windows)
+    paths = write_report(list(runs.values()), out)
     print(f"\nrun directories: {', '.join(map(str, runs.values()))}; figures: {out / 'figures'}")
+    print(f"report: {paths['html']}")
     return 0
 
 
@@ -283,6 +289,26 @@ def cmd_camera(args) -> int:
     return 0
 
 
+def cmd_deploy(args) -> int:
+    from asa_deploy.chip.deploy import DEVICE_JSON, deploy_run
+
+    summary = deploy_run(args.run_dir, args.device, data=args.data, windows=args.windows,
+                         max_recordings=args.max_recordings)
+    print(f"{summary['data']} on {args.device}: accuracy {summary['accuracy']:.4f} over "
+          f"{summary['n_windows']} windows; power {summary['power_mw']}")
+    print(f"wrote {Path(args.run_dir) / DEVICE_JSON}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from asa_deploy.report import write_report
+
+    runs = [Path(args.run_dir), *map(Path, args.compare)]
+    paths = write_report(runs, args.out)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def cmd_simulate(args) -> int:
     from asa_deploy.chip.simulate import SIM_JSON, simulate_run
 
@@ -319,6 +345,8 @@ EXAMPLES = {
     "analyze": "asa-deploy analyze runs/nmnist-asa2 --compare runs/nmnist-vanilla",
     "models": "asa-deploy models",
     "camera": "asa-deploy camera runs/speck --replay ../shared/data/dvsgesture-10/1.bs2",
+    "deploy": "asa-deploy deploy runs/speck --device speck2fdevkit:0 --windows 3",
+    "report": "asa-deploy report runs/quickstart/asa2 --compare runs/quickstart/vanilla",
     "simulate": "asa-deploy simulate runs/speck-vanilla --engine exact --windows 3",
     "fold": "asa-deploy fold runs/nmnist-asa2 --chip speck2f --finetune-epochs 3",
     "export": "asa-deploy export runs/nmnist-asa2 --format nir",
@@ -447,6 +475,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-recordings", type=int, default=None, help="None: all")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     p.set_defaults(func=cmd_simulate)
+
+    p = command("deploy", "apply RUN_DIR/chip_config.json to a board and evaluate a dataset on it "
+                          "(needs the real samna and a board); writes RUN_DIR/device.json")
+    p.add_argument("run_dir")
+    p.add_argument("--device", required=True, help="e.g. speck2fdevkit:0")
+    p.add_argument("--data", default=None, help=DATA_HELP + "; None: the run's validation split")
+    p.add_argument("--windows", type=int, default=1, help="test windows per recording")
+    p.add_argument("--max-recordings", type=int, default=None, help="None: all")
+    p.set_defaults(func=cmd_deploy)
+
+    p = command("report", "spikes, synaptic operations and estimated power per core, the fidelity "
+                          "ladder and the paper's figures: report.json, report.md and a "
+                          "self-contained report.html; --compare puts runs side by side")
+    p.add_argument("run_dir")
+    p.add_argument("--compare", nargs="*", default=[], metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, default=None, help="None: RUN_DIR")
+    p.set_defaults(func=cmd_report)
 
     p = command("models", "list the model specs")
     p.set_defaults(func=cmd_models)

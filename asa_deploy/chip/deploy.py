@@ -45,11 +45,14 @@ def deploy_run(run_dir: str | Path, device: str, *, data: str | None = None, win
             predictions.append(int(counts.argmax()) if counts.sum() else -1)
             labels.append(window.label)
             spikes.append(int(len(out)))
-        power = session.read_power(power_seconds)
+        rails = session.read_power(power_seconds)
+    samples = int(rails.pop("samples", 0))
+    rails.pop("total", None)
     predictions, labels = np.array(predictions), np.array(labels)
     summary = {"device": device, "chip": config.chip, "data": described, "n_windows": len(items),
                "accuracy": float(np.mean(predictions == labels)) if len(items) else None,
                "monitored_spikes_per_window": float(np.mean(spikes)) if spikes else None,
-               "power_mw": power, "wall_seconds": time.perf_counter() - start}
+               "power_mw": rails, "power_samples": samples,
+               "wall_seconds": time.perf_counter() - start}
     write_json(run_dir / DEVICE_JSON, summary)
     return summary
