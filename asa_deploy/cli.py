@@ -177,6 +177,10 @@ def cmd_compile(args) -> int:
     run_dir = Path(args.run_dir)
     if args.check:
         model, _, input_shape, sensor = load_network_for_compile(run_dir)
+        if not args.unfolded and (run_dir / "folded.pt").is_file():
+            from asa_deploy.fold.stage import load_folded
+
+            model, _ = load_folded(run_dir)
         _, violations, mapping, mapping_error = check_network(
             model, spec, input_shape=input_shape, sensor=None if args.no_dvs else sensor,
             bias_policy=args.bias)
