@@ -213,7 +213,8 @@ def cmd_fold(args) -> int:
     report = fold_run(args.run_dir, args.chip, calib=args.calib,
                       calib_recordings=args.calib_recordings, eval_windows=args.eval_windows,
                       strategy=args.strategy, bias_policy=args.bias,
-                      use_input_mask=args.input_mask, balance=not args.no_balance,
+                      use_input_mask=args.input_mask, input_mask_keep=args.input_mask_keep,
+                      balance=not args.no_balance,
                       finetune_epochs=args.finetune_epochs,
                       finetune_lr=args.finetune_lr, seed=args.seed, progress=not args.no_progress)
     print(f"{args.run_dir} ({report['attention']}) on {report['chip']}: strategy "
@@ -424,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bias policy (leak cannot run on the exact simulator)")
     p.add_argument("--input-mask", action="store_true",
                    help="also kill DVS pixels the first attention layer ignores (Speck)")
+    p.add_argument("--input-mask-keep", type=float, default=0.1,
+                   help="keep input pixels whose first-layer gain reaches this share of its maximum")
     p.add_argument("--finetune-epochs", type=int, default=3, help="0: no fine-tuning")
     p.add_argument("--finetune-lr", type=float, default=1e-4,
                    help="Adam learning rate (1e-3 diverged on synthetic:gesture)")

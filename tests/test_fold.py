@@ -186,3 +186,15 @@ def test_threshold_balancing_brings_iaf_rates_to_the_lif_rates():
 
     assert error(balanced) < error(lowered)
     assert balanced.layers[0].threshold == lowered.layers[0].threshold * multipliers[0]
+
+
+def test_the_input_mask_reaches_fine_tuning_and_the_simulators():
+    from asa_deploy.chip.lower import lower
+    from asa_deploy.fold.finetune import ChipAwareNetwork
+
+    net = network("iaf", "none")
+    lowered = lower(net, (2, 32, 32), bias_policy="drop")
+    x = torch.stack([w[0] for w in windows(2)])
+    assert ChipAwareNetwork(lowered, None)(x).sum() > 0
+    lowered.input_mask = torch.zeros(32, 32, dtype=torch.bool)
+    assert ChipAwareNetwork(lowered, None)(x).sum() == 0

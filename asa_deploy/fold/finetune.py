@@ -170,6 +170,8 @@ class ChipAwareNetwork(nn.Module):
             raise ValueError(f"expected input [B, T, C, H, W], got shape {tuple(x.shape)}")
         if self.input_pool > 1:
             x = _sum_pool(x, self.input_pool)
+        if self.lowered.input_mask is not None:  # DVS pixels killed on the chip
+            x = x * self.lowered.input_mask.to(x.dtype)
         last = len(self.layers) - 1
         for i, (layer, pool) in enumerate(zip(self.layers, self.pools, strict=True)):
             x = layer(x)

@@ -10,9 +10,13 @@ chosen strategy, thresholds balanced to the source rates, float) -> fine-tuned (
 cross-entropy on output counts: MSE on multi-spike counts diverged in measurement) -> quantized on
 the ``fast`` simulator -> ``exact``.
 
+The strategy is chosen per chip by measurement: every strategy the chip supports is lowered, balanced
+and fine-tuned, and the most accurate after fine-tuning (then the sparsest) wins; a strategy that
+lowers to the same cores as an earlier one (e.g. ``kill`` when no neuron is below the kill level) is
+not trained twice.
+
 A vanilla run has no folding steps; it goes through the same lowering, fine-tuning and simulators so
-the comparison stays fair. The strategy is chosen per chip by measurement: every strategy the chip
-supports is evaluated after lowering, and the most accurate (then the sparsest) wins.
+the comparison stays fair.
 """
 
 from __future__ import annotations
@@ -66,7 +70,8 @@ def _sim_row(step: str, result) -> dict:
 
 def fold_run(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None,
              calib_recordings: int = 64, eval_windows: int = 2, strategy: str | None = None,
-             bias_policy: str = "drop", use_input_mask: bool = False, balance: bool = True,
+             bias_policy: str = "drop", use_input_mask: bool = False,
+             input_mask_keep: float = 0.1, balance: bool = True,
              finetune_epochs: int = 3, finetune_lr: float = 1e-4, finetune_loss: str = "ce",
              seed: int = 0, progress: bool = False) -> dict:
     run_dir = Path(run_dir)
@@ -105,39 +110,55 @@ def fold_run(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = 
         per_neuron = lower(model, input_shape, bias_policy=bias_policy)
 
     candidates = ([strategy] if strategy else supported_strategies(spec)) if has_attention else [None]
-    tried = {}
+    mask = (input_mask(first_gain, per_neuron.input_shape, keep_above=input_mask_keep)
+            if use_input_mask and first_gain is not None else None)
+    if mask is not None:
+        report["input_mask_kept"] = float(mask.float().mean())
+    train_set = FramedDataset(dataset, train_idx, frames, mode="rcs", seed=seed)
+    tried, networks = {}, {}
     for name in candidates:
+        key = name or "none"
         lowered, layers = (apply_strategy(per_neuron, name, spec) if name
                            else (per_neuron, {}))
+        twin = next((k for k, (net, _) in networks.items() if _same_chip_layers(net, lowered)), None)
+        if twin is not None:  # e.g. kill with nothing below the kill level: channel again
+            tried[key] = {**tried[twin], "layers": layers, "same_as": twin}
+            continue
         multipliers = None
         if balance:
             lowered, multipliers = balance_thresholds(lowered, reference, calib_set)
-        result = evaluate(ChipAwareNetwork(lowered, None), val_set, progress=progress)
-        tried[name or "none"] = {"layers": layers, "threshold_multipliers": multipliers,
-                                 **_float_row(f"lowered ({name})", result), "lowered": lowered}
-    best_name = max(tried, key=lambda k: (tried[k]["accuracy"], tried[k]["window_accuracy"],
-                                          -tried[k]["nasfr"]))
-    best = tried[best_name].pop("lowered")
-    for entry in tried.values():
-        entry.pop("lowered", None)
+        lowered.input_mask = mask
+        entry = {"layers": layers, "threshold_multipliers": multipliers,
+                 "lowered_float": _float_row(f"lowered ({key})", evaluate(
+                     ChipAwareNetwork(lowered, None), val_set, progress=progress))}
+        tuned, log = lowered, []
+        if finetune_epochs > 0:
+            tuned, log = finetune(lowered, train_set, val_set, spec.numerics,
+                                  epochs=finetune_epochs, lr=finetune_lr, loss=finetune_loss,
+                                  seed=seed, progress=progress)
+            entry["finetuned_float"] = _float_row(f"fine-tuned ({key})", evaluate(
+                ChipAwareNetwork(tuned, None), val_set, progress=progress))
+        entry["finetune_log"] = log
+        chosen_by = entry.get("finetuned_float", entry["lowered_float"])
+        entry.update({k: chosen_by[k] for k in ("accuracy", "window_accuracy", "nasfr")},
+                     measured_after="fine-tuning" if log else "lowering")
+        tried[key] = entry
+        networks[key] = (lowered, tuned)
+
+    def score(key):
+        return tried[key]["accuracy"], tried[key]["window_accuracy"], -tried[key]["nasfr"]
+
+    best_name = max(networks, key=score)
+    tuned = networks[best_name][1]
     report["strategies"] = tried
     report["strategy"] = best_name
+    report["finetune_log"] = tried[best_name]["finetune_log"]
     balanced = ", thresholds balanced" if balance else ""
-    ladder.append({k: v for k, v in tried[best_name].items()
-                   if k not in ("layers", "threshold_multipliers")}
+    ladder.append(tried[best_name]["lowered_float"]
                   | {"step": f"lowered to {spec.name} ({best_name}, IAF{balanced}, float)"})
-    if use_input_mask and first_gain is not None:
-        best.input_mask = input_mask(first_gain, best.input_shape)
-        report["input_mask_kept"] = float(best.input_mask.float().mean())
-
-    tuned, log = best, []
-    if finetune_epochs > 0:
-        train_set = FramedDataset(dataset, train_idx, frames, mode="rcs", seed=seed)
-        tuned, log = finetune(best, train_set, val_set, spec.numerics, epochs=finetune_epochs,
-                              lr=finetune_lr, loss=finetune_loss, seed=seed, progress=progress)
-        ladder.append(_float_row("fine-tuned (IAF, quantization-aware, float)",
-                                 evaluate(ChipAwareNetwork(tuned, None), val_set, progress=progress)))
-    report["finetune_log"] = log
+    if "finetuned_float" in tried[best_name]:
+        ladder.append(tried[best_name]["finetuned_float"]
+                      | {"step": "fine-tuned (IAF, quantization-aware, float)"})
 
     compiled = compile_network(tuned, spec, input_shape=input_shape, sensor=sensor,
                                bias_policy=bias_policy, class_names=list(data["class_names"]),
@@ -169,3 +190,15 @@ def load_folded(run_dir: str | Path) -> tuple[LoweredNetwork, dict]:
                              f"reads {FOLD_FORMAT}; rerun asa-deploy fold")
     return record["lowered"], record
 
+
+
+def _same_chip_layers(a: LoweredNetwork, b: LoweredNetwork) -> bool:
+    """Whether two lowerings put the same thresholds, states and kill bits on every core."""
+    def same(x, y):
+        if x is None or y is None:
+            return x is None and y is None
+        return torch.equal(x, y)
+
+    return all(p.threshold == q.threshold and p.min_v_mem == q.min_v_mem
+               and same(p.initial_state, q.initial_state) and same(p.kill, q.kill)
+               for p, q in zip(a.layers, b.layers, strict=True))
