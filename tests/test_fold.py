@@ -148,6 +148,8 @@ def test_fold_cli_writes_the_ladder_and_compile_uses_folded_layers(tiny_runs, ca
     assert steps[-2:] == ["quantized, fast simulator", "quantized, exact simulator"]
     assert report["ladder"][1]["accuracy"] == report["ladder"][2]["accuracy"]  # folding is exact
     assert set(report["strategies"]) == {"channel", "offset", "kill", "offset+kill"}
+    if report["strategies"]["kill"]["layers"]["block0.conv"]["killed"] == 0:
+        assert report["strategies"]["kill"]["same_as"] == "channel"  # not trained twice
     assert (run / "fold_maps.png").stat().st_size > 0
     capsys.readouterr()
     assert main(["compile", str(run), "--chip", "speck2f", "--bias", "drop"]) == 0

@@ -115,15 +115,16 @@ def fold_run(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = 
     if mask is not None:
         report["input_mask_kept"] = float(mask.float().mean())
     train_set = FramedDataset(dataset, train_idx, frames, mode="rcs", seed=seed)
-    tried, networks = {}, {}
+    tried, networks, unbalanced = {}, {}, {}
     for name in candidates:
         key = name or "none"
         lowered, layers = (apply_strategy(per_neuron, name, spec) if name
                            else (per_neuron, {}))
-        twin = next((k for k, (net, _) in networks.items() if _same_chip_layers(net, lowered)), None)
+        twin = next((k for k, net in unbalanced.items() if _same_chip_layers(net, lowered)), None)
         if twin is not None:  # e.g. kill with nothing below the kill level: channel again
             tried[key] = {**tried[twin], "layers": layers, "same_as": twin}
             continue
+        unbalanced[key] = lowered
         multipliers = None
         if balance:
             lowered, multipliers = balance_thresholds(lowered, reference, calib_set)
