@@ -27,18 +27,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from asa_deploy.chip.compile import CHIP_CONFIG
+from asa_deploy.chip.compile import MAPPING as MAPPING_JSON
+from asa_deploy.chip.deploy import DEVICE_JSON
+from asa_deploy.chip.simulate import SIM_JSON
 from asa_deploy.errors import AsaDeployError
+from asa_deploy.fold.stage import FOLD_JSON
 
 REPORT_FORMAT = 1
 MODEL = "model.pt"
 EVAL_JSON = "eval.json"
 ANALYSIS_JSON = "analysis.json"
-FOLD_JSON = "fold.json"
 FOLD_MAPS = "fold_maps.png"
-CHIP_CONFIG = "chip_config.json"
-MAPPING_JSON = "mapping.json"
-SIM_JSON = "sim.json"
-DEVICE_JSON = "device.json"
 ENGINES = ("exact", "fast")
 ANALYSIS_FIGURES = {
     "spike_features": "spike features (N-SFR maps of the first conv layer)",
