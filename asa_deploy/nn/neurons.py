@@ -7,7 +7,10 @@
   200 epochs) the paper's window left the output layer silent on N-MNIST (train accuracy 0.32 after
   150 steps, against 0.55 with width 1.0). ``neuron_options: {surrogate_width: 0.5}`` restores it.
 - ``iaf``: the chip's neuron: no leak, subtract reset, a finite ``min_v_mem`` (sinabs's default of
-  None makes chip discretization round small weights to zero; see ecosystem.md).
+  None makes chip discretization round small weights to zero; see ecosystem.md). Its surrogate is
+  2.0 wide (|v - 1| < 1): without a leak the membrane wanders far from threshold, and with width 1.0
+  ``nmnist-speck`` reached 0.52 validation accuracy after 6 epochs on N-MNIST against 0.92 with 2.0
+  (MultiSpike instead: 0.41).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class Rectangular:
 
 NEURON_DEFAULTS = {
     "lif": {"decay": 0.3, "threshold": 0.3, "surrogate_width": 1.0},
-    "iaf": {"threshold": 1.0, "min_v_mem": -1.0, "multi_spike": False, "surrogate_width": 1.0},
+    "iaf": {"threshold": 1.0, "min_v_mem": -1.0, "multi_spike": False, "surrogate_width": 2.0},
 }
 
 
