@@ -432,8 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Adam learning rate (1e-3 diverged on synthetic:gesture)")
     p.add_argument("--no-balance", action="store_true",
                    help="keep the source thresholds for IAF (no per-layer rate balancing)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seeds fine-tuning's windows and order")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_fold)
 
     p = command("compile", "lower, check, quantize and map a trained run onto a chip's cores; "
