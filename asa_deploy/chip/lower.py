@@ -49,7 +49,6 @@ class ChipLayer:
     pool: int = 1
     initial_state: torch.Tensor | None = None  # [out, H, W]; None: zeros
     kill: torch.Tensor | None = None           # bool [out, H, W]
-    multi_spike: bool = False                  # how the source trained; the chip fires once per event
     # Per-neuron thresholds [out, H, W] from folding attention (float only: a core has one threshold;
     # the fold stage's lowering strategies replace them by initial states / kill bits).
     per_neuron_threshold: torch.Tensor | None = None
@@ -331,8 +330,7 @@ class _Builder:
         self.layers.append(ChipLayer(
             name=p["name"], input_shape=p["input_shape"], weight=p["weight"], bias=bias,
             stride=p["stride"], padding=p["padding"], threshold=threshold,
-            min_v_mem=float(min_v_mem), return_to_zero=return_to_zero,
-            multi_spike=neuron.spike_fn is sa.MultiSpike))
+            min_v_mem=float(min_v_mem), return_to_zero=return_to_zero))
         self.pending = None
 
     def _apply_bias_policy(self, name: str, bias: torch.Tensor | None, threshold: float):
