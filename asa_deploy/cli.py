@@ -216,7 +216,8 @@ def cmd_fold(args) -> int:
                       use_input_mask=args.input_mask, input_mask_keep=args.input_mask_keep,
                       balance=not args.no_balance,
                       finetune_epochs=args.finetune_epochs,
-                      finetune_lr=args.finetune_lr, seed=args.seed, progress=not args.no_progress)
+                      finetune_lr=args.finetune_lr, finetune_loss=args.finetune_loss,
+                      seed=args.seed, progress=not args.no_progress)
     print(f"{args.run_dir} ({report['attention']}) on {report['chip']}: strategy "
           f"{report['strategy']}")
     print(f"{'step':52s} {'acc':>6s} {'NASFR':>7s} {'synops/window':>14s}")
@@ -430,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-epochs", type=int, default=3, help="0: no fine-tuning")
     p.add_argument("--finetune-lr", type=float, default=1e-4,
                    help="Adam learning rate (1e-3 diverged on synthetic:gesture)")
+    p.add_argument("--finetune-loss", choices=["ce", "mse"], default="ce",
+                   help="ce on output spike counts (mse on multi-spike counts diverged at 1e-3)")
     p.add_argument("--no-balance", action="store_true",
                    help="keep the source thresholds for IAF (no per-layer rate balancing)")
     p.add_argument("--seed", type=int, default=0, help="seeds fine-tuning's windows and order")

@@ -50,14 +50,13 @@ class FoldResult:
     folded: nn.Module                # no attention; per-neuron thresholds (float, exact)
     channel_only: nn.Module          # no attention; g_c applied, scalar thresholds (what a core holds)
     R: dict[str, torch.Tensor]       # per folded layer, [C, H, W] in [0, 1]
-    g: dict[str, torch.Tensor]       # per folded layer, [C]
 
 
 def fold_static(model, calibration: dict[str, LayerCalibration]) -> FoldResult:
     """Fold every calibrated attention layer of ``model`` (a SpikingNetwork) into g_c and R."""
     folded = copy.deepcopy(model)
     channel_only = copy.deepcopy(model)
-    R, g_all = {}, {}
+    R = {}
     for i, (block, plain) in enumerate(zip(folded.blocks, channel_only.blocks, strict=True)):
         name = f"block{i}.{block.kind}"
         if block.attention is None:
@@ -70,11 +69,11 @@ def fold_static(model, calibration: dict[str, LayerCalibration]) -> FoldResult:
             _scale_channels(net_block.synapse, g, name)
             net_block.attention = None
         _divide_threshold(block.neuron, ratio.clamp_min(R_FLOOR))
-        R[name], g_all[name] = ratio, g
+        R[name] = ratio
     for net in (folded, channel_only):
         net.attention_kind = "none"
         net.reset_states()
-    return FoldResult(folded, channel_only, R, g_all)
+    return FoldResult(folded, channel_only, R)
 
 
 def _scale_channels(synapse: nn.Module, g: torch.Tensor, name: str) -> None:
