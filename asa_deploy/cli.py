@@ -8,55 +8,58 @@ import logging
 import sys
 from pathlib import Path
 
+from asa_deploy import __version__, cli_args
+from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.errors import AsaDeployError
 
 DATA_HELP = ("data spec: nmnist:PATH, dvsgesture:PATH, events:PATH (folder with labels.csv) or "
              "synthetic:NAME (built in, the default)")
+WINDOWS_HELP = "test windows per recording, majority vote (the paper: 10; see asa_deploy.defaults)"
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows defaults and keeps the example epilog's line breaks."""
 
 
-def _param(text: str) -> tuple[str, int]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, int(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"{text!r}: the value must be an integer") from err
-
-
 def _add_train_args(p: argparse.ArgumentParser, *, with_model_defaults: bool = True) -> None:
-    p.add_argument("--data", default="synthetic:gesture", help=DATA_HELP)
+    p.add_argument("--data", type=cli_args.data_spec, default="synthetic:gesture",
+                   help=DATA_HELP)
     if with_model_defaults:
-        p.add_argument("--model", default="dvs-small",
+        p.add_argument("--model", type=cli_args.model_spec, default="dvs-small",
                        help="model spec name (see `asa-deploy models`) or YAML path")
         p.add_argument("--attention", default="none", choices=["none", "sa", "asa1", "asa2"],
                        help="none (vanilla), sa (CBAM spatial), asa1 or asa2")
-    p.add_argument("--epochs", type=int, default=10, help="training epochs")
-    p.add_argument("--batch-size", type=int, default=32, help="global batch (all processes)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine decay)")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="Adam weight decay")
+    p.add_argument("--epochs", type=cli_args.positive_int, default=10, help="training epochs")
+    p.add_argument("--batch-size", type=cli_args.positive_int, default=32,
+                   help="global batch (all processes)")
+    p.add_argument("--lr", type=cli_args.positive_float, default=1e-3,
+                   help="Adam learning rate (cosine decay)")
+    p.add_argument("--weight-decay", type=cli_args.non_negative_float, default=1e-4,
+                   help="Adam weight decay")
     p.add_argument("--loss", default="mse", choices=["mse", "ce"],
                    help="mse on output rates (the paper's) or cross-entropy on spike counts")
-    p.add_argument("--seed", type=int, default=0, help="seeds weights, split, windows, dropout")
-    p.add_argument("--n-val", type=int, default=None,
+    p.add_argument("--seed", type=cli_args.seed, default=0,
+                   help="seeds weights, split, windows, dropout")
+    p.add_argument("--n-val", type=cli_args.positive_int, default=None,
                    help="validation recordings (stratified); None: use --val-fraction")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="share held out for validation")
-    p.add_argument("--T", type=int, default=None, help="time steps; None: the model spec's")
-    p.add_argument("--dt-ms", type=float, default=None, help="bin width; None: the dataset's")
-    p.add_argument("--downsample", type=int, default=None,
+    p.add_argument("--val-fraction", type=cli_args.open_share, default=0.2,
+                   help="share held out for validation, in (0, 1)")
+    p.add_argument("--T", type=cli_args.positive_int, default=None,
+                   help="time steps; None: the model spec's")
+    p.add_argument("--dt-ms", type=cli_args.bin_ms, default=None,
+                   help="bin width; None: the dataset's")
+    p.add_argument("--downsample", type=cli_args.positive_int, default=None,
                    help="divide sensor coordinates; None: the dataset's")
     p.add_argument("--binarize", action="store_true", help="clip per-bin event counts to 1")
-    p.add_argument("--eval-windows", type=int, default=10,
-                   help="windows per validation recording, majority vote (the paper: 10)")
-    p.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
-                   help="override a model spec parameter, e.g. --param c1=32 (repeatable)")
-    p.add_argument("--asa-lambda", type=float, default=None,
-                   help="ASA's share of important channels / steps; None: the spec's")
-    p.add_argument("--asa-r", type=int, default=None,
+    p.add_argument("--eval-windows", "--windows", type=cli_args.positive_int,
+                   default=TEST_WINDOWS, help=WINDOWS_HELP)
+    p.add_argument("--param", type=cli_args.model_param, action="append", default=[],
+                   metavar="KEY=VALUE",
+                   help="override a model spec parameter (a positive integer), e.g. --param c1=32 "
+                        "(repeatable)")
+    p.add_argument("--asa-lambda", type=cli_args.open_share, default=None,
+                   help="ASA's share of important channels / steps, in (0, 1); None: the spec's")
+    p.add_argument("--asa-r", type=cli_args.positive_int, default=None,
                    help="ASA-1 temporal MLP reduction; None: the spec's")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -68,7 +71,8 @@ def _config(args, **overrides):
         data=args.data, model=args.model, attention=args.attention, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, loss=args.loss,
         seed=args.seed, n_val=args.n_val, val_fraction=args.val_fraction, T=args.T,
-        dt_us=int(args.dt_ms * 1000) if args.dt_ms else None, downsample=args.downsample,
+        dt_us=round(args.dt_ms * 1000) if args.dt_ms is not None else None,
+        downsample=args.downsample,
         binarize=args.binarize, eval_windows=args.eval_windows, params=dict(args.param),
         asa_lambda=args.asa_lambda, asa_r=args.asa_r)
     values.update(overrides)
@@ -79,31 +83,32 @@ def cmd_train(args) -> int:
     from asa_deploy.train import train
 
     metrics = train(_config(args), Path(args.out), progress=not args.no_progress)
-    if metrics is not None:
-        val = metrics["val"]
-        print(f"best epoch {metrics['best_epoch']}: val accuracy {val['accuracy']:.3f}, "
-              f"NASFR {val['nasfr']:.4f} -> {Path(args.out) / 'model.pt'}")
+    val = metrics["val"]
+    if val is None:
+        print(f"last epoch {metrics['best_epoch']} kept (no validation split) -> "
+              f"{Path(args.out) / 'model.pt'}")
+    else:
+        print(f"best epoch {metrics['best_epoch']}: val accuracy {val['accuracy']:.3f} "
+              f"({args.eval_windows} windows per recording), NASFR {val['nasfr']:.4f} -> "
+              f"{Path(args.out) / 'model.pt'}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from asa_deploy import io
-    from asa_deploy.train import evaluate, load_run
-    from asa_deploy.train.loop import eval_set
+    from asa_deploy.train import evaluate_run
 
-    model, artifact = load_run(Path(args.run_dir))
-    dataset, described = eval_set(artifact, args.data, windows=args.eval_windows)
-    result = {"run": str(args.run_dir), "data": described, "attention": artifact["attention"],
-              **evaluate(model, dataset, progress=not args.json)}
-    io.write_json(Path(args.run_dir) / "eval.json", result)
+    result, path = evaluate_run(args.run_dir, args.data, windows=args.eval_windows,
+                                progress=not args.json)
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"{described}: {result['recordings']} recordings, {result['windows']} windows")
-    print(f"accuracy {result['accuracy']:.4f} (window accuracy {result['window_accuracy']:.4f})")
+    print(f"{result['data']}: {result['recordings']} recordings, {result['windows']} windows")
+    print(f"accuracy {result['accuracy']:.4f} ({args.eval_windows} windows per recording, majority; "
+          f"a silent window is wrong), window accuracy {result['window_accuracy']:.4f}")
     print(f"NASFR    {result['nasfr']:.4f}")
     for name, sfr in result["sfr"].items():
         print(f"  {name:14s} SFR {sfr:.4f}  ({result['neurons'][name]} neurons)")
+    print(f"wrote {path}")
     return 0
 
 
@@ -114,8 +119,9 @@ def cmd_analyze(args) -> int:
     summaries = analyze_runs(runs, data=args.data, windows=args.windows,
                              max_samples=args.max_samples, figures_dir=args.figures)
     print(comparison_table(summaries))
-    figures = args.figures or runs[0] / "figures"
-    print(f"analysis.json written in {', '.join(map(str, runs))}; figures in {figures}")
+    for summary in summaries.values():
+        print(f"{summary['data']}, {args.windows} windows per recording -> {summary['file']}")
+    print(f"figures in {next(iter(summaries.values()))['figures']}")
     return 0
 
 
@@ -231,6 +237,7 @@ def cmd_fold(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from asa_deploy import provenance
     from asa_deploy.chip.compile import CHIP_CONFIG, load_network_for_compile
     from asa_deploy.chip.config import ChipConfig
     from asa_deploy.chip.lower import lower
@@ -239,16 +246,22 @@ def cmd_export(args) -> int:
 
     run = Path(args.run_dir)
     if (run / FOLDED).is_file():
+        provenance.require_current(run, FOLDED)
         lowered, _ = load_folded(run)
         source = run / FOLDED
     else:
         model, _, input_shape, _ = load_network_for_compile(run)
         lowered, source = lower(model, input_shape, bias_policy=args.bias), run / "model.pt"
-    written = [write_nir(lowered_to_nir(lowered, dt=args.dt), run / "model.nir")]
+    graph = lowered_to_nir(lowered, dt=args.dt)
+    graph.metadata[provenance.KEY] = provenance.record(run, [source.name])
+    written = [write_nir(graph, run / "model.nir")]
     print(f"{source} -> {written[0]} (float chip layers)")
     if (run / CHIP_CONFIG).is_file():
+        provenance.require_current(run, CHIP_CONFIG)
         config = ChipConfig.load(run / CHIP_CONFIG)
-        written.append(write_nir(chip_config_to_nir(config, dt=args.dt), run / "model_quantized.nir"))
+        graph = chip_config_to_nir(config, dt=args.dt)
+        graph.metadata[provenance.KEY] = provenance.record(run, [CHIP_CONFIG])
+        written.append(write_nir(graph, run / "model_quantized.nir"))
         print(f"{run / CHIP_CONFIG} -> {written[1]} (integer weights and thresholds)")
     return 0
 
@@ -256,12 +269,13 @@ def cmd_export(args) -> int:
 def cmd_camera(args) -> int:
     import time
 
-    from asa_deploy import io
+    from asa_deploy import io, provenance
     from asa_deploy.chip.camera import DeviceCamera, ReplayCamera, summarize
     from asa_deploy.chip.compile import CHIP_CONFIG
     from asa_deploy.chip.config import ChipConfig
 
     run = Path(args.run_dir)
+    provenance.require_current(run, CHIP_CONFIG)
     config = ChipConfig.load(run / CHIP_CONFIG)
     if args.replay:
         camera = ReplayCamera(config, args.replay, realtime=args.realtime)
@@ -281,7 +295,8 @@ def cmd_camera(args) -> int:
                   f"out {d.output_spikes:5d}  spikes {d.spikes:8,d}  events {d.input_events:7,d}  "
                   f"first spike {latency}  decided in {d.decision_ms:5.1f} ms", flush=True)
     summary = {"source": source, "chip": config.chip,
-               **summarize(decisions, time.perf_counter() - start, duration)}
+               **summarize(decisions, time.perf_counter() - start, duration),
+               provenance.KEY: provenance.record(run, [CHIP_CONFIG], source=source)}
     io.write_json(run / "camera.json", summary)
     if args.json:
         print(json.dumps({k: v for k, v in summary.items() if k != "decisions"}))
@@ -362,11 +377,13 @@ EXAMPLES = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser; every value is checked by its ``cli_args`` type while parsing (exit 2 if bad)."""
     parser = argparse.ArgumentParser(
         prog="asa-deploy",
         description="Train ASA spiking networks on event-camera data, measure their redundancy, "
                     "and take them to SynSense chips.",
         epilog="Run `asa-deploy COMMAND --help` for a command's options and an example.")
+    parser.add_argument("--version", action="version", version=f"asa-deploy {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -375,50 +392,74 @@ def build_parser() -> argparse.ArgumentParser:
                               epilog=f"example:\n  {EXAMPLES[name]}",
                               formatter_class=_HelpFormatter)
 
+    def run_dir(p, *, compare_help=None):
+        p.add_argument("run_dir", type=cli_args.run_dir, metavar="RUN_DIR",
+                       help="an existing run directory")
+        if compare_help is not None:
+            p.add_argument("--compare", nargs="*", type=cli_args.run_dir, default=[],
+                           metavar="RUN_DIR", help=compare_help)
+
+    def windows(p, *names):
+        """Both spellings everywhere; ``names[0]`` decides the attribute the command reads."""
+        p.add_argument(*names, type=cli_args.positive_int, default=TEST_WINDOWS, help=WINDOWS_HELP)
+
+    def data(p, default_help):
+        p.add_argument("--data", type=cli_args.data_spec, default=None,
+                       help=f"{DATA_HELP}; None: {default_help}")
+
+    def chip(p, help_text="hw_config name (speck2f, speck2e, dynapcnn) or path of a .toml file"):
+        p.add_argument("--chip", type=cli_args.chip, default="speck2f", help=help_text)
+
+    def max_recordings(p):
+        p.add_argument("--max-recordings", type=cli_args.positive_int, default=None,
+                       help="None: all")
+
     p = command("train", "train a network (resumes from RUN_DIR/checkpoint.pt if present)")
     _add_train_args(p)
-    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--out", type=cli_args.out_dir, required=True, help="run directory")
     p.set_defaults(func=cmd_train)
 
     p = command("evaluate", "accuracy, NASFR and per-layer firing rates of a trained run")
-    p.add_argument("run_dir")
-    p.add_argument("--data", default=None, help=DATA_HELP + "; None: the run's validation split")
-    p.add_argument("--eval-windows", type=int, default=10, help="windows per recording")
+    run_dir(p)
+    data(p, "the run's validation split")
+    windows(p, "--eval-windows", "--windows")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     p.set_defaults(func=cmd_evaluate)
 
     p = command("analyze", "redundancy analysis (NASFR, T/C-SFR, spike and ghost features, MPD, "
                            "PTD, QE) with figures; --compare draws runs side by side")
-    p.add_argument("run_dir")
-    p.add_argument("--compare", nargs="*", default=[], metavar="RUN_DIR",
-                   help="more runs to analyze and draw beside the first")
-    p.add_argument("--data", default=None, help=DATA_HELP + "; None: each run's validation split")
-    p.add_argument("--windows", type=int, default=1, help="test windows per recording")
-    p.add_argument("--max-samples", type=int, default=None, help="None: all")
-    p.add_argument("--figures", type=Path, default=None, help="None: RUN_DIR/figures")
+    run_dir(p, compare_help="more runs to analyze and draw beside the first")
+    data(p, "each run's validation split")
+    windows(p, "--windows", "--eval-windows")
+    p.add_argument("--max-samples", type=cli_args.positive_int, default=None, help="None: all")
+    p.add_argument("--figures", type=cli_args.out_dir, default=None, help="None: RUN_DIR/figures")
     p.set_defaults(func=cmd_analyze)
 
     p = command("quickstart", "train vanilla and ASA on the built-in synthetic DVS task, analyze "
                               "both, fold, compile and simulate both on a chip, and print them side "
                               "by side (a few minutes on 2 CPU cores)")
     _add_train_args(p, with_model_defaults=False)
-    p.add_argument("--model", default="dvs-small", help="model spec name or YAML path")
+    p.add_argument("--model", type=cli_args.model_spec, default="dvs-small",
+                   help="model spec name or YAML path")
     p.add_argument("--attention", default="asa2", choices=["sa", "asa1", "asa2"],
                    help="the attention to compare with vanilla")
-    p.add_argument("--out", default="runs/quickstart", help="folder for both runs and figures")
-    p.add_argument("--chip", default="speck2f", help="chip to fold, compile and simulate for")
-    p.add_argument("--finetune-epochs", type=int, default=3, help="fold stage fine-tuning")
+    p.add_argument("--out", type=cli_args.out_dir, default="runs/quickstart",
+                   help="folder for both runs and figures")
+    chip(p, "chip to fold, compile and simulate for")
+    p.add_argument("--finetune-epochs", type=cli_args.non_negative_int, default=3,
+                   help="fold stage fine-tuning")
     # 240 training recordings: small batches give enough optimizer steps in a few minutes.
-    p.set_defaults(func=cmd_quickstart, epochs=15, batch_size=8, eval_windows=5)
+    p.set_defaults(func=cmd_quickstart, epochs=15, batch_size=8)
 
     p = command("fold", "fold attention into chip layers: calibrate, fold, lower for a chip, "
                         "fine-tune, compile and measure every step (RUN_DIR/fold.json, folded.pt)")
-    p.add_argument("run_dir")
-    p.add_argument("--chip", default="speck2f", help="hw_config name or .toml path")
-    p.add_argument("--calib", default=None,
+    run_dir(p)
+    chip(p)
+    p.add_argument("--calib", type=cli_args.data_spec, default=None,
                    help=DATA_HELP + "; None: the run's own training split")
-    p.add_argument("--calib-recordings", type=int, default=64, help="recordings to calibrate on")
-    p.add_argument("--eval-windows", type=int, default=2, help="test windows per recording")
+    p.add_argument("--calib-recordings", type=cli_args.positive_int, default=64,
+                   help="recordings to calibrate on")
+    windows(p, "--eval-windows", "--windows")
     p.add_argument("--strategy", default=None, choices=["channel", "offset", "kill", "offset+kill"],
                    help="how per-neuron gains reach the chip; None: measure every one the chip "
                         "supports and keep the most accurate")
@@ -426,24 +467,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bias policy (leak cannot run on the exact simulator)")
     p.add_argument("--input-mask", action="store_true",
                    help="also kill DVS pixels the first attention layer ignores (Speck)")
-    p.add_argument("--input-mask-keep", type=float, default=0.1,
-                   help="keep input pixels whose first-layer gain reaches this share of its maximum")
-    p.add_argument("--finetune-epochs", type=int, default=3, help="0: no fine-tuning")
-    p.add_argument("--finetune-lr", type=float, default=1e-4,
+    p.add_argument("--input-mask-keep", type=cli_args.share, default=0.1,
+                   help="keep input pixels whose first-layer gain reaches this share of its "
+                        "maximum, in (0, 1]")
+    p.add_argument("--finetune-epochs", type=cli_args.non_negative_int, default=3,
+                   help="0: no fine-tuning")
+    p.add_argument("--finetune-lr", type=cli_args.positive_float, default=1e-4,
                    help="Adam learning rate (1e-3 diverged on synthetic:gesture)")
     p.add_argument("--finetune-loss", choices=["ce", "mse"], default="ce",
                    help="ce on output spike counts (mse on multi-spike counts diverged at 1e-3)")
     p.add_argument("--no-balance", action="store_true",
                    help="keep the source thresholds for IAF (no per-layer rate balancing)")
-    p.add_argument("--seed", type=int, default=0, help="seeds fine-tuning's windows and order")
+    p.add_argument("--seed", type=cli_args.seed, default=0,
+                   help="seeds fine-tuning's windows and order")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_fold)
 
     p = command("compile", "lower, check, quantize and map a trained run onto a chip's cores; "
                            "writes RUN_DIR/chip_config.json and RUN_DIR/mapping.json")
-    p.add_argument("run_dir")
-    p.add_argument("--chip", default="speck2f",
-                   help="hw_config name (speck2f, speck2e, dynapcnn) or path of a .toml file")
+    run_dir(p)
+    chip(p)
     p.add_argument("--bias", choices=["drop", "leak"], default=None,
                    help="what to do with biases (the chip adds them per slow-clock tick); "
                         "required when the network has any")
@@ -457,50 +500,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("export", "write the run's chip layers (folded.pt, else model.pt) as RUN_DIR/model.nir "
                           "and its chip_config.json, if any, as RUN_DIR/model_quantized.nir")
-    p.add_argument("run_dir")
+    run_dir(p)
     p.add_argument("--format", choices=["nir"], default="nir")
     p.add_argument("--bias", choices=["drop", "leak"], default=None,
                    help="bias policy when lowering model.pt (as in compile)")
-    p.add_argument("--dt", type=float, default=1.0, help="time step written into the graph")
+    p.add_argument("--dt", type=cli_args.positive_float, default=1.0,
+                   help="time step written into the graph")
     p.set_defaults(func=cmd_export)
 
     p = command("camera", "live decisions window by window: from a board's own DVS (--device) or "
                           "from a recording replayed as a virtual camera through the exact "
                           "simulator (--replay); writes RUN_DIR/camera.json")
-    p.add_argument("run_dir")
+    run_dir(p)
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--replay", type=Path, help="recording (.bin, .npy/.npz, .aedat4)")
-    source.add_argument("--device", help="board, e.g. speck2fdevkit:0 (needs the real samna)")
+    source.add_argument("--replay", type=cli_args.existing_file,
+                        help="recording (.bin, .npy/.npz, .aedat4)")
+    source.add_argument("--device", type=cli_args.device,
+                        help="board KIND[:INDEX], e.g. speck2fdevkit:0 (needs the real samna)")
     p.add_argument("--realtime", action="store_true", help="pace the replay to the wall clock")
-    p.add_argument("--seconds", type=float, default=10.0, help="how long to listen to a device")
+    p.add_argument("--seconds", type=cli_args.positive_float, default=10.0,
+                   help="how long to listen to a device")
     p.add_argument("--json", action="store_true", help="print only the summary as JSON")
     p.set_defaults(func=cmd_camera)
 
     p = command("simulate", "run RUN_DIR/chip_config.json on a chip simulator (fast: time-stepped, "
                             "batched; exact: event by event, as the chip) and write RUN_DIR/sim.json")
-    p.add_argument("run_dir")
-    p.add_argument("--data", default=None, help=DATA_HELP + "; None: the run's validation split")
+    run_dir(p)
+    data(p, "the run's validation split")
     p.add_argument("--engine", choices=["fast", "exact"], default="fast")
-    p.add_argument("--windows", type=int, default=1, help="test windows per recording")
-    p.add_argument("--max-recordings", type=int, default=None, help="None: all")
+    windows(p, "--windows", "--eval-windows")
+    max_recordings(p)
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     p.set_defaults(func=cmd_simulate)
 
     p = command("deploy", "apply RUN_DIR/chip_config.json to a board and evaluate a dataset on it "
                           "(needs the real samna and a board); writes RUN_DIR/device.json")
-    p.add_argument("run_dir")
-    p.add_argument("--device", required=True, help="e.g. speck2fdevkit:0")
-    p.add_argument("--data", default=None, help=DATA_HELP + "; None: the run's validation split")
-    p.add_argument("--windows", type=int, default=1, help="test windows per recording")
-    p.add_argument("--max-recordings", type=int, default=None, help="None: all")
+    run_dir(p)
+    p.add_argument("--device", type=cli_args.device, required=True,
+                   help="board KIND[:INDEX], e.g. speck2fdevkit:0")
+    data(p, "the run's validation split")
+    windows(p, "--windows", "--eval-windows")
+    max_recordings(p)
     p.set_defaults(func=cmd_deploy)
 
     p = command("report", "spikes, synaptic operations and estimated power per core, the fidelity "
                           "ladder and the paper's figures: report.json, report.md and a "
                           "self-contained report.html; --compare puts runs side by side")
-    p.add_argument("run_dir")
-    p.add_argument("--compare", nargs="*", default=[], metavar="RUN_DIR")
-    p.add_argument("--out", type=Path, default=None, help="None: RUN_DIR")
+    run_dir(p, compare_help="more runs to put beside the first")
+    p.add_argument("--out", type=cli_args.out_dir, default=None, help="None: RUN_DIR")
     p.set_defaults(func=cmd_report)
 
     p = command("models", "list the model specs")
@@ -509,8 +556,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status (2 for a bad argument, as argparse exits)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # argparse's error (2), --help or --version (0): callers get a code
+        return done.code if isinstance(done.code, int) else 0
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -20,6 +20,17 @@ class BadRecordingError(AsaDeployError):
         super().__init__(f"{self.source}: {problem}")
 
 
+class ArtifactError(AsaDeployError):
+    """An artifact file (``model.pt``, ``chip_config.json``, ...) that is missing, truncated, corrupt
+    or not what its name says; the message names the file and the command that rewrites it.
+    ``path`` and ``problem`` (the message without file and remedy) let callers combine several."""
+
+    def __init__(self, message: str, *, path: str | None = None, problem: str | None = None):
+        super().__init__(message)
+        self.path = path
+        self.problem = problem
+
+
 class ModelSpecError(AsaDeployError):
     """A network spec that cannot be built, or a checkpoint that does not match one."""
 

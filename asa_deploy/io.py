@@ -1,17 +1,22 @@
-"""Atomic artifact writes (DESIGN.md section 5): a crash never leaves a half-written file that a later
-stage would trust."""
+"""Artifact files (DESIGN.md section 5): atomic writes, so a crash never leaves a half-written file
+that a later stage would trust, and guarded reads, so a missing, truncated, corrupt or foreign file
+is an ``ArtifactError`` naming the file, what is wrong and the command that rewrites it, never a raw
+``EOFError`` or ``PytorchStreamReader`` traceback.
+
+torch is imported inside the torch functions: light modules (``chip.config``) import this one.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
+from asa_deploy.errors import ArtifactError
 
 
 def _umask() -> int:
@@ -55,7 +60,116 @@ def json_line(obj: Any) -> str:
     return json.dumps(obj) + "\n"
 
 
-def save_torch(path: str | Path, obj: Any) -> Path:
+def save_torch(path: str | Path, obj: Any, *, keep_previous: str | Path | None = None) -> Path:
+    """``torch.save`` atomically; with ``keep_previous``, the file ``path`` held until now is renamed
+    there (atomically, after the new one is fully written) instead of being overwritten."""
+    import torch
+
+    path = Path(path)
     with atomic_output(path) as tmp:
         torch.save(obj, tmp)
-    return Path(path)
+        if keep_previous is not None and path.is_file():
+            os.replace(path, keep_previous)
+    return path
+
+
+# ---- guarded reads ---------------------------------------------------------------------------------
+
+def _brief(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    text = text if len(text) <= 160 else text[:157] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def artifact_error(path: str | Path, problem: str, remedy: str) -> ArtifactError:
+    """The error for ``path`` holding ``problem`` (e.g. weights that fit no network), with the fix."""
+    return ArtifactError(f"{path}: {problem}; {remedy}", path=str(path), problem=problem)
+
+
+def _existing(path: str | Path, kind: str, remedy: str, if_missing: str | None) -> Path:
+    path = Path(path)
+    if not path.exists():
+        problem = f"not found (the {kind})"
+        raise ArtifactError(f"{path} {problem}; {if_missing or remedy}", path=str(path),
+                            problem=problem)
+    if not path.is_file():
+        raise artifact_error(path, f"not a regular file, so not the {kind}", remedy)
+    if path.stat().st_size == 0:
+        raise artifact_error(path, f"the {kind} is empty (0 bytes: a write that never "
+                                   f"finished?)", remedy)
+    return path
+
+
+def missing_keys(obj: dict, keys: Iterable[str]) -> list[str]:
+    """The ``keys`` absent from ``obj``; ``"a.b"`` looks for ``b`` in the dict ``obj["a"]``."""
+    out = []
+    for key in keys:
+        value: Any = obj
+        for part in key.split("."):
+            if not isinstance(value, dict) or part not in value:
+                out.append(key)
+                break
+            value = value[part]
+    return out
+
+
+def load_torch(path: str | Path, kind: str, *, remedy: str, required_keys: Iterable[str] = (),
+               if_missing: str | None = None, map_location: Any = "cpu") -> dict:
+    """The dict ``save_torch`` wrote to ``path`` (``kind`` names it in messages, e.g. "trained
+    model"). Missing, empty, truncated, corrupt, not a dict, or lacking one of ``required_keys``:
+    an ``ArtifactError`` naming the file and ending in ``remedy`` (``if_missing`` when absent)."""
+    import torch
+
+    path = _existing(path, kind, remedy, if_missing)
+    try:
+        obj = torch.load(path, weights_only=False, map_location=map_location)
+    except Exception as exc:  # noqa: BLE001 - zip, pickle, EOF, unknown class: all mean unreadable
+        raise artifact_error(path, f"the {kind} cannot be read: truncated, corrupt or not a torch file "
+                          f"({_brief(exc)})", remedy) from exc
+    if not isinstance(obj, dict):
+        raise artifact_error(path, f"holds a {type(obj).__name__}, not the {kind} (a dict written by "
+                          f"asa-deploy)", remedy)
+    missing = missing_keys(obj, required_keys)
+    if missing:
+        what = ("a bare state_dict (tensors only)"
+                if obj and all(isinstance(v, torch.Tensor) for v in obj.values()) else "a dict")
+        raise artifact_error(path, f"not the {kind}: {what} without {', '.join(missing)}", remedy)
+    return obj
+
+
+def read_text(path: str | Path, kind: str, *, remedy: str, if_missing: str | None = None) -> str:
+    """The UTF-8 text of ``path``; an ``ArtifactError`` naming it when missing, empty or binary."""
+    path = _existing(path, kind, remedy, if_missing)
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise artifact_error(path, f"the {kind} cannot be read as text: corrupt or not a text file "
+                          f"({_brief(exc)})", remedy) from exc
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+def load_json(path: str | Path, kind: str, *, remedy: str, expect: type | None = dict,
+              required_keys: Iterable[str] = (), if_missing: str | None = None) -> Any:
+    """The JSON value in ``path``, of type ``expect`` (an object by default), with
+    ``required_keys``; anything else is an ``ArtifactError`` as in ``load_torch``."""
+    text = read_text(path, kind, remedy=remedy, if_missing=if_missing)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise artifact_error(path, f"the {kind} is not valid JSON: truncated or corrupt ({exc.msg} at "
+                          f"line {exc.lineno}, column {exc.colno})", remedy) from exc
+    except (ValueError, RecursionError) as exc:  # 4300+ digit numbers, nesting past the stack
+        raise artifact_error(path, f"the {kind} cannot be parsed ({_brief(exc)})", remedy) from exc
+    if expect is not None and not isinstance(value, expect):
+        wanted = _json_type(expect())
+        raise artifact_error(path, f"the {kind} holds a JSON {_json_type(value)} where "
+                          f"{'an' if wanted[0] in 'aeiou' else 'a'} {wanted} was expected", remedy)
+    missing = missing_keys(value, required_keys) if isinstance(value, dict) else []
+    if missing:
+        raise artifact_error(path, f"not the {kind}: no {', '.join(missing)}", remedy)
+    return value

@@ -22,6 +22,7 @@ from sinabs.layers import LIF, SqueezeMixin
 from tqdm.auto import tqdm
 
 from asa_deploy.analysis import metrics
+from asa_deploy.data.framing import predict_classes
 
 #: Bytes kept per raw neuron-step: one uint8 spike count and one float32 u.
 _RAW_BYTES_PER_VALUE = 5
@@ -99,7 +100,7 @@ class LayerRecord:
 @dataclass
 class LayerRecords:
     """``collect``'s result: per spiking layer records, in network order, and the predictions
-    (argmax over the mean over T of the output), labels and recording ids of every sample."""
+    (``predict_classes`` of the output: silent is -1, wrong), labels and recording ids of every sample."""
 
     layers: list[LayerRecord]
     predictions: torch.Tensor
@@ -280,7 +281,7 @@ def collect(
                         f"model output has shape {tuple(out.shape)}; analysis needs [B, T, classes] "
                         f"for input {tuple(frames.shape)}"
                     )
-                predictions.append(out.mean(1).argmax(-1).cpu())
+                predictions.append(torch.from_numpy(predict_classes(out.sum(1))))
                 labels.append(torch.as_tensor(label[:take]).cpu())
                 recordings.append(torch.as_tensor(recording[:take]).cpu())
                 if seen == 0 and raw_bytes > 0:

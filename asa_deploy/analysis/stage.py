@@ -6,9 +6,11 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
+from asa_deploy import provenance
 from asa_deploy.analysis.collect import collect
 from asa_deploy.analysis.figures import plot_comparison
 from asa_deploy.analysis.report import summarize, write_analysis
+from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.train.loop import eval_set, load_run
 
 
@@ -16,14 +18,15 @@ def attention_label(kind: str) -> str:
     return "vanilla" if kind == "none" else kind
 
 
-def analyze_runs(run_dirs: list[Path], *, data: str | None = None, windows: int = 1,
+def analyze_runs(run_dirs: list[Path], *, data: str | None = None, windows: int = TEST_WINDOWS,
                  max_samples: int | None = None, figures_dir: Path | None = None,
                  progress: bool = True) -> dict[str, dict]:
-    """Analyze each run on its validation split (or ``data``), write ``RUN/analysis.json`` and draw
-    the runs side by side into ``figures_dir`` (default: the first run's ``figures/``).
+    """Analyze each run on its validation split (or ``data``), write ``RUN/analysis.json`` (on other
+    data ``analysis-<data>.json``, never over the run's own) and draw the runs side by side into
+    ``figures_dir`` (default: the first run's ``figures/``, or ``figures-<data>/``).
 
     ``windows`` test windows per recording (1: one sample per recording, as N-SFR counts samples).
-    Returns {label: summary}; labels are "vanilla" / the attention kind, suffixed when repeated.
+    Returns {label: summary}, each with the ``file`` it was written to and the ``figures`` folder; labels are "vanilla" / the attention kind, suffixed when repeated.
     """
     summaries, records = {}, {}
     for run_dir in map(Path, run_dirs):
@@ -32,15 +35,24 @@ def analyze_runs(run_dirs: list[Path], *, data: str | None = None, windows: int 
         loader = DataLoader(dataset, batch_size=32)
         result = collect(model, loader, max_samples=max_samples, raw_bytes=256 * 2**20,
                          progress=progress)
+        own_data = artifact["data"]["spec"]
         summary = {"run": str(run_dir), "data": described, "attention": artifact["attention"],
-                   "model": artifact["model_spec"]["name"], **summarize(result)}
-        write_analysis(summary, run_dir / "analysis.json")
+                   "model": artifact["model_spec"]["name"], "windows_per_recording": windows,
+                   **summarize(result),
+                   provenance.KEY: provenance.record(
+                       run_dir, ["model.pt"], data=data or own_data,
+                       split="validation" if data in (None, own_data) else "all recordings",
+                       windows=windows, max_samples=max_samples)}
+        path = run_dir / provenance.data_artifact("analysis.json", data, own_data)
+        write_analysis(summary, path)
+        if figures_dir is None:
+            figures_dir = Path(run_dirs[0]) / provenance.data_artifact("figures", data, own_data)
         label = attention_label(artifact["attention"])
         while label in summaries:
             label += "'"
-        summaries[label], records[label] = summary, result
-    plot_comparison(records, figures_dir or Path(run_dirs[0]) / "figures")
-    return summaries
+        summaries[label], records[label] = {**summary, "file": str(path)}, result
+    plot_comparison(records, figures_dir)
+    return {label: {**s, "figures": str(figures_dir)} for label, s in summaries.items()}
 
 
 def comparison_table(summaries: dict[str, dict]) -> str:

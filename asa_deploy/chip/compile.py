@@ -12,6 +12,7 @@ from pathlib import Path
 
 from torch import nn
 
+from asa_deploy import provenance
 from asa_deploy.chip.config import (
     ChipConfig,
     CoreConfig,
@@ -139,7 +140,8 @@ def compile_network(model: nn.Module | LoweredNetwork, chip: str | ChipSpec, *, 
                 notes.append(f"input mask ignored: {spec.name} cannot kill input pixels")
     config = ChipConfig(chip=spec.name, cores=cores, readout=readout, dvs=dvs,
                         input_core=None if dvs is not None else first_core,
-                        meta={**(meta or {}), "bias_policy": bias_policy, "notes": notes})
+                        meta={**(meta or {}), "bias_policy": bias_policy, "notes": notes,
+                              "hw_config": spec.path})
     config.validate(f"compiled {spec.name} config")
     return CompiledNetwork(config, mapping, lowered, quantized, notes)
 
@@ -206,6 +208,7 @@ def compile_run(run_dir: str | Path, chip: str, *, bias_policy: str | None = Non
     if use_folded and (run_dir / "folded.pt").is_file():
         from asa_deploy.fold.stage import load_folded
 
+        provenance.require_current(run_dir, "folded.pt")
         model, record = load_folded(run_dir)
         source = run_dir / "folded.pt"
         if record["chip"] != load_chip_spec(chip).name:
@@ -213,7 +216,8 @@ def compile_run(run_dir: str | Path, chip: str, *, bias_policy: str | None = Non
                                f"asa-deploy fold --chip {chip}, or compile with --unfolded")
     notes_meta = {"source": str(source), "model": artifact["model_spec"]["name"],
                   "attention": artifact["attention"], "frame_spec": data["frame_spec"],
-                  "data_spec": data["spec"], "split": data["split"]}
+                  "data_spec": data["spec"], "split": data["split"],
+                  provenance.KEY: provenance.record(run_dir, [source.name])}
     if data["frame_spec"].get("binarize"):
         notes_meta["warning"] = ("trained on binarized frames; the chip sums every event, so "
                                  "expect a gap until fine-tuned without binarize")
@@ -222,5 +226,6 @@ def compile_run(run_dir: str | Path, chip: str, *, bias_policy: str | None = Non
                                class_names=list(data["class_names"]), meta=notes_meta)
     spec = load_chip_spec(chip)
     compiled.config.save(run_dir / CHIP_CONFIG)
-    write_json(run_dir / MAPPING, compiled.report(spec))
+    write_json(run_dir / MAPPING, {**compiled.report(spec),
+                                   provenance.KEY: notes_meta[provenance.KEY]})
     return compiled

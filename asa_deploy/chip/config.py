@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from asa_deploy.errors import ChipConfigError
-from asa_deploy.io import write_text
+from asa_deploy.io import load_json, write_text
 
 SCHEMA_VERSION = 1
 READOUT_CORE = 12  # destination id of the readout block on Speck (speck-hardware.md section 5)
@@ -212,6 +212,11 @@ class ChipConfig:
         r = self.readout
         if r.source_core not in shapes:
             raise ChipConfigError(f"{source}: readout source_core {r.source_core} is not a core")
+        if r.channel_stride < 1:
+            raise ChipConfigError(f"{source}: readout channel_stride {r.channel_stride} must be >= 1")
+        if r.class_names and len(r.class_names) != r.num_classes:
+            raise ChipConfigError(f"{source}: readout has {len(r.class_names)} class_names for "
+                                  f"{r.num_classes} classes")
         out_channels = self.core(r.source_core).neuron_shape[0]
         if r.num_classes < 1 or max(r.class_channels()) >= out_channels:
             raise ChipConfigError(f"{source}: readout needs channels {r.class_channels()} of core "
@@ -232,26 +237,17 @@ class ChipConfig:
         }
 
     @classmethod
-    def from_dict(cls, raw: dict, source: str = "ChipConfig") -> ChipConfig:
-        if not isinstance(raw, dict):
-            raise ChipConfigError(f"{source}: expected a JSON object, got {type(raw).__name__}")
-        version = raw.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ChipConfigError(f"{source}: schema_version {version!r}, this asa_deploy reads "
-                                  f"{SCHEMA_VERSION}; recompile with `asa-deploy compile`")
+    def from_dict(cls, raw: dict, source: str = "ChipConfig", remedy: str | None = None) -> ChipConfig:
+        """Parse and validate; every field is type-checked, never coerced (a ``"2"`` or ``2.0``
+        where an integer belongs, a ``true`` among the weights, an unknown key: refused), so what
+        loads is exactly what was written. ``remedy`` ends the message of a refused value."""
         try:
-            config = cls(
-                chip=str(raw["chip"]),
-                cores=[_core_from_dict(c, f"{source}: cores[{i}]") for i, c in enumerate(raw["cores"])],
-                readout=ReadoutConfig(**raw["readout"]),
-                dvs=None if raw.get("dvs") is None else _dvs_from_dict(raw["dvs"]),
-                input_core=raw.get("input_core"),
-                meta=raw.get("meta", {}),
-                schema_version=version,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ChipConfigError(f"{source}: malformed ({type(exc).__name__}: {exc})") from exc
-        return config.validate(source)
+            config = _config_from_dict(raw, source)
+            config.validate(source)
+        except ChipConfigError as exc:
+            raise ChipConfigError(f"{exc}; {remedy}" if remedy else str(exc)) from exc
+        _check_chip_name(config, source)
+        return config
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":")) + "\n"
@@ -260,7 +256,7 @@ class ChipConfig:
     def from_json(cls, text: str, source: str = "ChipConfig") -> ChipConfig:
         try:
             raw = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ChipConfigError(f"{source}: not valid JSON ({exc})") from exc
         return cls.from_dict(raw, source)
 
@@ -269,10 +265,13 @@ class ChipConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> ChipConfig:
+        """``chip_config.json``; an error naming the file when it is missing, truncated, corrupt,
+        holds a value the chip could not hold, or names a chip without a hw_config."""
         path = Path(path)
-        if not path.is_file():
-            raise ChipConfigError(f"{path}: no such file; run `asa-deploy compile` first")
-        return cls.from_json(path.read_text(), str(path))
+        remedy = _recompile_remedy(path)
+        raw = load_json(path, "chip config", remedy=remedy,
+                        if_missing=f"run `asa-deploy compile {path.parent}` first")
+        return cls.from_dict(raw, str(path), remedy)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ChipConfig) and self.to_dict() == other.to_dict()
@@ -292,17 +291,28 @@ def _int_array(value: Any, dtype, bounds: tuple[int, int], where: str) -> np.nda
 def _validate_core(core: CoreConfig, where: str) -> None:
     if core.weights.ndim != 4 or core.weights.shape[2] != core.weights.shape[3]:
         raise ChipConfigError(f"{where}: weights must be [out, in, k, k], got {core.weights.shape}")
+    if core.weights.shape[-1] < 1:
+        raise ChipConfigError(f"{where}: weights {core.weights.shape} have an empty kernel")
     core.weights = _int_array(core.weights, np.int8, INT8, f"{where}: weights")
     out, cin = core.weights.shape[:2]
-    if len(core.input_shape) != 3 or core.input_shape[0] != cin:
-        raise ChipConfigError(f"{where}: input_shape {core.input_shape} does not match weights with "
-                              f"{cin} input channels")
+    if len(core.input_shape) != 3 or min(core.input_shape) < 1:
+        raise ChipConfigError(f"{where}: input_shape {core.input_shape} is not (C, H, W) >= 1")
+    if core.input_shape[0] != cin:
+        raise ChipConfigError(f"{where}: input_shape {core.input_shape} has {core.input_shape[0]} "
+                              f"channels, the weights {core.weights.shape} take {cin}")
     core.biases = _int_array(core.biases, np.int16, INT16, f"{where}: biases")
     if core.biases.shape != (out,):
-        raise ChipConfigError(f"{where}: biases shape {core.biases.shape}, expected ({out},)")
+        states = np.shape(core.neurons_initial_value)
+        if core.biases.ndim == 1 and len(states) == 3 and states[0] == core.biases.shape[0]:
+            raise ChipConfigError(f"{where}: weights {core.weights.shape} have {out} output "
+                                  f"channels, but biases and neurons_initial_value have "
+                                  f"{states[0]}")
+        raise ChipConfigError(f"{where}: biases shape {core.biases.shape}, expected ({out},) "
+                              f"(the weights' output channels)")
     for name in ("threshold_high", "threshold_low"):
         value = getattr(core, name)
-        if not isinstance(value, (int, np.integer)) or not INT16[0] <= value <= INT16[1]:
+        if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                or not INT16[0] <= value <= INT16[1]):
             raise ChipConfigError(f"{where}: {name} {value!r} is not an int16")
     if core.threshold_low == 0:
         raise ChipConfigError(f"{where}: threshold_low 0 triggers a known chip bug; use -1 or lower")
@@ -368,21 +378,6 @@ def _core_to_dict(core: CoreConfig) -> dict:
     }
 
 
-def _core_from_dict(raw: dict, where: str) -> CoreConfig:
-    return CoreConfig(
-        core=int(raw["core"]), name=str(raw["name"]), input_shape=tuple(raw["input_shape"]),
-        weights=np.asarray(raw["weights"]), biases=np.asarray(raw["biases"]),
-        stride=tuple(raw["stride"]), padding=tuple(raw["padding"]),
-        threshold_high=raw["threshold_high"], threshold_low=raw["threshold_low"],
-        return_to_zero=bool(raw["return_to_zero"]), leak_enable=bool(raw.get("leak_enable", False)),
-        neurons_initial_value=np.asarray(raw["neurons_initial_value"]),
-        neurons_kill=None if raw.get("neurons_kill") is None else np.asarray(raw["neurons_kill"]),
-        destinations=[Destination(**d) for d in raw["destinations"]],
-        monitor_enable=bool(raw.get("monitor_enable", False)),
-        output_decimator=raw.get("output_decimator"), scale=float(raw.get("scale", 1.0)),
-    )
-
-
 def _dvs_to_dict(dvs: DvsLayerConfig) -> dict:
     out = dict(vars(dvs))
     for key in ("sensor_shape", "pooling", "origin", "cut", "mirror"):
@@ -392,12 +387,197 @@ def _dvs_to_dict(dvs: DvsLayerConfig) -> dict:
     return out
 
 
-def _dvs_from_dict(raw: dict) -> DvsLayerConfig:
-    raw = dict(raw)
-    for key in ("sensor_shape", "pooling", "origin", "mirror"):
-        if key in raw:
-            raw[key] = tuple(raw[key])
-    if raw.get("cut") is not None:
-        raw["cut"] = tuple(raw["cut"])
-    raw["killed_pixels"] = [tuple(p) for p in raw.get("killed_pixels", [])]
-    return DvsLayerConfig(**raw)
+# ---- JSON parsing: types checked, nothing coerced ----------------------------------------------------
+
+_REQUIRED = object()
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _fields(raw: Any, where: str, required: tuple[str, ...], optional: dict[str, Any]) -> dict:
+    """``raw`` as a dict holding every ``required`` key, no unknown key, defaults filled in."""
+    if not isinstance(raw, dict):
+        raise ChipConfigError(f"{where}: expected a JSON object, got {_short(raw)}")
+    missing = [k for k in required if k not in raw]
+    if missing:
+        raise ChipConfigError(f"{where}: malformed: missing field(s) {missing}")
+    unknown = sorted(set(raw) - set(required) - set(optional))
+    if unknown:
+        raise ChipConfigError(f"{where}: unknown field(s) {unknown} (a typo, or written by another "
+                              f"asa_deploy version)")
+    return {**optional, **raw}
+
+
+def _int(value: Any, where: str, *, none: bool = False) -> int | None:
+    if value is None and none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ChipConfigError(f"{where}: expected an integer{' or null' if none else ''}, got "
+                              f"{_short(value)}")
+    return value
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ChipConfigError(f"{where}: expected true or false, got {_short(value)}")
+    return value
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ChipConfigError(f"{where}: expected a string, got {_short(value)}")
+    return value
+
+
+def _list(value: Any, where: str, length: int | None = None) -> list:
+    if not isinstance(value, list) or (length is not None and len(value) != length):
+        size = f" of {length}" if length is not None else ""
+        raise ChipConfigError(f"{where}: expected a list{size}, got {_short(value)}")
+    return value
+
+
+def _ints(value: Any, where: str, length: int) -> tuple[int, ...]:
+    return tuple(_int(v, where) for v in _list(value, where, length))
+
+
+def _array(value: Any, where: str, ndim: int, kind: type, bounds: tuple[int, int] | None = None,
+           dtype=None) -> np.ndarray:
+    """A regular ``ndim``-d nested list of exactly ``kind`` (int or bool) as a numpy array."""
+    try:
+        array = np.array(value, dtype=object)
+    except ValueError:
+        array = np.array(None, dtype=object)  # ragged below the first levels: reported below
+    if array.ndim != ndim or not isinstance(value, list):
+        raise ChipConfigError(f"{where}: expected a regular {ndim}-d nested list of "
+                              f"{kind.__name__}s, got {_short(value)}")
+    bad = next((v for v in array.flat if type(v) is not kind), None)
+    if bad is not None:
+        raise ChipConfigError(f"{where}: holds {_short(bad)}; expected {kind.__name__}s only")
+    if bounds is not None and array.size:
+        low, high = min(array.flat), max(array.flat)
+        if low < bounds[0] or high > bounds[1]:
+            raise ChipConfigError(f"{where}: values {low}..{high} outside {bounds[0]}..{bounds[1]}")
+    return array.astype(dtype or kind)
+
+
+def _config_from_dict(raw: Any, source: str) -> ChipConfig:
+    if not isinstance(raw, dict):
+        raise ChipConfigError(f"{source}: expected a JSON object, got {type(raw).__name__}")
+    version = raw.get("schema_version")
+    if type(version) is not int or version != SCHEMA_VERSION:
+        raise ChipConfigError(f"{source}: schema_version {version!r}, this asa_deploy reads "
+                              f"{SCHEMA_VERSION}; recompile with `asa-deploy compile`")
+    raw = _fields(raw, source, ("schema_version", "chip", "cores", "readout"),
+                  {"dvs": None, "input_core": None, "meta": {}})
+    if not isinstance(raw["meta"], dict):
+        raise ChipConfigError(f"{source}: meta: expected a JSON object, got {_short(raw['meta'])}")
+    return ChipConfig(
+        chip=_str(raw["chip"], f"{source}: chip"),
+        cores=[_core_from_dict(c, f"{source}: cores[{i}]")
+               for i, c in enumerate(_list(raw["cores"], f"{source}: cores"))],
+        readout=_readout_from_dict(raw["readout"], f"{source}: readout"),
+        dvs=None if raw["dvs"] is None else _dvs_from_dict(raw["dvs"], f"{source}: dvs"),
+        input_core=_int(raw["input_core"], f"{source}: input_core", none=True),
+        meta=raw["meta"], schema_version=version)
+
+
+_CORE_OPTIONAL = {"leak_enable": False, "neurons_kill": None, "monitor_enable": False,
+                  "output_decimator": None, "scale": 1.0}
+
+
+def _core_from_dict(raw: Any, where: str) -> CoreConfig:
+    raw = _fields(raw, where, ("core", "name", "input_shape", "weights", "biases", "stride",
+                               "padding", "threshold_high", "threshold_low", "return_to_zero",
+                               "neurons_initial_value", "destinations"), _CORE_OPTIONAL)
+    scale = raw["scale"]
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale):
+        raise ChipConfigError(f"{where}: scale: expected a finite number, got {_short(scale)}")
+    return CoreConfig(
+        core=_int(raw["core"], f"{where}: core"), name=_str(raw["name"], f"{where}: name"),
+        input_shape=_ints(raw["input_shape"], f"{where}: input_shape", 3),
+        weights=_array(raw["weights"], f"{where}: weights", 4, int, INT8, np.int8),
+        biases=_array(raw["biases"], f"{where}: biases", 1, int, INT16, np.int16),
+        stride=_ints(raw["stride"], f"{where}: stride", 2),
+        padding=_ints(raw["padding"], f"{where}: padding", 2),
+        threshold_high=_int(raw["threshold_high"], f"{where}: threshold_high"),
+        threshold_low=_int(raw["threshold_low"], f"{where}: threshold_low"),
+        return_to_zero=_bool(raw["return_to_zero"], f"{where}: return_to_zero"),
+        leak_enable=_bool(raw["leak_enable"], f"{where}: leak_enable"),
+        neurons_initial_value=_array(raw["neurons_initial_value"],
+                                     f"{where}: neurons_initial_value", 3, int, INT16, np.int16),
+        neurons_kill=(None if raw["neurons_kill"] is None else
+                      _array(raw["neurons_kill"], f"{where}: neurons_kill", 3, bool)),
+        destinations=[_destination_from_dict(d, f"{where}: destinations[{i}]") for i, d in
+                      enumerate(_list(raw["destinations"], f"{where}: destinations"))],
+        monitor_enable=_bool(raw["monitor_enable"], f"{where}: monitor_enable"),
+        output_decimator=_int(raw["output_decimator"], f"{where}: output_decimator", none=True),
+        scale=float(scale),
+    )
+
+
+def _destination_from_dict(raw: Any, where: str) -> Destination:
+    raw = _fields(raw, where, ("core",), {"pooling": 1, "feature_shift": 0})
+    return Destination(**{k: _int(v, f"{where}: {k}") for k, v in raw.items()})
+
+
+def _readout_from_dict(raw: Any, where: str) -> ReadoutConfig:
+    raw = _fields(raw, where, ("source_core", "num_classes"),
+                  {"use_readout_block": False, "channel_stride": 1, "threshold": 0,
+                   "class_names": []})
+    names = [_str(n, f"{where}: class_names") for n in _list(raw["class_names"],
+                                                              f"{where}: class_names")]
+    return ReadoutConfig(
+        source_core=_int(raw["source_core"], f"{where}: source_core"),
+        num_classes=_int(raw["num_classes"], f"{where}: num_classes"),
+        use_readout_block=_bool(raw["use_readout_block"], f"{where}: use_readout_block"),
+        channel_stride=_int(raw["channel_stride"], f"{where}: channel_stride"),
+        threshold=_int(raw["threshold"], f"{where}: threshold"), class_names=names)
+
+
+def _dvs_from_dict(raw: Any, where: str) -> DvsLayerConfig:
+    raw = _fields(raw, where, ("sensor_shape", "destinations"),
+                  {"merge": False, "on_channel": True, "off_channel": True, "pooling": [1, 1],
+                   "origin": [0, 0], "cut": None, "mirror": [False, False], "killed_pixels": []})
+    return DvsLayerConfig(
+        sensor_shape=_ints(raw["sensor_shape"], f"{where}: sensor_shape", 3),
+        destinations=[_int(d, f"{where}: destinations")
+                      for d in _list(raw["destinations"], f"{where}: destinations")],
+        merge=_bool(raw["merge"], f"{where}: merge"),
+        on_channel=_bool(raw["on_channel"], f"{where}: on_channel"),
+        off_channel=_bool(raw["off_channel"], f"{where}: off_channel"),
+        pooling=_ints(raw["pooling"], f"{where}: pooling", 2),
+        origin=_ints(raw["origin"], f"{where}: origin", 2),
+        cut=None if raw["cut"] is None else _ints(raw["cut"], f"{where}: cut", 2),
+        mirror=tuple(_bool(m, f"{where}: mirror") for m in _list(raw["mirror"], f"{where}: mirror", 2)),
+        killed_pixels=[_ints(p, f"{where}: killed_pixels", 2)
+                       for p in _list(raw["killed_pixels"], f"{where}: killed_pixels")])
+
+
+def _check_chip_name(config: ChipConfig, source: str) -> None:
+    """A config must name a chip with a hw_config (reports and the board need its spec)."""
+    from asa_deploy.chip.spec import hw_configs_dir, list_chips
+
+    known = list_chips()
+    if config.chip in known:
+        return
+    folder = hw_configs_dir()
+    compiled_from = config.meta.get("hw_config")
+    how = (f"it was compiled from {compiled_from}: copy that file to {folder / config.chip}.toml, "
+           f"or set ASA_DEPLOY_HW_CONFIGS to a folder holding it as {config.chip}.toml"
+           if isinstance(compiled_from, str) and compiled_from else
+           f"if it was compiled with --chip PATH.toml, copy that file to {folder / config.chip}"
+           f".toml or set ASA_DEPLOY_HW_CONFIGS to a folder holding it as {config.chip}.toml; "
+           f"else recompile with a known --chip")
+    raise ChipConfigError(f"{source}: unknown chip {config.chip!r}; known: {known} (in {folder}). "
+                          f"{how[0].upper()}{how[1:]}")
+
+
+def _recompile_remedy(path: Path) -> str:
+    """Which stage rewrites ``path``: fold when the run was folded (it compiles too), else compile."""
+    run = path.parent
+    if (run / "folded.pt").is_file() or (run / "fold.json").is_file():
+        return f"rerun `asa-deploy fold {run}`, which recompiles it"
+    return f"rerun `asa-deploy compile {run}`"

@@ -13,21 +13,25 @@ from pathlib import Path
 
 import numpy as np
 
+from asa_deploy import provenance
+from asa_deploy.chip.compile import CHIP_CONFIG
 from asa_deploy.chip.config import ChipConfig
 from asa_deploy.chip.simulate import event_windows
+from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.io import write_json
 
 DEVICE_JSON = "device.json"
 
 
-def deploy_run(run_dir: str | Path, device: str, *, data: str | None = None, windows: int = 1,
+def deploy_run(run_dir: str | Path, device: str, *, data: str | None = None, windows: int = TEST_WINDOWS,
                max_recordings: int | None = None, settle_s: float = 0.05,
                power_seconds: float = 5.0) -> dict:
     from asa_deploy.chip.samna_adapter import DeviceSession, require_samna
 
     require_samna()
     run_dir = Path(run_dir)
-    config = ChipConfig.load(run_dir / "chip_config.json")
+    provenance.require_current(run_dir, CHIP_CONFIG)
+    config = ChipConfig.load(run_dir / CHIP_CONFIG)
     items, described = event_windows(config, data, windows=windows, max_recordings=max_recordings)
     channels = config.readout.class_channels()
     predictions, labels, spikes = [], [], []
@@ -53,6 +57,10 @@ def deploy_run(run_dir: str | Path, device: str, *, data: str | None = None, win
                "accuracy": float(np.mean(predictions == labels)) if len(items) else None,
                "monitored_spikes_per_window": float(np.mean(spikes)) if spikes else None,
                "power_mw": rails, "power_samples": samples,
-               "wall_seconds": time.perf_counter() - start}
-    write_json(run_dir / DEVICE_JSON, summary)
+               "wall_seconds": time.perf_counter() - start, "windows_per_recording": windows,
+               provenance.KEY: provenance.record(
+                   run_dir, [CHIP_CONFIG], device=device, data=data or config.meta.get("data_spec"),
+                   windows=windows, max_recordings=max_recordings)}
+    write_json(run_dir / provenance.data_artifact(DEVICE_JSON, data,
+                                                  config.meta.get("data_spec", "")), summary)
     return summary

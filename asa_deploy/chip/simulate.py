@@ -14,18 +14,21 @@ from pathlib import Path
 
 import numpy as np
 
+from asa_deploy import provenance
+from asa_deploy.chip.compile import CHIP_CONFIG
 from asa_deploy.chip.config import ChipConfig
 from asa_deploy.chip.sim import EventWindow, SimResult, simulate
-from asa_deploy.data import FrameSpec, open_dataset
+from asa_deploy.data import FrameSpec, check_class_names, check_input_shape, open_dataset
 from asa_deploy.data.framing import recording_accuracy as framing_recording_accuracy
 from asa_deploy.data.framing import test_window_starts
-from asa_deploy.errors import ChipConfigError
+from asa_deploy.defaults import TEST_WINDOWS
+from asa_deploy.errors import ChipConfigError, DataSpecError
 from asa_deploy.io import write_json
 
 SIM_JSON = "sim.json"
 
 
-def event_windows(config: ChipConfig, data: str | None = None, *, windows: int = 1,
+def event_windows(config: ChipConfig, data: str | None = None, *, windows: int = TEST_WINDOWS,
                   max_recordings: int | None = None) -> tuple[list[EventWindow], str]:
     """Test windows of ``data`` (default: the compiled run's validation split), with a description."""
     meta = config.meta
@@ -36,8 +39,17 @@ def event_windows(config: ChipConfig, data: str | None = None, *, windows: int =
     spec = data or meta.get("data_spec")
     split = meta.get("split", {})
     dataset = open_dataset(spec, seed=split.get("seed", 0))
+    target = f"the chip config of model {meta.get('model', '?')!r}"
+    check_input_shape(dataset.sensor_size, None, config.input_shape(), target=target, data=spec,
+                      fix=f"it was compiled for {meta.get('data_spec', 'other data')}; simulate "
+                          "it on data from that sensor, or compile a model trained on this data")
+    if config.readout.class_names:
+        check_class_names(dataset.class_names, config.readout.class_names, data=spec, target=target)
     if spec == meta.get("data_spec") and "val" in split:
         indices, what = list(split["val"]), "validation split"
+        if not indices:
+            raise DataSpecError(f"{spec}: the run was trained without a validation split; pass "
+                                f"--data SPEC to simulate other recordings")
     else:
         indices, what = list(range(len(dataset))), "all recordings"
     if max_recordings is not None:
@@ -79,21 +91,38 @@ def agreement(a: SimResult, b: SimResult) -> dict:
 
 
 def simulate_run(run_dir: str | Path, data: str | None = None, *, engine: str = "fast",
-                 windows: int = 1, max_recordings: int | None = None,
+                 windows: int = TEST_WINDOWS, max_recordings: int | None = None,
                  progress: bool = False) -> dict:
-    """Simulate ``RUN_DIR/chip_config.json`` and write ``RUN_DIR/sim.json`` (one key per engine)."""
+    """Simulate ``RUN_DIR/chip_config.json`` and write ``RUN_DIR/sim.json`` (one key per engine;
+    on other data ``sim-<data>.json``). Refuses a chip config made from a model that has changed
+    since; another engine's entry is kept only while it describes the same config and windows."""
     run_dir = Path(run_dir)
-    config = ChipConfig.load(run_dir / "chip_config.json")
+    provenance.require_current(run_dir, CHIP_CONFIG)
+    config = ChipConfig.load(run_dir / CHIP_CONFIG)
     items, described = event_windows(config, data, windows=windows, max_recordings=max_recordings)
     result = simulate(config, items, engine, progress=progress)
-    summary = {"data": described, "chip": config.chip, **result.to_dict(),
-               "recording_accuracy": recording_accuracy(result)}
-    path = run_dir / SIM_JSON
+    facts = {"data": data or config.meta.get("data_spec"), "windows": windows,
+             "max_recordings": max_recordings}
+    summary = {"data": described, "chip": config.chip, "windows_per_recording": windows,
+               **result.to_dict(), "recording_accuracy": recording_accuracy(result),
+               provenance.KEY: provenance.record(run_dir, [CHIP_CONFIG], engine=engine, **facts)}
+    path = run_dir / provenance.data_artifact(SIM_JSON, data, config.meta.get("data_spec", ""))
     previous = {}
     if path.is_file():
         try:
             previous = json.loads(path.read_text())
         except ValueError:
             previous = {}
-    write_json(path, {**previous, engine: summary})
+    if not isinstance(previous, dict):
+        previous = {}
+    kept = {name: entry for name, entry in previous.items()
+            if isinstance(entry, dict) and _same_source(run_dir, entry, facts)}
+    write_json(path, {**kept, engine: summary})
     return summary
+
+
+def _same_source(run_dir: Path, entry: dict, facts: dict) -> bool:
+    """Whether an earlier engine's entry simulated the current chip config on the same windows."""
+    prov = entry.get(provenance.KEY)
+    return (isinstance(prov, dict) and not provenance.problems(run_dir, SIM_JSON, prov)
+            and all(prov.get(k) == v for k, v in facts.items()))

@@ -15,18 +15,32 @@ Specs (``open_dataset``):
 The ``events:PATH`` folder format::
 
     PATH/
-      labels.csv      required; columns ``file,label``: file relative to PATH, label a class name
-                      or a 0-based class index
+      labels.csv      required; a header line with columns ``file`` (or ``path``) and ``label``
+                      (any case; other columns are ignored), then one row per recording: file
+                      relative to PATH, label a class name or a 0-based class index
       dataset.json    optional: {"sensor_size": [W, H, P],
                                  "class_names": ["walk", "run", ...],
                                  "frame_spec": {"T": 10, "dt_us": 50000, "downsample": 2}}
       *.npy | *.npz   structured arrays with fields x, y, t (integer microseconds), p (0/1),
       *.aedat4        e.g. saved with asa_deploy.data.EVENT_DTYPE; AEDAT4 needs ``pip install aedat``
 
-Without ``dataset.json`` the sensor size is inferred as the largest coordinate + 1 (logged), class
-names are ``0..max`` when most labels are integers and the sorted label names otherwise (labels of
-the other kind are then skipped as unknown), and the frame spec uses T=10 bins over the median
-recording duration, downsampled to at most 64x64.
+The labels CSV (also ``manifest.csv`` of the other schemes) is read as UTF-8, with or without the
+byte-order mark Excel writes. Blank lines are ignored. A file listed twice with the same label is
+used once (a warning names both lines); with different labels it is an error naming both lines,
+as is a row with more fields than the header (an unquoted comma), a label without a file, and a
+file outside PATH (absolute, or ``..`` leading out). A row with an empty label, or a label that
+is no class, makes that recording a skipped bad file.
+
+``dataset.json`` is checked before any decoding: unknown keys, wrong types or impossible values
+(a sensor side < 1, polarities other than 1 or 2, T < 1, ...) are an error naming the file.
+
+Without ``dataset.json`` the sensor size is inferred as the largest coordinate + 1 (logged) over
+the recordings that agree with the rest: a recording reaching more than 4x the median recording's
+extent (in x or y), or beyond 1280 pixels (the largest event cameras, 1280x720), is skipped as a
+bad file whose message asks for ``dataset.json`` with ``sensor_size``, so one corrupt coordinate
+cannot make a 30001-pixel-wide sensor. Class names are ``0..max`` when most labels are integers and
+the sorted label names otherwise (labels of the other kind are then skipped as unknown), and the
+frame spec uses T=10 bins over the median recording duration, downsampled to at most 64x64.
 
 Every recording is decoded and validated once, in the constructor: a bad file (truncated, corrupt,
 outside the sensor, empty, timestamps going backwards, unknown label) is logged on the
@@ -37,14 +51,17 @@ usable recording at all is an error.
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import logging
 import math
+import posixpath
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import tonic.datasets
@@ -79,6 +96,12 @@ GESTURE_CLASSES = [
 # 0.8 s windows at 32x32 (pooling 4 in the chip's DVS layer), as in DVS Gesture SNN work on Speck.
 GESTURE_FRAME = FrameSpec(T=16, dt_us=50_000, downsample=4)
 
+# Inferring a sensor size (no dataset.json): the largest side any common event camera has
+# (Prophesee IMX636 / Gen4: 1280x720), and how far beyond the median recording's extent one
+# recording may reach before it is taken for corrupt rather than for the sensor's true size.
+INFERRED_SENSOR_CAP = 1280
+INFERRED_EXTENT_FACTOR = 4
+
 SCHEMES = {
     "nmnist": "nmnist:PATH      N-MNIST folder (Train/Test/<digit>/*.bin, or .bin files + labels.csv)",
     "dvsgesture": "dvsgesture:PATH  DVS128 Gesture (tonic's extracted release, or clips + manifest.csv)",
@@ -93,12 +116,14 @@ class RecordingSource:
 
     ``label`` is a class index, a class name or the raw CSV text (resolved against the class
     names, so unknown labels become skipped files); ``None`` means no label was found.
+    ``label_from`` says where the label was read (e.g. ``labels.csv line 4``) for messages.
     """
 
     source: str
     label: int | str | None
     load: Callable[[], np.ndarray]
     split: str = ""
+    label_from: str = ""
 
 
 class EventDataset(Sequence):
@@ -129,7 +154,7 @@ class EventDataset(Sequence):
         decoded: list[tuple[RecordingSource, np.ndarray, int]] = []
         for rec in tqdm(recordings, desc=f"decoding {spec}", unit="file", disable=None):
             try:
-                label = _label_index(rec.label, class_index, rec.source)
+                label = _label_index(rec.label, class_index, rec.source, rec.label_from)
                 events = rec.load()
                 if events.dtype != EVENT_DTYPE:
                     events = as_events(events, rec.source)
@@ -142,8 +167,16 @@ class EventDataset(Sequence):
             else:
                 decoded.append((rec, events, label))
         if sensor_size is None:
-            sensor_size = _infer_sensor_size([ev for _, ev, _ in decoded], spec)
-            decoded = [d for d in decoded if self._valid(d[1], sensor_size, d[0].source)]
+            sensor_size, refused = _infer_sensor_size(
+                [(rec.source, ev) for rec, ev, _ in decoded], spec, Path(location) / "dataset.json"
+            )
+            for source, problem in refused.items():
+                self._skip(source, problem)
+            decoded = [
+                d
+                for d in decoded
+                if d[0].source not in refused and self._valid(d[1], sensor_size, d[0].source)
+            ]
         width, height, polarities = sensor_size
         self.sensor_size: SensorSize = (int(width), int(height), int(polarities))
         if not decoded:
@@ -185,7 +218,7 @@ class EventDataset(Sequence):
         if sources is None:
             sources = [f"{spec}#{i}" for i in range(len(recordings))]
         items = [
-            RecordingSource(src, int(label), partial(np.asarray, events))
+            RecordingSource(src, label, partial(np.asarray, events))
             for src, events, label in zip(sources, recordings, labels, strict=True)
         ]
         return cls(
@@ -262,6 +295,31 @@ def open_dataset(spec: str, *, seed: int = 0) -> EventDataset:
         scheme
     ]
     return opener(f"{scheme}:{rest}", root)
+
+
+def check_class_names(
+    data_names: Sequence[str], model_names: Sequence[str], *, data: str, target: str
+) -> None:
+    """Refuse data whose label indices mean other classes than the model's outputs: class ``i``
+    of the data must be class ``i`` of the model (the data may have fewer classes), else every
+    accuracy would be computed against the wrong labels without any error."""
+    data_names, model_names = list(data_names), list(model_names)
+    if data_names == model_names[: len(data_names)]:
+        return
+    first = next(
+        (i for i, name in enumerate(data_names) if i >= len(model_names) or model_names[i] != name)
+    )
+    there = f"{model_names[first]!r}" if first < len(model_names) else "no class"
+    raise DataSpecError(
+        f"{data} has classes {_shown(data_names)} but {target} was trained on "
+        f"{_shown(model_names)}: label {first} is {data_names[first]!r} in the data and {there} "
+        "in the model; for an events: folder, write its dataset.json with the model's "
+        "class_names"
+    )
+
+
+def _shown(names: Sequence[str]) -> str:
+    return "[" + ", ".join(map(repr, names[:12])) + (", ...]" if len(names) > 12 else "]")
 
 
 def _open_nmnist(spec: str, root: Path) -> EventDataset:
@@ -369,7 +427,9 @@ def _open_events(spec: str, root: Path) -> EventDataset:
         )
     meta = _read_dataset_json(root / "dataset.json", spec)
     rows = _read_label_csv(root / "labels.csv", ("label",))
-    class_names = meta.get("class_names") or _infer_class_names(rows.values(), spec)
+    class_names = meta.get("class_names") or _infer_class_names(
+        [row.label for row in rows.values()], spec
+    )
     return _open_labelled_folder(
         spec,
         root,
@@ -408,7 +468,7 @@ def _open_labelled_folder(
     class_names: Sequence[str],
     sensor_size: SensorSize | None,
     frame_spec: FrameSpec | None,
-    rows: dict[str, str] | None = None,
+    rows: dict[str, LabelRow] | None = None,
 ) -> EventDataset:
     """A folder of recordings labelled by a CSV; files without a row and rows without a file are
     skipped and counted like corrupt files."""
@@ -425,7 +485,15 @@ def _open_labelled_folder(
         load = (
             partial(read_recording, path) if path.is_file() else partial(_missing, path, csv_name)
         )
-        items.append(RecordingSource(str(path), rows.get(name), load))
+        row = rows.get(name)
+        items.append(
+            RecordingSource(
+                str(path),
+                None if row is None else row.label,
+                load,
+                label_from="" if row is None else f"{csv_name} line {row.line}",
+            )
+        )
     return EventDataset(
         spec,
         items,
@@ -440,72 +508,244 @@ def _missing(path: Path, csv_name: str) -> np.ndarray:
     raise BadRecordingError(str(path), f"listed in {csv_name} but the file does not exist")
 
 
-def _label_index(raw: int | str | None, class_index: dict[str, int], source: str) -> int:
-    """Class index of a raw label; an unknown label makes its recording a bad file."""
+def _label_index(
+    raw: int | str | None, class_index: dict[str, int], source: str, label_from: str = ""
+) -> int:
+    """Class index of a raw label; a missing, empty or unknown label makes its recording a bad
+    file. Integer labels must be whole numbers (``1.5`` is refused, never truncated)."""
     n = len(class_index)
+    where = f" ({label_from})" if label_from else ""
     if raw is None:
         raise BadRecordingError(
             source, "has no label; add a row 'file,label' for it to the labels CSV"
         )
-    if isinstance(raw, str) and raw.strip() in class_index:
-        return class_index[raw.strip()]
-    try:
+    if isinstance(raw, str):
+        text = raw.strip()
+        if not text:
+            raise BadRecordingError(source, f"its label is empty{where}; fill in the class")
+        if text in class_index:
+            return class_index[text]
+        if not _is_int(text):
+            names = list(class_index)
+            shown = ", ".join(names[:12]) + (", ..." if n > 12 else "")
+            raise BadRecordingError(
+                source,
+                f"unknown label {raw!r}{where}: neither a class name ({shown}) nor an integer index",
+            )
+        index = int(text)
+    elif isinstance(raw, (int, np.integer)) and not isinstance(raw, bool):
         index = int(raw)
-    except ValueError:
-        names = list(class_index)
-        shown = ", ".join(names[:12]) + (", ..." if n > 12 else "")
-        raise BadRecordingError(
-            source, f"unknown label {raw!r}: neither a class name ({shown}) nor an integer index"
-        ) from None
+    else:
+        raise BadRecordingError(source, f"label {raw!r}{where} is neither a class name nor an index")
     if not 0 <= index < n:
-        raise BadRecordingError(source, f"label {index} is outside the {n} classes 0..{n - 1}")
+        raise BadRecordingError(
+            source, f"label {index}{where} is outside the {n} classes 0..{n - 1}"
+        )
     return index
 
 
-def _read_label_csv(path: Path, label_columns: Sequence[str]) -> dict[str, str]:
-    """``file -> label`` from a CSV with a ``file`` (or ``path``) column and a label column."""
+@dataclass(frozen=True)
+class LabelRow:
+    """One labels-CSV row: the raw label text and the (1-based) line it starts on."""
+
+    label: str
+    line: int
+
+
+def _read_label_csv(path: Path, label_columns: Sequence[str]) -> dict[str, LabelRow]:
+    """``file -> LabelRow`` from a CSV with a ``file`` (or ``path``) column and a label column
+    (the first of ``label_columns`` present); the rules are in the module docstring."""
     try:
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            reader.fieldnames = columns
-            file_col = next((c for c in ("file", "path") if c in columns), None)
-            label_col = next((c for c in label_columns if c in columns), None)
-            if file_col is None or label_col is None:
-                raise DataSpecError(
-                    f"{path}: needs columns 'file' and one of {list(label_columns)}; has {columns}"
-                )
-            return {
-                row[file_col].strip(): (row[label_col] or "").strip()
-                for row in reader
-                if row.get(file_col)
-            }
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataSpecError(f"{path}: cannot read the labels file ({exc})") from exc
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            return _parse_label_rows(f, path, label_columns)
+    except UnicodeDecodeError as exc:
+        raise DataSpecError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as "
+            "'CSV UTF-8' (Excel) or another UTF-8 encoding"
+        ) from exc
+    except OSError as exc:
+        raise DataSpecError(f"{path}: cannot read the labels file ({exc.strerror})") from exc
+    except csv.Error as exc:
+        raise DataSpecError(f"{path}: not a readable CSV file ({exc})") from exc
+
+
+def _parse_label_rows(
+    f: TextIO, path: Path, label_columns: Sequence[str]
+) -> dict[str, LabelRow]:
+    reader = csv.reader(f)
+    header: list[str] | None = None
+    header_line = 0
+    rows: dict[str, LabelRow] = {}
+    line = 1  # csv.reader's line_num counts lines consumed; a row starts after the previous one
+    for cells in reader:
+        start, line = line, reader.line_num + 1
+        if not any(c.strip() for c in cells):
+            continue  # blank line, or a row of empty cells as spreadsheets write them
+        if header is None:
+            header, header_line = [c.strip().lower() for c in cells], start
+            file_col, label_col = _label_csv_columns(header, path, label_columns)
+            continue
+        extra = [c for c in cells[len(header):] if c.strip()]
+        if extra:
+            raise DataSpecError(
+                f"{path} line {start}: {len(cells)} fields but the header (line {header_line}) "
+                f"has {len(header)}; put a file name holding a comma in double quotes"
+            )
+        cells = cells + [""] * (len(header) - len(cells))
+        file_text, label = cells[file_col].strip(), cells[label_col].strip()
+        if not file_text:
+            raise DataSpecError(
+                f"{path} line {start}: label {label!r} but no file; give the file name or "
+                "delete the row"
+            )
+        name = _relative_name(file_text, path, start)
+        previous = rows.get(name)
+        if previous is None:
+            rows[name] = LabelRow(label, start)
+        elif previous.label == label:
+            logger.warning(
+                "%s: %s is listed twice with the same label (lines %d and %d); using it once",
+                path, name, previous.line, start,
+            )
+        else:
+            raise DataSpecError(
+                f"{path}: {name} is listed twice with different labels: line {previous.line} "
+                f"says {previous.label!r}, line {start} says {label!r}; delete the wrong row"
+            )
+    if header is None:
+        raise DataSpecError(
+            f"{path} is empty; its first line must be the header 'file,label', then one row "
+            "per recording"
+        )
+    return rows
+
+
+def _label_csv_columns(
+    header: list[str], path: Path, label_columns: Sequence[str]
+) -> tuple[int, int]:
+    """Positions of the file and label columns in a (lower-cased) header line."""
+    doubled = sorted({c for c in header if c and header.count(c) > 1})
+    if doubled:
+        raise DataSpecError(f"{path}: the header names column(s) {doubled} twice; rename one")
+    wanted = [c.lower() for c in label_columns]
+    file_col = next((header.index(c) for c in ("file", "path") if c in header), None)
+    label_col = next((header.index(c) for c in wanted if c in header), None)
+    if file_col is not None and label_col is not None:
+        return file_col, label_col
+    missing = []
+    if file_col is None:
+        missing.append("'file' (or 'path')")
+    if label_col is None:
+        missing.append(" or ".join(repr(c) for c in label_columns))
+    hint = ""
+    if any(Path(c).suffix in READERS for c in header):
+        hint = "; the first line looks like a data row: add the header line 'file,label' above it"
+    else:
+        close = [
+            f"{c!r} (for {w!r}?)"
+            for c in header
+            for w in ("file", *wanted)
+            if c != w and difflib.get_close_matches(c, [w], n=1, cutoff=0.75)
+        ]
+        if close:
+            hint = f"; did you mean {', '.join(close)}"
+    raise DataSpecError(
+        f"{path}: the header line needs column {' and '.join(missing)}; it has {header}{hint}"
+    )
+
+
+def _relative_name(text: str, path: Path, line: int) -> str:
+    """A file of a labels CSV as a normalized path relative to the CSV's folder; one that leads
+    outside it (absolute, or ``..``) is refused rather than read from elsewhere."""
+    name = posixpath.normpath(text)
+    if posixpath.isabs(name) or name == ".." or name.startswith("../") or name == ".":
+        raise DataSpecError(
+            f"{path} line {line}: file {text!r} is outside the folder {path.parent}; list "
+            "recordings by their path relative to that folder"
+        )
+    return name
+
+
+_DATASET_JSON_EXAMPLE = (
+    '{"sensor_size": [128, 128, 2], "class_names": ["a", "b"], '
+    '"frame_spec": {"T": 10, "dt_us": 50000, "downsample": 2}}'
+)
 
 
 def _read_dataset_json(path: Path, spec: str) -> dict:
     """Optional ``dataset.json``: sensor_size, class_names and frame_spec, checked here so a typo
-    fails before any decoding."""
-    if not path.is_file():
+    fails before any decoding; values are never coerced (``128.5`` or ``"128"`` is an error)."""
+    if not path.exists():
         return {}
+
+    def invalid(problem: str) -> DataSpecError:
+        return DataSpecError(f"{spec}: {path}: {problem}; expected e.g. {_DATASET_JSON_EXAMPLE}")
+
     try:
-        meta = json.loads(path.read_text())
-        out: dict = {}
-        if "sensor_size" in meta:
-            w, h, p = (int(v) for v in meta["sensor_size"])
-            out["sensor_size"] = (w, h, p)
-        if "class_names" in meta:
-            out["class_names"] = [str(c) for c in meta["class_names"]]
-        if "frame_spec" in meta:
-            out["frame_spec"] = FrameSpec(**meta["frame_spec"])
-    except (ValueError, TypeError) as exc:
-        raise DataSpecError(
-            f"{spec}: {path} is invalid ({exc}); expected e.g. "
-            '{"sensor_size": [128, 128, 2], "class_names": ["a", "b"], '
-            '"frame_spec": {"T": 10, "dt_us": 50000, "downsample": 2}}'
-        ) from exc
+        meta = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        raise invalid(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise invalid(f"cannot read it as UTF-8 text ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise invalid(f"holds a JSON {type(meta).__name__}, not an object")
+    _refuse_unknown_keys(meta, ("sensor_size", "class_names", "frame_spec"), "", invalid)
+    out: dict = {}
+    if "sensor_size" in meta:
+        size = meta["sensor_size"]
+        if not (isinstance(size, list) and len(size) == 3 and all(_is_json_int(v) for v in size)):
+            raise invalid(f"sensor_size {size!r} is not three integers [W, H, P]")
+        width, height, polarities = size
+        if width < 1 or height < 1 or polarities not in (1, 2):
+            raise invalid(
+                f"sensor_size {size!r} is impossible: W and H must be >= 1 and P (polarity "
+                "channels) 1 or 2"
+            )
+        if max(width, height) > 2**15:
+            raise invalid(f"sensor_size {size!r} exceeds the largest supported side 32768")
+        out["sensor_size"] = (width, height, polarities)
+    if "class_names" in meta:
+        names = meta["class_names"]
+        ok = isinstance(names, list) and names and all(
+            (isinstance(c, str) and c.strip()) or _is_json_int(c) for c in names
+        )
+        if not ok:
+            raise invalid(f"class_names {names!r} is not a non-empty list of names")
+        names = [str(c).strip() for c in names]
+        doubled = sorted({c for c in names if names.count(c) > 1})
+        if doubled:
+            raise invalid(f"class_names lists {doubled} more than once")
+        out["class_names"] = names
+    if "frame_spec" in meta:
+        frame = meta["frame_spec"]
+        if not isinstance(frame, dict):
+            raise invalid(f"frame_spec {frame!r} is not an object")
+        _refuse_unknown_keys(frame, ("T", "dt_us", "downsample", "binarize"), "frame_spec.", invalid)
+        for key in ("T", "dt_us"):
+            if key not in frame:
+                raise invalid(f"frame_spec needs {key!r}")
+        for key in ("T", "dt_us", "downsample"):
+            if key in frame and not (_is_json_int(frame[key]) and frame[key] >= 1):
+                raise invalid(f"frame_spec.{key} {frame[key]!r} is not an integer >= 1")
+        if not isinstance(frame.get("binarize", False), bool):
+            raise invalid(f"frame_spec.binarize {frame['binarize']!r} is not true or false")
+        out["frame_spec"] = FrameSpec(**frame)
     return out
+
+
+def _refuse_unknown_keys(
+    obj: dict, known: Sequence[str], prefix: str, invalid: Callable[[str], DataSpecError]
+) -> None:
+    for key in obj:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else ""
+            raise invalid(f"unknown key {prefix}{key!r}{hint}; known: {', '.join(known)}")
+
+
+def _is_json_int(value) -> bool:
+    """A JSON integer (``true`` is a bool in Python's json, ``2.0`` a float: both refused)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _infer_class_names(labels: Iterable[str], spec: str) -> list[str]:
@@ -514,7 +754,7 @@ def _infer_class_names(labels: Iterable[str], spec: str) -> list[str]:
     Going by the majority means a typo among integer labels (or a stray number among names)
     becomes one skipped file rather than a new class.
     """
-    labels = list(labels)
+    labels = [v for v in labels if v]  # an empty label is a skipped file, not a class
     numbers = [int(v) for v in labels if _is_int(v)]
     if 2 * len(numbers) >= len(labels):
         names = [str(i) for i in range(max(numbers, default=-1) + 1)]
@@ -527,28 +767,59 @@ def _infer_class_names(labels: Iterable[str], spec: str) -> list[str]:
 
 
 def _is_int(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True
+    """ASCII digits with an optional sign: ``int()`` alone also takes ``1_0`` and other scripts'
+    digits, which would silently make ``'١'`` class 1."""
+    return re.fullmatch(r"[+-]?[0-9]+", text.strip()) is not None
 
 
-def _infer_sensor_size(recordings: Sequence[np.ndarray], spec: str) -> SensorSize:
-    """Largest coordinate + 1 over all recordings, two polarities; logged so a user can see it."""
-    non_empty = [ev for ev in recordings if len(ev)]
-    if not non_empty:
-        return (1, 1, 2)
-    width = max(int(ev["x"].max()) for ev in non_empty) + 1
-    height = max(int(ev["y"].max()) for ev in non_empty) + 1
+def _infer_sensor_size(
+    recordings: Sequence[tuple[str, np.ndarray]], spec: str, dataset_json: Path
+) -> tuple[SensorSize, dict[str, str]]:
+    """Largest coordinate + 1 over the recordings that agree with the rest, two polarities; logged
+    so a user can see it. Returns the size and ``{source: problem}`` for the recordings refused:
+    those reaching beyond ``INFERRED_EXTENT_FACTOR`` x the median recording's extent or beyond
+    ``INFERRED_SENSOR_CAP`` (module docstring)."""
+    extents = {
+        source: (int(ev["x"].max()) + 1, int(ev["y"].max()) + 1)
+        for source, ev in recordings
+        if len(ev)
+    }
+    if not extents:
+        return (1, 1, 2), {}
+    median_w = float(np.median([w for w, _ in extents.values()]))
+    median_h = float(np.median([h for _, h in extents.values()]))
+    limit_w = min(INFERRED_SENSOR_CAP, INFERRED_EXTENT_FACTOR * median_w)
+    limit_h = min(INFERRED_SENSOR_CAP, INFERRED_EXTENT_FACTOR * median_h)
+    refused = {}
+    for source, (w, h) in extents.items():
+        if w <= limit_w and h <= limit_h:
+            continue
+        if max(w, h) > INFERRED_SENSOR_CAP:
+            why = f"beyond {INFERRED_SENSOR_CAP} pixels, larger than any common event camera"
+        else:
+            why = (
+                f"more than {INFERRED_EXTENT_FACTOR}x the extent of the median recording "
+                f"({median_w:g}x{median_h:g})"
+            )
+        refused[source] = (
+            f"its coordinates reach {w}x{h} (x up to {w - 1}, y up to {h - 1}), {why}, so the "
+            "sensor size is not inferred from it; if the sensor really is that large, write "
+            f'{dataset_json} with "sensor_size": [W, H, 2], else the file is corrupt'
+        )
+    kept = [size for source, size in extents.items() if source not in refused]
+    if not kept:
+        return (1, 1, 2), refused
+    width = max(w for w, _ in kept)
+    height = max(h for _, h in kept)
     logger.warning(
         "%s: no sensor_size in dataset.json; inferred %dx%dx2 from the largest coordinates "
-        "(add dataset.json to fix it)",
+        "(add %s to fix it)",
         spec,
         width,
         height,
+        dataset_json,
     )
-    return (width, height, 2)
+    return (width, height, 2), refused
 
 
 def _default_frame_spec(

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from asa_deploy.data.events import SensorSize
+from asa_deploy.errors import ModelSpecError
 
 if TYPE_CHECKING:
     from asa_deploy.data.datasets import EventDataset
@@ -49,6 +50,39 @@ def frame_shape(sensor_size: SensorSize, spec: FrameSpec) -> tuple[int, int, int
     """``(T, P, H // ds, W // ds)``: the one place the network input shape is derived from."""
     width, height, polarities = sensor_size
     return (spec.T, polarities, height // spec.downsample, width // spec.downsample)
+
+
+def check_input_shape(
+    sensor_size: SensorSize,
+    downsample: int | None,
+    expected: Sequence[int],
+    *,
+    target: str,
+    data: str,
+    fix: str,
+) -> None:
+    """Refuse data whose input (P, H, W) is not what ``target`` takes (C, H, W), before a forward
+    pass fails deep inside torch ("mat1 and mat2 shapes cannot be multiplied").
+
+    ``downsample`` is the framing's (the network sees ``H // ds``, ``W // ds``); ``None`` means raw
+    events in sensor coordinates, as a chip's DVS input receives them. ``target`` names what takes
+    the input (e.g. ``model 'speck-tiny'``), ``data`` the data spec, ``fix`` what to do.
+    """
+    width, height, polarities = (int(v) for v in sensor_size)
+    if downsample is None:
+        got, how = (polarities, height, width), "gives events on a sensor of"
+    else:
+        got = (polarities, height // downsample, width // downsample)
+        how = f"framed with downsample {downsample} gives"
+    want = tuple(int(v) for v in expected)
+    if got != want:
+        raise ModelSpecError(
+            f"{target} takes {_shape_text(want)} input but {data} {how} {_shape_text(got)}; {fix}"
+        )
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "x".join(str(v) for v in shape)
 
 
 def frame_events(
@@ -183,6 +217,14 @@ def majority_vote(pred: np.ndarray, recording: np.ndarray, n_classes: int) -> np
     n_rec = int(recording.max()) + 1 if len(recording) else 0
     votes = np.bincount(recording * n_classes + pred, minlength=n_rec * n_classes)
     return votes.reshape(n_rec, n_classes).argmax(axis=1)
+
+
+def predict_classes(counts) -> np.ndarray:
+    """The one definition of a window's class, float network and chip alike: the class with the
+    most output spikes summed over the window (ties: lowest index), and -1 (always wrong) when the
+    output is silent. ``counts`` [N, classes], NumPy or torch."""
+    counts = np.asarray(counts.detach().cpu() if hasattr(counts, "detach") else counts)
+    return np.where(counts.sum(axis=1) > 0, counts.argmax(axis=1), -1).astype(np.int64)
 
 
 def recording_accuracy(pred: np.ndarray, labels: np.ndarray, recording: np.ndarray) -> float:

@@ -3,7 +3,8 @@
 Each reader returns events in integer microseconds and raises ``BadRecordingError(path, problem)``
 for a file it cannot trust, so a dataset can skip and count it instead of crashing mid-epoch.
 tonic does the actual parsing where it has a reader (N-MNIST 40-bit binary, AEDAT4); this module adds
-the checks tonic leaves out (truncated files, missing optional packages, wrong array layouts).
+the checks tonic leaves out (truncated files, missing optional packages, wrong array layouts) and
+``as_events``'s value checks: a value is never rounded, clipped or wrapped to fit (events.py).
 """
 
 from __future__ import annotations
@@ -42,32 +43,35 @@ def read_bin40(path: str | Path) -> np.ndarray:
     return tonic.io.read_mnist_file(str(path), dtype=EVENT_DTYPE)
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # .npz: a zip archive (an empty one ends PK\5\6)
+
+
 def read_numpy(path: str | Path) -> np.ndarray:
     """Decode a ``.npy`` structured array, or a ``.npz`` holding one array (or one named ``events``).
 
     Unstructured ``[N, 4]`` arrays are refused: their column order (x, y, t, p or x, y, p, t) and time
-    unit cannot be told apart, and guessing would silently scramble the data.
+    unit cannot be told apart, and guessing would silently scramble the data. Pickled object arrays
+    are never loaded (unpickling a file can run code).
     """
     path = Path(path)
-    _file_size(path)
+    if _file_size(path) == 0:
+        raise BadRecordingError(str(path), "file is empty (0 bytes)")
+    with path.open("rb") as f:
+        head = f.read(len(_NPY_MAGIC))
+    if not head.startswith(_NPY_MAGIC) and head[:4] not in _ZIP_MAGICS:
+        raise BadRecordingError(
+            str(path),
+            f"not a NumPy recording (it starts with {head!r}, but a .npy file starts with "
+            f"{_NPY_MAGIC!r} and a .npz file with b'PK'); save events with numpy.save or "
+            "numpy.savez",
+        )
     try:
-        loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise BadRecordingError(str(path), f"not a readable numpy file ({exc})") from exc
-    if not isinstance(loaded, np.ndarray):  # an NpzFile
-        with loaded:
-            keys = list(loaded.keys())
-            if "events" in keys:
-                array = loaded["events"]
-            elif len(keys) == 1:
-                array = loaded[keys[0]]
-            else:
-                raise BadRecordingError(
-                    str(path),
-                    f"the .npz holds arrays {keys}; name the events array 'events' or store only one",
-                )
-    else:
-        array = loaded
+        array = _load_numpy_array(path)
+    except BadRecordingError:
+        raise
+    except Exception as exc:  # numpy and zipfile raise many types on corrupt files
+        raise BadRecordingError(str(path), f"not a NumPy recording ({_numpy_problem(exc)})") from exc
     if array.dtype.names is None:
         raise BadRecordingError(
             str(path),
@@ -75,6 +79,39 @@ def read_numpy(path: str | Path) -> np.ndarray:
             f"{array.shape}. Save events with asa_deploy.data.EVENT_DTYPE (t in microseconds)",
         )
     return as_events(array.reshape(-1), str(path))
+
+
+def _load_numpy_array(path: Path) -> np.ndarray:
+    """The one events array of a .npy or .npz file (by content, as ``np.load`` decides)."""
+    loaded = np.load(path, allow_pickle=False)
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    with loaded:  # an NpzFile
+        keys = list(loaded.keys())
+        if "events" in keys:
+            key = "events"
+        elif len(keys) == 1:
+            key = keys[0]
+        else:
+            raise BadRecordingError(
+                str(path),
+                f"the .npz holds arrays {keys}; name the events array 'events' or store only one",
+            )
+        array = loaded[key]
+    if not isinstance(array, np.ndarray):  # a zip member that is no .npy comes back as bytes
+        raise BadRecordingError(str(path), f"not a NumPy recording (member {key!r} is not an array)")
+    return array
+
+
+def _numpy_problem(exc: Exception) -> str:
+    """What numpy's error means for a recording, without its advice to allow pickle."""
+    text = str(exc)
+    if "max_header_size" in text:
+        return "its header is larger than numpy reads safely; the file is corrupt"
+    if "pickle" in text.lower():
+        return ("it holds pickled Python objects, which are never loaded (unpickling can run "
+                "code); save a structured numeric array, e.g. with asa_deploy.data.EVENT_DTYPE")
+    return f"truncated or corrupt: {type(exc).__name__}: {text}"
 
 
 def read_aedat4(path: str | Path) -> np.ndarray:

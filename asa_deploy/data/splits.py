@@ -22,13 +22,16 @@ def stratified_split(
 
     ``n_val`` fixes the validation size exactly; otherwise it is ``round(val_fraction * N)``,
     raised or lowered as needed so each class with >= 2 recordings keeps one on each side.
-    Classes with a single recording go to training. The same ``seed`` gives the same split.
+    Classes with a single recording go to training. ``n_val=0`` or ``val_fraction=0`` holds out
+    nothing (training then keeps its last epoch). The same ``seed`` gives the same split.
     """
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) == 0:
         raise DataSpecError(
             f"stratified_split needs a non-empty 1-D label array, got {labels.shape}"
         )
+    if n_val == 0 or (n_val is None and val_fraction == 0):
+        return np.arange(len(labels)), np.array([], dtype=np.int64)
     classes, counts = np.unique(labels, return_counts=True)
     low = (counts >= 2).astype(np.int64)
     high = np.maximum(counts - 1, 0)

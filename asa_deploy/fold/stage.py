@@ -21,14 +21,17 @@ the comparison stays fair.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from asa_deploy import provenance
 from asa_deploy.chip.compile import (
     CHIP_CONFIG,
     MAPPING,
+    check_network,
     compile_network,
     load_network_for_compile,
 )
@@ -36,15 +39,17 @@ from asa_deploy.chip.lower import LoweredNetwork, lower
 from asa_deploy.chip.sim import simulate
 from asa_deploy.chip.simulate import event_windows, recording_accuracy
 from asa_deploy.chip.spec import load_chip_spec
-from asa_deploy.data import FramedDataset, FrameSpec, open_dataset
-from asa_deploy.errors import AsaDeployError
+from asa_deploy.data import FramedDataset, FrameSpec, check_input_shape, open_dataset
+from asa_deploy.defaults import TEST_WINDOWS
+from asa_deploy.errors import AsaDeployError, CompileError
 from asa_deploy.fold.balance import balance_thresholds
 from asa_deploy.fold.calibrate import calibrate, plot_calibration
 from asa_deploy.fold.finetune import ChipAwareNetwork, finetune
 from asa_deploy.fold.static import fold_static, lower_folded, static_network
 from asa_deploy.fold.strategies import apply_strategy, input_mask, supported_strategies
-from asa_deploy.io import save_torch, write_json
+from asa_deploy.io import artifact_error, load_torch, save_torch, write_json
 from asa_deploy.train import evaluate
+from asa_deploy.train.loop import MODEL
 
 FOLDED = "folded.pt"
 FOLD_JSON = "fold.json"
@@ -69,7 +74,8 @@ def _sim_row(step: str, result) -> dict:
 
 
 def fold_run(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None,
-             calib_recordings: int = 64, eval_windows: int = 2, strategy: str | None = None,
+             calib_recordings: int = 64, eval_windows: int = TEST_WINDOWS,
+             strategy: str | None = None,
              bias_policy: str = "drop", use_input_mask: bool = False,
              input_mask_keep: float = 0.1, balance: bool = True,
              finetune_epochs: int = 3, finetune_lr: float = 1e-4, finetune_loss: str = "ce",
@@ -78,6 +84,11 @@ def fold_run(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = 
     spec = load_chip_spec(chip)
     model, artifact, input_shape, sensor = load_network_for_compile(run_dir)
     data = artifact["data"]
+    if not data["split"]["val"]:
+        raise AsaDeployError(f"{run_dir} was trained without a validation split (--n-val 0, or one "
+                             f"recording per class); fold measures every step on it: retrain "
+                             f"with a validation split")
+    _check_fits(model, spec, input_shape, sensor, bias_policy)
     frames = FrameSpec(**data["frame_spec"])
     dataset = open_dataset(data["spec"], seed=data["split"]["seed"])
     train_idx = np.asarray(data["split"]["train"])
@@ -90,6 +101,9 @@ def fold_run(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = 
     has_attention = bool(model.attention_layers())
     first_gain, reference = None, model
     calib_dataset = open_dataset(calib, seed=seed) if calib else dataset
+    check_input_shape(calib_dataset.sensor_size, frames.downsample, input_shape,
+                      target=f"model {artifact['model_spec']['name']!r}", data=calib or data["spec"],
+                      fix=f"calibrate on data from the run's sensor ({data['spec']})")
     calib_idx = (np.arange(len(calib_dataset)) if calib else train_idx)[:calib_recordings]
     calib_set = FramedDataset(calib_dataset, calib_idx, frames, mode="test", n_windows=2)
     if has_attention:
@@ -161,34 +175,65 @@ def fold_run(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = 
         ladder.append(tried[best_name]["finetuned_float"]
                       | {"step": "fine-tuned (IAF, quantization-aware, float)"})
 
+    save_torch(run_dir / FOLDED, {"format_version": FOLD_FORMAT, "chip": spec.name,
+                                  "strategy": best_name, "lowered": tuned,
+                                  "input_shape": input_shape, "data": data,
+                                  "attention": artifact["attention"],
+                                  provenance.KEY: provenance.record(
+                                      run_dir, [MODEL], chip=spec.name,
+                                      calibration=report.get("calibration_data"))})
     compiled = compile_network(tuned, spec, input_shape=input_shape, sensor=sensor,
                                bias_policy=bias_policy, class_names=list(data["class_names"]),
                                meta={"source": str(run_dir / FOLDED), "model": model.spec.name,
                                      "attention": artifact["attention"], "fold_strategy": best_name,
                                      "frame_spec": data["frame_spec"], "data_spec": data["spec"],
-                                     "split": data["split"]})
+                                     "split": data["split"],
+                                     provenance.KEY: provenance.record(run_dir, [FOLDED])})
     compiled.config.save(run_dir / CHIP_CONFIG)
-    write_json(run_dir / MAPPING, compiled.report(spec))
+    write_json(run_dir / MAPPING, {**compiled.report(spec),
+                                   provenance.KEY: provenance.record(run_dir, [FOLDED])})
     windows, _ = event_windows(compiled.config, None, windows=eval_windows)
     for engine in ("fast", "exact"):
         result = simulate(compiled.config, windows, engine, progress=progress)
         ladder.append(_sim_row(f"quantized, {engine} simulator", result))
     report["ladder"] = ladder
     report["compile_notes"] = compiled.notes
-    save_torch(run_dir / FOLDED, {"format_version": FOLD_FORMAT, "chip": spec.name,
-                                  "strategy": best_name, "lowered": tuned,
-                                  "input_shape": input_shape, "data": data,
-                                  "attention": artifact["attention"]})
+    report["windows_per_recording"] = eval_windows
+    report[provenance.KEY] = provenance.record(
+        run_dir, [MODEL, FOLDED, CHIP_CONFIG], data=data["spec"], split="validation",
+        windows=eval_windows)
     write_json(run_dir / FOLD_JSON, report)
     return report
 
 
+def _check_fits(model, spec, input_shape, sensor, bias_policy) -> None:
+    """The design rules and the mapper on the network's shapes (attention left out: it changes no
+    shape), so a model that fits no core fails in seconds instead of after calibration."""
+    shapes_only = copy.deepcopy(model)
+    for block in shapes_only.blocks:
+        block.attention = None
+    _, violations, mapping, why = check_network(shapes_only, spec, input_shape=input_shape,
+                                                sensor=sensor, bias_policy=bias_policy)
+    if violations:
+        raise CompileError(f"{len(violations)} design-rule violation(s) on {spec.name}:\n  "
+                           + "\n  ".join(map(str, violations)))
+    if mapping is None:
+        raise CompileError(why)
+
+
 def load_folded(run_dir: str | Path) -> tuple[LoweredNetwork, dict]:
     path = Path(run_dir) / FOLDED
-    record = torch.load(path, weights_only=False)
-    if record.get("format_version") != FOLD_FORMAT:
-        raise AsaDeployError(f"{path}: format {record.get('format_version')!r}, this asa_deploy "
-                             f"reads {FOLD_FORMAT}; rerun asa-deploy fold")
+    remedy = (f"rerun `asa-deploy fold {run_dir}` (with the --chip it was folded for), or delete "
+              f"it to use model.pt")
+    record = load_torch(path, "folded network", remedy=remedy,
+                        required_keys=("format_version", "chip", "strategy", "lowered",
+                                       "input_shape"))
+    if record["format_version"] != FOLD_FORMAT:
+        raise artifact_error(path, f"format {record['format_version']!r}, this asa_deploy reads "
+                                   f"{FOLD_FORMAT}", remedy)
+    if not isinstance(record["lowered"], LoweredNetwork):
+        raise artifact_error(path, f"its 'lowered' is a {type(record['lowered']).__name__}, not "
+                                   f"chip layers", remedy)
     return record["lowered"], record
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from asa_deploy import provenance
 from asa_deploy.chip.compile import CHIP_CONFIG
 from asa_deploy.chip.compile import MAPPING as MAPPING_JSON
 from asa_deploy.chip.deploy import DEVICE_JSON
@@ -125,6 +126,30 @@ def _load_model(run_dir: Path) -> dict:
     return artifact
 
 
+def _current(run_dir: Path, name: str, value, problems: list[dict], command: str,
+             entry: str | None = None):
+    """``value`` (an artifact's content) when it was made from the files now in ``run_dir``,
+    else None with the reason in ``problems``; one without a record is used, and said so."""
+    if value is None:
+        return None
+    if entry is not None:
+        record = value.get(provenance.KEY) if isinstance(value, dict) else None
+        found = provenance.problems(run_dir, name, record or {})
+        label = f"{name} '{entry}' entry"
+    else:
+        found = provenance.problems(run_dir, name)
+        label = name
+    stale = [p for p in found if "records no provenance" not in p]
+    if stale:
+        problems.append({"artifact": label, "problem": "is stale and not used: " + "; ".join(stale),
+                         "command": command})
+        return None
+    if found:
+        problems.append({"artifact": label, "problem": "has no provenance record, so it is used "
+                         "unchecked", "command": command})
+    return value
+
+
 def _labels(entries: list[tuple[Path, str]]) -> list[str]:
     """"vanilla" / the attention name; the folder name where those collide; a suffix if still equal."""
     base = [label for _, label in entries]
@@ -210,6 +235,7 @@ def _simulation(sim: dict | None, fold: dict | None, engine: str | None) -> tupl
                     "silent_windows": entry.get("silent_windows"),
                     "window_accuracy": entry.get("accuracy"),
                     "recording_accuracy": entry.get("recording_accuracy"),
+                    "windows_per_recording": entry.get("windows_per_recording"),
                 }, None
     if fold:
         rows = [r for r in fold.get("ladder", []) if "spikes_per_core" in r]
@@ -227,6 +253,7 @@ def _simulation(sim: dict | None, fold: dict | None, engine: str | None) -> tupl
                         "mean_latency_events": None, "silent_windows": None,
                         "window_accuracy": row.get("window_accuracy"),
                         "recording_accuracy": row.get("accuracy"),
+                        "windows_per_recording": fold.get("windows_per_recording"),
                     }, None
     what = f"{engine} engine results" if engine else "simulator results"
     return None, f"no {what} in {SIM_JSON} or in {FOLD_JSON}'s ladder"
@@ -294,27 +321,34 @@ def _float_metrics(artifact: dict, eval_json: dict | None, analysis: dict | None
                    fold: dict | None) -> tuple[dict, dict]:
     """Float-network accuracy and NASFR, each with where it came from."""
     val = (artifact.get("metrics") or {}).get("val") or {}
-    candidates = []
+    own = f"{artifact['data']['spec']} (validation split)"
+    candidates = []  # (source, recording accuracy, window accuracy, NASFR, data, windows)
     if eval_json:
         candidates.append((EVAL_JSON, eval_json.get("accuracy"), eval_json.get("window_accuracy"),
-                           eval_json.get("nasfr")))
+                           eval_json.get("nasfr"), eval_json.get("data"),
+                           eval_json.get("windows_per_recording")))
     if fold and fold.get("ladder"):
         row = fold["ladder"][0]
         candidates.append((f"{FOLD_JSON} ladder row '{row['step']}'", row.get("accuracy"),
-                           row.get("window_accuracy"), row.get("nasfr")))
+                           row.get("window_accuracy"), row.get("nasfr"), own,
+                           fold.get("windows_per_recording")))
     if analysis:
         acc = analysis.get("accuracy") or {}
         candidates.append((ANALYSIS_JSON, acc.get("recording"), acc.get("window"),
-                           analysis.get("nasfr")))
+                           analysis.get("nasfr"), analysis.get("data"),
+                           analysis.get("windows_per_recording")))
     if val:
         candidates.append((f"{MODEL} validation metrics (best epoch)", val.get("accuracy"),
-                           val.get("window_accuracy"), val.get("nasfr")))
-    accuracy = {"recording": None, "window": None, "source": None}
-    for source, recording, window, _ in candidates:
+                           val.get("window_accuracy"), val.get("nasfr"), own,
+                           (artifact.get("train_config") or {}).get("eval_windows")))
+    accuracy = {"recording": None, "window": None, "source": None, "data": None,
+                "windows_per_recording": None}
+    for source, recording, window, _, data, windows in candidates:
         if recording is not None:
-            accuracy = {"recording": recording, "window": window, "source": source}
+            accuracy = {"recording": recording, "window": window, "source": source, "data": data,
+                        "windows_per_recording": windows}
             break
-    by_source = {source: nasfr for source, _, _, nasfr in candidates if nasfr is not None}
+    by_source = {source: nasfr for source, _, _, nasfr, _, _ in candidates if nasfr is not None}
     first = next(iter(by_source.items()), (None, None))
     return accuracy, {"value": first[1], "source": first[0], "by_source": by_source}
 
@@ -411,6 +445,18 @@ def _run_entry(run_dir: Path, others: list[Path], engine: str | None) -> dict:
         fold_cmd_chip = config.chip
         cmd = _commands(run_dir, others, config.chip)
 
+    # Only artifacts made from the files now in the run directory (provenance.py) are used.
+    eval_json = _current(run_dir, EVAL_JSON, eval_json, problems, cmd["eval"])
+    analysis = _current(run_dir, ANALYSIS_JSON, analysis, problems, cmd["analysis"])
+    fold = _current(run_dir, FOLD_JSON, fold, problems, cmd["fold"])
+    mapping = _current(run_dir, MAPPING_JSON, mapping, problems, cmd["compile"])
+    config = _current(run_dir, CHIP_CONFIG, config, problems, cmd["compile"])
+    device = _current(run_dir, DEVICE_JSON, device, problems, "asa-deploy deploy")
+    if sim is not None:
+        sim = {name: entry for name, entry in sim.items()
+               if _current(run_dir, SIM_JSON, entry, problems, f"asa-deploy simulate {run_dir} --engine {name}",
+                           entry=name) is not None} or None
+
     def lack(artifact_name: str, command: str, effect: str, alternative: str | None = None) -> None:
         missing.append({"artifact": artifact_name, "command": command, "effect": effect,
                         "alternative": alternative})
@@ -484,7 +530,9 @@ def _run_entry(run_dir: Path, others: list[Path], engine: str | None) -> dict:
     if simulation:
         chip_accuracy = {"window": simulation["window_accuracy"],
                          "recording": simulation["recording_accuracy"],
-                         "source": simulation["source"], "n_windows": simulation["n_windows"]}
+                         "source": simulation["source"], "n_windows": simulation["n_windows"],
+                         "data": simulation["data"],
+                         "windows_per_recording": simulation["windows_per_recording"]}
     neurobench = None
     if static is not None or activity:
         weights = sum(r["weights"] for r in static) if static else None
@@ -589,7 +637,30 @@ def _comparison(runs: dict[str, dict]) -> dict | None:
             continue
         rows.append({"key": key, "title": title, "values": values,
                      "ratios": {label: _ratio(values[label], values[baseline]) for label in others}})
-    return {"baseline": baseline, "labels": labels, "rows": rows}
+    return {"baseline": baseline, "labels": labels, "rows": rows, "warnings": _unlike(runs)}
+
+
+def _unlike(runs: dict[str, dict]) -> list[str]:
+    """What differs between the runs besides the method, so a ratio is not read as like for like."""
+    facts = {
+        "trained on different data": lambda r: r["data"]["spec"],
+        "framed differently": lambda r: json.dumps(r["data"]["frame_spec"], sort_keys=True),
+        "on different chips": lambda r: r["chip"],
+        "chip figures from different engines": lambda r: (r["simulation"] or {}).get("engine"),
+        "chip accuracy on different data": lambda r: (r["accuracy"]["chip"] or {}).get("data"),
+        "chip accuracy over different windows per recording":
+            lambda r: (r["accuracy"]["chip"] or {}).get("windows_per_recording"),
+        "float accuracy on different data": lambda r: r["accuracy"]["float"]["data"],
+        "float accuracy over different windows per recording":
+            lambda r: r["accuracy"]["float"]["windows_per_recording"],
+    }
+    out = []
+    for what, get in facts.items():
+        values = {label: get(run) for label, run in runs.items()}
+        if len({json.dumps(v) for v in values.values()}) > 1:
+            out.append(f"the runs are {what}: "
+                       + ", ".join(f"{label} {value}" for label, value in values.items()))
+    return out
 
 
 def build_report(run_dirs: list[Path], *, engine: str | None = None) -> dict:

@@ -259,6 +259,7 @@ def _overview(report: dict) -> list[Block]:
                    Para(f"Each run side by side; ratios are relative to {base}. Chip figures are "
                         "per window (one window = one inference) on the chip simulator."),
                    Table(headers, rows, numeric=[False] + [True] * (len(headers) - 1))]
+        blocks += [Para(f"Not like for like: {w}.", "warn") for w in comparison.get("warnings", [])]
     else:
         blocks.append(Heading(2, "Chip activity and power", "overview"))
     return blocks
@@ -286,17 +287,24 @@ def _accuracy(run: dict) -> list[Block]:
     rows = []
     f = run["accuracy"]["float"]
     if f["source"]:
-        rows.append(["float network (trained)", f["source"], pct(f["window"]), pct(f["recording"]),
-                     NA])
+        rows.append(["float network (trained)", f["source"], f.get("data") or NA,
+                     count(f["windows_per_recording"]) if f.get("windows_per_recording") else NA,
+                     pct(f["window"]), pct(f["recording"]), NA])
     c = run["accuracy"]["chip"]
     if c:
-        rows.append(["chip simulator (quantized)", c["source"], pct(c["window"]),
-                     pct(c["recording"]), count(c["n_windows"]) if c["n_windows"] else NA])
+        rows.append(["chip simulator (quantized)", c["source"], c.get("data") or NA,
+                     count(c["windows_per_recording"]) if c.get("windows_per_recording") else NA,
+                     pct(c["window"]), pct(c["recording"]),
+                     count(c["n_windows"]) if c["n_windows"] else NA])
     blocks: list[Block] = [Heading(3, "Accuracy")]
     if rows:
-        blocks.append(Table(["network", "source", "accuracy per window (%)",
-                             "accuracy per recording (%)", "windows"], rows,
-                            numeric=[False, False, True, True, True]))
+        blocks.append(Table(["network", "source", "data", "windows per recording",
+                             "accuracy per window (%)", "accuracy per recording (%)",
+                             "windows"], rows,
+                            numeric=[False, False, False, True, True, True, True]))
+        blocks.append(Para("A window's class is the output channel with the most spikes; a silent "
+                           "window is wrong. A recording is correct when more than half of its "
+                           "windows are.", "note"))
     nasfr = run["nasfr"]
     if nasfr["value"] is not None:
         others = [f"{num(v, 4)} ({s})" for s, v in nasfr["by_source"].items() if s != nasfr["source"]]

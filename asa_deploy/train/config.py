@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from asa_deploy.defaults import TEST_WINDOWS
+
 
 @dataclass
 class TrainConfig:
@@ -23,7 +25,7 @@ class TrainConfig:
     dt_us: int | None = None  # default: the dataset's default bin width
     downsample: int | None = None
     binarize: bool = False
-    eval_windows: int = 10  # the paper's test protocol: windows per recording, majority vote
+    eval_windows: int = TEST_WINDOWS  # windows per validation recording, majority vote
     params: dict = field(default_factory=dict)  # model spec parameter overrides (channel widths)
     asa_lambda: float | None = None
     asa_r: int | None = None

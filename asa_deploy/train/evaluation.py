@@ -7,7 +7,7 @@ import torch
 from tqdm import tqdm
 
 from asa_deploy.analysis.metrics import nasfr
-from asa_deploy.data import recording_accuracy
+from asa_deploy.data import predict_classes, recording_accuracy
 from asa_deploy.train.distributed import ProcessGroup, sum_tensor
 
 
@@ -19,7 +19,8 @@ def collate(items) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 @torch.no_grad()
 def evaluate(model, dataset, *, batch_size: int = 64, group: ProcessGroup | None = None,
              progress: bool = False) -> dict:
-    """Returns accuracy (strict majority over each recording's windows), window accuracy,
+    """Returns accuracy (strict majority over each recording's windows; a window's class is
+    ``predict_classes``: a silent output is wrong, as on the chip), window accuracy,
     per-layer spike firing rate SFR_l = spikes / (T x neurons x samples) and NASFR (their
     neuron-count-weighted mean, asa-method.md section 2)."""
     group = group or ProcessGroup()
@@ -46,7 +47,7 @@ def evaluate(model, dataset, *, batch_size: int = 64, group: ProcessGroup | None
             frames, _, _ = collate([dataset[i] for i in idx])
             model.reset_states()
             out = model(frames.to(group.device))
-            predictions[idx] = out.mean(1).argmax(1).double().cpu()
+            predictions[idx] = torch.from_numpy(predict_classes(out.sum(1))).double()
     finally:
         for h in handles:
             h.remove()

@@ -18,9 +18,17 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from asa_deploy import io
-from asa_deploy.data import FramedDataset, FrameSpec, open_dataset, stratified_split
-from asa_deploy.errors import AsaDeployError, ModelSpecError
+from asa_deploy import io, provenance
+from asa_deploy.data import (
+    FramedDataset,
+    FrameSpec,
+    check_class_names,
+    check_input_shape,
+    open_dataset,
+    stratified_split,
+)
+from asa_deploy.defaults import TEST_WINDOWS
+from asa_deploy.errors import ArtifactError, AsaDeployError, DataSpecError, ModelSpecError
 from asa_deploy.nn import SpikingNetwork, build_network, load_model_spec
 from asa_deploy.train import distributed as D
 from asa_deploy.train.config import TrainConfig
@@ -28,6 +36,7 @@ from asa_deploy.train.evaluation import collate, evaluate
 
 log = logging.getLogger("asa_deploy.train")
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # the one before: resume falls back to it
 MODEL = "model.pt"
 LOG = "train_log.jsonl"
 FORMAT_VERSION = 1
@@ -55,15 +64,10 @@ def prepare(config: TrainConfig) -> Prepared:
     frames = FrameSpec(T=spec.T, dt_us=config.dt_us or default.dt_us,
                        downsample=config.downsample or default.downsample,
                        binarize=config.binarize)
-    width, height, polarities = dataset.sensor_size
-    data_shape = (polarities, height // frames.downsample, width // frames.downsample)
-    model_shape = (spec.input["channels"], spec.input["height"], spec.input["width"])
-    if data_shape != model_shape:
-        raise ModelSpecError(
-            f"model {spec.name!r} takes {model_shape[0]}x{model_shape[1]}x{model_shape[2]} input "
-            f"but {config.data} framed with downsample {frames.downsample} gives "
-            f"{data_shape[0]}x{data_shape[1]}x{data_shape[2]}; pick a model for this sensor "
-            f"(asa-deploy models) or set --downsample")
+    check_input_shape(dataset.sensor_size, frames.downsample,
+                      (spec.input["channels"], spec.input["height"], spec.input["width"]),
+                      target=f"model {spec.name!r}", data=config.data,
+                      fix="pick a model for this sensor (asa-deploy models) or set --downsample")
     train_idx, val_idx = stratified_split(dataset.labels, n_val=config.n_val,
                                           val_fraction=config.val_fraction, seed=config.seed)
     torch.manual_seed(config.seed)
@@ -115,10 +119,18 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: 
                                                           eta_min=config.lr_min)
     state = {"epoch": 0, "history": [], "best": None}
     checkpoint_path = out_dir / CHECKPOINT
-    if checkpoint_path.exists():
-        state = _resume(checkpoint_path, config, model, optimizer, schedule)
+    replace_unreadable = False  # checkpoint.pt was unreadable: overwrite it, keep the good previous
+    if checkpoint_path.exists() or (out_dir / PREVIOUS_CHECKPOINT).exists():
+        state, replace_unreadable = _resume(out_dir, config, model, optimizer, schedule,
+                                            warn=group.is_main)
         if group.is_main:
             log.info("resuming %s after epoch %d", out_dir, state["epoch"])
+    elif group.is_main:
+        moved_to, moved = provenance.supersede(out_dir)
+        if moved:
+            print(f"training a new model in {out_dir}: the previous model's artifacts "
+                  f"({', '.join(moved)}) moved to {moved_to}", flush=True)
+    D.barrier(group)
 
     train_set, val_set = prepared.train_set, prepared.val_set
     skipped = prepared.data_info["skipped"]
@@ -126,6 +138,10 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: 
         print(f"data {config.data}: {len(train_set)} train / {len(val_set.indices)} validation "
               f"recordings, {len(skipped)} bad file(s) skipped"
               + "".join(f"\n  skipped {source}: {why}" for source, why in skipped), flush=True)
+    validate = len(val_set.indices) > 0
+    if not validate and verbose and group.is_main:
+        print("no validation recordings (--n-val 0, or too few recordings per class to hold one "
+              "out): no model selection, model.pt keeps the last epoch", flush=True)
     n_train = len(train_set)
     batch = min(config.batch_size, n_train)
     for epoch in range(state["epoch"], config.epochs):
@@ -151,22 +167,27 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: 
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         schedule.step()
         train_seconds = time.perf_counter() - t0
-        metrics = evaluate(model, val_set, group=group, progress=progress)
+        metrics = evaluate(model, val_set, group=group, progress=progress) if validate else None
+        val = metrics or {}
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": schedule.get_last_lr()[0],
-                  "val_accuracy": metrics["accuracy"], "val_window_accuracy": metrics["window_accuracy"],
-                  "val_nasfr": metrics["nasfr"], "val_sfr": metrics["sfr"],
+                  "val_accuracy": val.get("accuracy"), "val_window_accuracy": val.get("window_accuracy"),
+                  "val_nasfr": val.get("nasfr"), "val_sfr": val.get("sfr"),
                   "train_samples_per_s": len(batches) * batch / train_seconds,
                   "skipped_recordings": len(skipped)}
         state["history"].append(record)
-        if state["best"] is None or metrics["accuracy"] > state["best"]["metrics"]["accuracy"]:
+        if (metrics is None or state["best"] is None
+                or metrics["accuracy"] > state["best"]["metrics"]["accuracy"]):
             state["best"] = {"epoch": epoch + 1, "metrics": metrics, "weights": model.weights()}
         state["epoch"] = epoch + 1
         if group.is_main:
-            _checkpoint(checkpoint_path, config, model, optimizer, schedule, state)
+            _checkpoint(checkpoint_path, config, model, optimizer, schedule, state,
+                        keep_previous=not replace_unreadable)
+            replace_unreadable = False
             io.write_text(out_dir / LOG, "".join(io.json_line(r) for r in state["history"]))
             if verbose:
-                print(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  "
-                      f"val acc {metrics['accuracy']:.3f}  NASFR {metrics['nasfr']:.4f}  "
+                scores = (f"val acc {metrics['accuracy']:.3f} ({config.eval_windows} windows)  "
+                          f"NASFR {metrics['nasfr']:.4f}  " if metrics else "no validation  ")
+                print(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  {scores}"
                       f"({record['train_samples_per_s']:.0f} samples/s)", flush=True)
         D.barrier(group)
 
@@ -181,13 +202,20 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: 
         "weights": best["weights"],
         "metrics": {"best_epoch": best["epoch"], "val": best["metrics"],
                     "last": state["history"][-1]},
+        provenance.KEY: provenance.record(
+            out_dir, data=config.data, split=f"stratified, seed {config.seed}",
+            selection=(f"best of {config.epochs} epochs on the validation split "
+                       f"({config.eval_windows} windows per recording)"
+                       if best["metrics"] is not None else "last epoch (no validation split)")),
     }
     if group.is_main:
         io.save_torch(out_dir / MODEL, artifact)
     return artifact["metrics"]
 
 
-def _checkpoint(path, config, model, optimizer, schedule, state) -> None:
+def _checkpoint(path, config, model, optimizer, schedule, state, *, keep_previous=True) -> None:
+    """Write ``checkpoint.pt``; the one it replaces becomes ``checkpoint.prev.pt`` (atomic renames),
+    so a checkpoint damaged later (disk full, a copy cut short) still leaves one to resume from."""
     io.save_torch(path, {
         "format_version": FORMAT_VERSION,
         "train_config": config.to_dict(),
@@ -197,12 +225,46 @@ def _checkpoint(path, config, model, optimizer, schedule, state) -> None:
         "schedule": schedule.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "state": state,
-    })
+    }, keep_previous=path.with_name(PREVIOUS_CHECKPOINT) if keep_previous else None)
 
 
-def _resume(path: Path, config: TrainConfig, model, optimizer, schedule) -> dict:
-    saved = torch.load(path, weights_only=False)
-    before = TrainConfig.from_dict(saved["train_config"])
+CHECKPOINT_KEYS = ("train_config", "model_spec", "weights", "optimizer", "schedule", "torch_rng",
+                   "state.epoch", "state.history", "state.best")
+
+
+def _resume(out_dir: Path, config: TrainConfig, model, optimizer, schedule, *,
+            warn: bool = True) -> tuple[dict, bool]:
+    """Restore ``checkpoint.pt``, or ``checkpoint.prev.pt`` when it is missing or unreadable (a
+    warning says so). Returns the training state and whether ``checkpoint.pt`` was unreadable."""
+    current, previous = out_dir / CHECKPOINT, out_dir / PREVIOUS_CHECKPOINT
+    start_over = "delete it to start training over, or train into another --out folder"
+    if not previous.exists():
+        return _restore(current, config, model, optimizer, schedule, start_over), False
+    try:
+        return _restore(current, config, model, optimizer, schedule, start_over), False
+    except ArtifactError as first:
+        try:
+            state = _restore(previous, config, model, optimizer, schedule, start_over)
+        except ArtifactError as second:
+            raise ArtifactError(
+                f"no readable checkpoint in {out_dir}: {current}: {first.problem}; {previous}: "
+                f"{second.problem}. Delete both files to start training over, or train into "
+                f"another --out folder") from second
+        if warn:
+            log.warning("%s %s; falling back to %s (epoch %d)", current,
+                        "is missing" if not current.exists() else f"is unreadable ({first.problem})",
+                        previous, state["epoch"])
+        return state, True
+
+
+def _restore(path: Path, config: TrainConfig, model, optimizer, schedule, remedy: str) -> dict:
+    saved = io.load_torch(path, "training checkpoint", remedy=remedy, required_keys=CHECKPOINT_KEYS)
+    try:
+        before = TrainConfig.from_dict(saved["train_config"])
+        if not isinstance(saved["model_spec"], dict):
+            raise TypeError(f"model_spec is a {type(saved['model_spec']).__name__}")
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise io.artifact_error(path, f"not written by asa-deploy train ({exc})", remedy) from exc
     differences = before.differences(config)
     if saved["model_spec"] != model.spec.to_dict():
         differences.append(f"model spec: {_spec_diff(saved['model_spec'], model.spec.to_dict())}")
@@ -210,10 +272,14 @@ def _resume(path: Path, config: TrainConfig, model, optimizer, schedule) -> dict
         raise ModelSpecError(
             f"{path} belongs to a different run: " + "; ".join(differences) +
             ". Use another --out folder, or delete the checkpoint to start over.")
-    model.load_weights(saved["weights"])
-    optimizer.load_state_dict(saved["optimizer"])
-    schedule.load_state_dict(saved["schedule"])
-    torch.set_rng_state(saved["torch_rng"])
+    try:
+        model.load_weights(saved["weights"])
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        torch.set_rng_state(saved["torch_rng"])
+    except (ModelSpecError, RuntimeError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise io.artifact_error(path, f"its weights or optimizer state do not fit this run ({exc})",
+                                remedy) from exc
     return saved["state"]
 
 
@@ -222,7 +288,7 @@ def _spec_diff(a: dict, b: dict) -> str:
     return ", ".join(f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in keys)
 
 
-def eval_set(artifact: dict, data: str | None = None, *, windows: int = 10,
+def eval_set(artifact: dict, data: str | None = None, *, windows: int = TEST_WINDOWS,
              mode: str = "test") -> tuple[FramedDataset, str]:
     """The run's own validation split (``data`` None or the run's spec), or every recording of
     another data spec, framed as the run was trained; with a description for printing."""
@@ -230,12 +296,44 @@ def eval_set(artifact: dict, data: str | None = None, *, windows: int = 10,
     spec = data or info["spec"]
     dataset = open_dataset(spec, seed=info["split"]["seed"])
     frames = FrameSpec(**info["frame_spec"])
+    model_spec = artifact["model_spec"]
+    sensor = "x".join(str(v) for v in info["sensor_size"])
+    check_input_shape(dataset.sensor_size, frames.downsample,
+                      [model_spec["input"][k] for k in ("channels", "height", "width")],
+                      target=f"model {model_spec['name']!r}", data=spec,
+                      fix=f"this run was trained on {info['spec']} (sensor {sensor}); test it on "
+                          "data from that sensor, or train a model for this data")
+    check_class_names(dataset.class_names, info["class_names"], data=spec,
+                      target=f"model {model_spec['name']!r}")
     if spec == info["spec"]:
-        indices, what = np.asarray(info["split"]["val"]), "validation split"
+        indices, what = np.asarray(info["split"]["val"], dtype=np.int64), "validation split"
+        if len(indices) == 0:
+            raise DataSpecError(f"this run was trained without a validation split (--n-val 0, or "
+                                f"one recording per class in {spec}); pass --data SPEC to test it "
+                                f"on other recordings")
     else:
         indices, what = np.arange(len(dataset)), "all recordings"
     framed = FramedDataset(dataset, indices, frames, mode=mode, n_windows=windows)
     return framed, f"{spec} ({what})"
+
+
+def evaluate_run(run_dir: str | Path, data: str | None = None, *, windows: int = TEST_WINDOWS,
+                 progress: bool = False) -> tuple[dict, Path]:
+    """The evaluate stage: accuracy and firing rates of ``RUN/model.pt`` on its validation split
+    (written to ``eval.json``) or on ``data`` (written to ``eval-<data>.json``, never over the
+    run's own figures), with the provenance of both."""
+    run_dir = Path(run_dir)
+    model, artifact = load_run(run_dir)
+    dataset, described = eval_set(artifact, data, windows=windows)
+    own = data is None or data == artifact["data"]["spec"]
+    path = run_dir / provenance.data_artifact("eval.json", data, artifact["data"]["spec"])
+    result = {"run": str(run_dir), "data": described, "attention": artifact["attention"],
+              "windows_per_recording": windows, **evaluate(model, dataset, progress=progress),
+              provenance.KEY: provenance.record(
+                  run_dir, [MODEL], data=data or artifact["data"]["spec"],
+                  split="validation" if own else "all recordings", windows=windows)}
+    io.write_json(path, result)
+    return result, path
 
 
 def load_run(run_dir: Path) -> tuple[SpikingNetwork, dict]:
@@ -243,11 +341,30 @@ def load_run(run_dir: Path) -> tuple[SpikingNetwork, dict]:
     from asa_deploy.nn import ModelSpec
 
     path = Path(run_dir) / MODEL
-    if not path.is_file():
-        raise AsaDeployError(f"{path} not found: train first (asa-deploy train --out {run_dir})")
-    artifact = torch.load(path, weights_only=False)
-    spec = ModelSpec.from_dict(artifact["model_spec"], str(path))
-    model = build_network(spec, artifact["num_classes"], artifact["attention"])
-    model.load_weights(artifact["weights"])
+    artifact = load_model_record(run_dir)
+    try:
+        spec = ModelSpec.from_dict(artifact["model_spec"], str(path))
+        model = build_network(spec, artifact["num_classes"], artifact["attention"])
+        model.load_weights(artifact["weights"])
+    except (AsaDeployError, RuntimeError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise io.artifact_error(path, f"its record does not build the network it describes ({exc})",
+                                retrain_remedy(run_dir)) from exc
     model.eval()
     return model, artifact
+
+
+MODEL_KEYS = ("model_spec", "attention", "num_classes", "weights", "data.spec", "data.sensor_size",
+              "data.class_names", "data.frame_spec", "data.split.seed", "data.split.train",
+              "data.split.val")
+
+
+def retrain_remedy(run_dir: str | Path) -> str:
+    return f"retrain with `asa-deploy train --out {run_dir} ...` (the same options)"
+
+
+def load_model_record(run_dir: str | Path) -> dict:
+    """``RUN/model.pt`` as saved (no network built); an ``ArtifactError`` naming it when it is
+    missing, unreadable or not a trained model."""
+    return io.load_torch(Path(run_dir) / MODEL, "trained model", required_keys=MODEL_KEYS,
+                         remedy=retrain_remedy(run_dir),
+                         if_missing=f"train first (asa-deploy train --out {run_dir})")

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from asa_deploy.data.framing import predict_classes
+
 if TYPE_CHECKING:
     from asa_deploy.chip.config import ChipConfig
     from asa_deploy.chip.sim.dvs import ChipInput
@@ -141,6 +143,5 @@ def assemble(engine: str, config: ChipConfig, windows: Sequence[EventWindow], ou
 
 
 def predict(output_spikes: np.ndarray) -> np.ndarray:
-    """Argmax over classes of the summed spikes (ties: lowest index), -1 where nothing spiked."""
-    totals = output_spikes.sum(axis=1)
-    return np.where(totals.sum(axis=1) > 0, totals.argmax(axis=1), -1).astype(np.int64)
+    """Classes of ``output_spikes`` [N, bins, classes] by the project's one rule (silent: -1)."""
+    return predict_classes(output_spikes.sum(axis=1))

@@ -1,0 +1,179 @@
+"""Argument types for the ``asa-deploy`` parser: every value is checked while the command line is parsed.
+
+Each type turns one string into a checked value or raises ``argparse.ArgumentTypeError``, which
+argparse prints as ``asa-deploy CMD: error: argument --OPTION: ...`` and exits with status 2. The
+checks run before a command imports torch, so a bad value is refused in a fraction of a second, never
+with a traceback, and never silently replaced by a default. Only the standard library is imported
+here; the places a value must exist in (model specs, hw_configs) are found without the heavy modules.
+Paths are tested with ``os.path``, whose tests answer False (not an exception) for names that are
+too long or hold a NUL byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+DATA_SCHEMES = ("nmnist", "dvsgesture", "events", "synthetic")  # as asa_deploy.data.datasets.SCHEMES
+PATH_SCHEMES = ("nmnist", "dvsgesture", "events")
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding and most tools accept 32-bit seeds
+MIN_BIN_MS = 0.001  # event timestamps are in microseconds
+_SPEC_FORMS = "nmnist:PATH, dvsgesture:PATH, events:PATH or synthetic:NAME"
+_DEVICE = re.compile(r"[A-Za-z][A-Za-z0-9_]*(:[0-9]+)?")
+
+
+def _integer(name: str, what: str, ok: Callable[[int], bool]) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    convert.__name__ = convert.__qualname__ = name
+    return convert
+
+
+def _real(name: str, what: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not (math.isfinite(value) and ok(value)):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    convert.__name__ = convert.__qualname__ = name
+    return convert
+
+
+positive_int = _integer("positive_int", "a positive integer", lambda v: v >= 1)
+non_negative_int = _integer("non_negative_int", "a non-negative integer", lambda v: v >= 0)
+seed = _integer("seed", f"an integer from 0 to {SEED_MAX}", lambda v: 0 <= v <= SEED_MAX)
+positive_float = _real("positive_float", "a finite number > 0", lambda v: v > 0)
+non_negative_float = _real("non_negative_float", "a finite number >= 0", lambda v: v >= 0)
+# Strict on both ends as the code that uses them is: stratified_split needs a non-empty train and
+# validation part, and ASA's lambda must leave some channels and steps on either side.
+open_share = _real("open_share", "a number in (0, 1), both ends excluded", lambda v: 0 < v < 1)
+share = _real("share", "a number in (0, 1]", lambda v: 0 < v <= 1)
+bin_ms = _real("bin_ms", f"a bin width of at least {MIN_BIN_MS} ms (1 us, the timestamp unit)",
+               lambda v: v >= MIN_BIN_MS)
+
+
+def model_param(text: str) -> tuple[str, int]:
+    """``KEY=VALUE`` overriding a model spec parameter; those are widths and sizes: positive ints."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. c1=32, got {text!r}")
+    if not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r}: KEY must be a parameter name such as c1")
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the value must be a positive integer (parameters are widths and sizes)")
+    return key, number
+
+
+def run_dir(text: str) -> str:
+    """An existing run directory (kept as typed: commands print it back)."""
+    if not text:
+        raise argparse.ArgumentTypeError("must name a run directory, got ''")
+    if os.path.isdir(text):
+        return text
+    if os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a run directory")
+    raise argparse.ArgumentTypeError(f"run directory {text} does not exist")
+
+
+def existing_file(text: str) -> Path:
+    if text and os.path.isfile(text):
+        return Path(text)
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a recording file")
+    raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+
+
+def out_dir(text: str) -> Path:
+    """A folder to write into: it may be missing (it is created), but it must not be a file."""
+    if not text:
+        raise argparse.ArgumentTypeError("must name a folder, got ''")
+    path = Path(text)
+    for at in (path, *path.parents):
+        if os.path.exists(at):
+            if os.path.isdir(at):
+                return path
+            where = "is" if at == path else f"is inside {at}, which is"
+            raise argparse.ArgumentTypeError(
+                f"{text} {where} an existing file, not a folder; give a folder path")
+    return path
+
+
+def data_spec(text: str) -> str:
+    """A data spec with a known scheme whose folder exists (parsed as ``open_dataset`` does)."""
+    scheme, sep, rest = text.partition(":")
+    scheme = scheme.strip().lower()
+    if not sep and scheme == "synthetic":
+        return text
+    if not sep:
+        hint = f" (to read the folder {text}, write 'events:{text}')" if os.path.isdir(text) else ""
+        raise argparse.ArgumentTypeError(f"data spec {text!r} has no scheme{hint}; use {_SPEC_FORMS}")
+    if scheme not in DATA_SCHEMES:
+        raise argparse.ArgumentTypeError(
+            f"data spec {text!r}: unknown scheme {scheme!r}; use {_SPEC_FORMS}")
+    if scheme in PATH_SCHEMES:
+        if not rest.strip():
+            raise argparse.ArgumentTypeError(
+                f"data spec {text!r} names no folder; write e.g. '{scheme}:PATH'")
+        folder = os.path.expanduser(rest.strip())
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise argparse.ArgumentTypeError(
+                f"data spec {text!r}: {folder} is a file; give the folder that holds it")
+        if not os.path.isdir(folder):
+            raise argparse.ArgumentTypeError(f"data spec {text!r}: folder {folder} does not exist")
+    return text
+
+
+def models_dir() -> Path:
+    """As ``asa_deploy.nn.network.models_dir``, which cannot be imported without torch."""
+    return Path(os.environ.get("ASA_DEPLOY_MODELS", Path(__file__).resolve().parents[1] / "models"))
+
+
+def model_spec(text: str) -> str:
+    """A model spec file, or the name of one in ``models_dir()`` (as ``load_model_spec`` finds it)."""
+    if text and (os.path.isfile(text) or os.path.isfile(models_dir() / f"{text}.yaml")):
+        return text
+    known = ", ".join(sorted(p.stem for p in models_dir().glob("*.yaml"))) or "(none found)"
+    raise argparse.ArgumentTypeError(f"no model spec {text!r}: not a file, and not one of the named "
+                                     f"models in {models_dir()}: {known}")
+
+
+def chip(text: str) -> str:
+    """A hw_config name or the path of a ``.toml`` file (as ``load_chip_spec`` resolves it)."""
+    from asa_deploy.chip.spec import hw_configs_dir, list_chips  # standard library only
+
+    if Path(text).suffix == ".toml":
+        if os.path.isfile(text):
+            return text
+        raise argparse.ArgumentTypeError(f"no such hw_config file: {text!r}")
+    if text and os.path.isfile(hw_configs_dir() / f"{text}.toml"):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"unknown chip {text!r}; known: {', '.join(list_chips())} (in {hw_configs_dir()}), or pass "
+        f"the path of a .toml file")
+
+
+def device(text: str) -> str:
+    """A board as ``KIND[:INDEX]``; whether KIND is a board samna knows is checked when it opens."""
+    if _DEVICE.fullmatch(text.strip()):
+        return text
+    raise argparse.ArgumentTypeError(f"must be KIND[:INDEX], e.g. speck2fdevkit:0, got {text!r}")

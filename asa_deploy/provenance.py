@@ -1,0 +1,167 @@
+"""What every artifact was made from (DESIGN.md section 5), so that no stage and no report silently
+combines artifacts of different models or data.
+
+Each artifact a stage writes into a run directory carries a ``provenance`` record: the SHA-256 of
+every run file it was made from (``made_from``) and the facts that change its figures (data spec,
+split, test windows, engine). ``problems`` walks that chain back to ``model.pt``: an artifact is
+current only when every file it was made from still has the recorded hash and is itself current.
+Retraining moves the old artifacts aside (``supersede``), and an evaluation on other data gets a file
+of its own (``data_artifact``) instead of overwriting the run's.
+
+Written here rather than taken from a library: DVC and MLflow track files through a repository or a
+server; a run directory must stay a plain folder that can be copied to a lab machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from asa_deploy import __version__
+from asa_deploy.errors import AsaDeployError
+
+KEY = "provenance"
+# Everything a stage derives from model.pt; retraining moves these aside (globs, run-relative).
+DERIVED = ("model.pt", "eval.json", "eval-*.json", "analysis.json", "analysis-*.json", "figures",
+           "folded.pt", "fold.json", "fold_maps.png", "chip_config.json", "mapping.json",
+           "sim.json", "sim-*.json", "model.nir", "model_quantized.nir", "camera.json",
+           "device.json", "monitor.npz", "report.json", "report.md", "report.html")
+# Which stage rewrites an artifact: the remedy named when it is stale.
+REMEDY = {
+    "model.pt": "asa-deploy train --out {run}",
+    "eval.json": "asa-deploy evaluate {run}",
+    "analysis.json": "asa-deploy analyze {run}",
+    "folded.pt": "asa-deploy fold {run}",
+    "fold.json": "asa-deploy fold {run}",
+    "chip_config.json": "asa-deploy fold {run} (or asa-deploy compile {run})",
+    "mapping.json": "asa-deploy fold {run} (or asa-deploy compile {run})",
+    "sim.json": "asa-deploy simulate {run}",
+    "device.json": "asa-deploy deploy {run}",
+    "camera.json": "asa-deploy camera {run}",
+}
+
+_hash_cache: dict[tuple[str, int, int], str] = {}
+
+
+class StaleArtifactError(AsaDeployError):
+    """An artifact made from files that have changed since (e.g. a chip config of an older model)."""
+
+
+def content_hash(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (cached per path, size and modification time)."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _hash_cache:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        _hash_cache[key] = digest.hexdigest()
+    return _hash_cache[key]
+
+
+def record(run_dir: str | Path, made_from: Iterable[str] = (), **facts) -> dict:
+    """The provenance record of an artifact made now from the run files ``made_from``."""
+    run_dir = Path(run_dir)
+    return {"made_from": {name: content_hash(run_dir / name) for name in made_from},
+            **facts, "asa_deploy": __version__,
+            "written_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def read(path: Path) -> dict | None:
+    """The provenance record stored in an artifact, None when it has none (or cannot be read)."""
+    try:
+        if path.suffix == ".pt":
+            import torch
+
+            value = torch.load(path, weights_only=False, map_location="cpu")
+        elif path.suffix == ".json":
+            value = json.loads(path.read_text(encoding="utf-8"))
+            if path.name == "chip_config.json":
+                value = value.get("meta", {}) if isinstance(value, dict) else None
+        else:
+            return None
+    except Exception:  # noqa: BLE001 - unreadable artifacts are reported by their own loaders
+        return None
+    found = value.get(KEY) if isinstance(value, dict) else None
+    return found if isinstance(found, dict) else None
+
+
+def problems(run_dir: str | Path, name: str, prov: dict | None = None,
+             _checked: dict | None = None) -> list[str]:
+    """Why ``run_dir/name`` is not current (empty when it is). ``prov`` overrides the record read
+    from the file (for the per-engine entries of ``sim.json``). ``model.pt`` is the root."""
+    run_dir = Path(run_dir)
+    checked = {} if _checked is None else _checked
+    if prov is None:
+        if name in checked:
+            return checked[name]
+        if not (run_dir / name).is_file():
+            return [f"{name} is missing"]
+        if name == "model.pt":
+            checked[name] = []
+            return []
+        prov = read(run_dir / name)
+    if prov is None or not isinstance(prov.get("made_from"), dict):
+        found = [f"{name} records no provenance (written by an older asa_deploy or by hand), so "
+                 f"what it was made from cannot be checked"]
+    else:
+        found = []
+        for source, digest in prov["made_from"].items():
+            path = run_dir / source
+            if not path.is_file():
+                found.append(f"{name} was made from {source}, which is gone")
+            elif content_hash(path) != digest:
+                found.append(f"{name} was made from an earlier {source} (it has changed since)")
+            else:
+                found += problems(run_dir, source, _checked=checked)
+    checked.setdefault(name, found)
+    return found
+
+
+def remedy(run_dir: str | Path, name: str) -> str:
+    base = name if name in REMEDY else re.sub(r"-.*(\.\w+)$", r"\1", name)
+    return REMEDY.get(base, "rerun the stage that writes it").format(run=run_dir)
+
+
+def require_current(run_dir: str | Path, name: str) -> None:
+    """Refuse to build on ``run_dir/name`` when it was made from files that have changed since.
+
+    An artifact without a record (older asa_deploy) is accepted: there is nothing to compare.
+    """
+    found = [p for p in problems(run_dir, name) if "records no provenance" not in p]
+    if found:
+        raise StaleArtifactError(f"{Path(run_dir) / name}: " + "; ".join(found)
+                                 + f". Rerun `{remedy(run_dir, name)}` first")
+
+
+def data_artifact(base: str, data: str | None, run_data: str) -> str:
+    """File name of an artifact computed on ``data``: ``base`` itself for the run's own data,
+    else ``stem-<data>.json`` so that another data set never overwrites the run's figures."""
+    if data is None or data == run_data:
+        return base
+    stem, dot, suffix = base.partition(".")
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", data).strip("-")[-40:]
+    tag = hashlib.sha256(data.encode()).hexdigest()[:8]
+    return f"{stem}-{slug}-{tag}{dot}{suffix}"
+
+
+def supersede(run_dir: str | Path) -> tuple[Path | None, list[str]]:
+    """Move every artifact derived from an earlier ``model.pt`` into
+    ``run_dir/superseded/<UTC time>/``; returns that folder and the moved names."""
+    run_dir = Path(run_dir)
+    found = sorted({p for pattern in DERIVED for p in run_dir.glob(pattern)})
+    if not found:
+        return None, []
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    target = run_dir / "superseded" / stamp
+    target.mkdir(parents=True)
+    for path in found:
+        shutil.move(str(path), target / path.name)
+    return target, [p.name for p in found]
