@@ -40,10 +40,11 @@ def _add_train_args(p: argparse.ArgumentParser, *, with_model_defaults: bool = T
                    help="mse on output rates (the paper's) or cross-entropy on spike counts")
     p.add_argument("--seed", type=cli_args.seed, default=0,
                    help="seeds weights, split, windows, dropout")
-    p.add_argument("--n-val", type=cli_args.positive_int, default=None,
-                   help="validation recordings (stratified); None: use --val-fraction")
-    p.add_argument("--val-fraction", type=cli_args.open_share, default=0.2,
-                   help="share held out for validation, in (0, 1)")
+    p.add_argument("--n-val", type=cli_args.non_negative_int, default=None,
+                   help="validation recordings (stratified; 0: none, the last epoch is kept); "
+                        "None: use --val-fraction")
+    p.add_argument("--val-fraction", type=cli_args.val_share, default=0.2,
+                   help="share held out for validation, in [0, 1) (0: none)")
     p.add_argument("--T", type=cli_args.positive_int, default=None,
                    help="time steps; None: the model spec's")
     p.add_argument("--dt-ms", type=cli_args.bin_ms, default=None,
@@ -154,7 +155,8 @@ def cmd_quickstart(args) -> int:
     io.write_json(out / "quickstart.json", {"runs": {k: str(v) for k, v in runs.items()},
                                              "summaries": summaries, "ladders": ladders})
     print(table)
-    print(f"\nchip ladder on {args.chip} (accuracy; synops per window on the simulators):")
+    print(f"\nchip ladder on {args.chip} (accuracy per recording, {args.eval_windows} windows per "
+          f"recording; synops per window on the simulators):")
     for label, ladder in ladders.items():
         for row in ladder:
             synops = (f"  synops/window {row['synops_per_window']:,.0f}"
@@ -225,7 +227,8 @@ def cmd_fold(args) -> int:
                       finetune_lr=args.finetune_lr, finetune_loss=args.finetune_loss,
                       seed=args.seed, progress=not args.no_progress)
     print(f"{args.run_dir} ({report['attention']}) on {report['chip']}: strategy "
-          f"{report['strategy']}")
+          f"{report['strategy']}; accuracy per recording on the validation split, "
+          f"{args.eval_windows} windows per recording")
     print(f"{'step':52s} {'acc':>6s} {'NASFR':>7s} {'synops/window':>14s}")
     for row in report["ladder"]:
         nasfr = f"{row['nasfr']:.4f}" if "nasfr" in row else "-"
@@ -331,7 +334,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from asa_deploy.chip.simulate import SIM_JSON, simulate_run
+    from asa_deploy.chip.simulate import simulate_run
 
     summary = simulate_run(args.run_dir, args.data, engine=args.engine, windows=args.windows,
                            max_recordings=args.max_recordings, progress=not args.json)
@@ -340,13 +343,14 @@ def cmd_simulate(args) -> int:
         return 0
     print(f"{summary['data']} on {summary['chip']}, engine {args.engine}")
     print(f"accuracy {summary['accuracy']:.4f} per window, {summary['recording_accuracy']:.4f} per "
-          f"recording (correct when more than half of its windows are)")
+          f"recording ({args.windows} windows per recording; a recording is correct when more "
+          f"than half of its windows are, a silent window is wrong)")
     print(f"input events {summary['input_events']:,} ({summary['dropped_events']:,} dropped by the "
           f"DVS layer); {summary['events_per_second']:,.0f} events/s simulated")
     for core, spikes in summary["spikes_per_core"]["total"].items():
         print(f"  core {core}: {spikes:,} spikes, {summary['synops_per_core']['total'][core]:,} "
               f"synops")
-    print(f"wrote {Path(args.run_dir) / SIM_JSON}")
+    print(f"wrote {summary['file']}")
     return 0
 
 

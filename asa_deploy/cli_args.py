@@ -59,9 +59,10 @@ non_negative_int = _integer("non_negative_int", "a non-negative integer", lambda
 seed = _integer("seed", f"an integer from 0 to {SEED_MAX}", lambda v: 0 <= v <= SEED_MAX)
 positive_float = _real("positive_float", "a finite number > 0", lambda v: v > 0)
 non_negative_float = _real("non_negative_float", "a finite number >= 0", lambda v: v >= 0)
-# Strict on both ends as the code that uses them is: stratified_split needs a non-empty train and
-# validation part, and ASA's lambda must leave some channels and steps on either side.
+# ASA's lambda must leave some channels and steps on either side: both ends excluded.
 open_share = _real("open_share", "a number in (0, 1), both ends excluded", lambda v: 0 < v < 1)
+# A validation share: 0 holds out nothing (training keeps its last epoch); 1 would leave no training.
+val_share = _real("val_share", "a number in [0, 1)", lambda v: 0 <= v < 1)
 share = _real("share", "a number in (0, 1]", lambda v: 0 < v <= 1)
 bin_ms = _real("bin_ms", f"a bin width of at least {MIN_BIN_MS} ms (1 us, the timestamp unit)",
                lambda v: v >= MIN_BIN_MS)
@@ -77,8 +78,8 @@ def model_param(text: str) -> tuple[str, int]:
     try:
         number = int(value)
     except ValueError:
-        number = 0
-    if number < 1:
+        number = None
+    if number is None or number < 1:
         raise argparse.ArgumentTypeError(
             f"{text!r}: the value must be a positive integer (parameters are widths and sizes)")
     return key, number
@@ -157,19 +158,24 @@ def model_spec(text: str) -> str:
                                      f"models in {models_dir()}: {known}")
 
 
+def hw_configs_dir() -> Path:
+    """As ``asa_deploy.chip.spec.hw_configs_dir``, without importing the chip package."""
+    return Path(os.environ.get("ASA_DEPLOY_HW_CONFIGS",
+                               Path(__file__).resolve().parents[1] / "hw_configs"))
+
+
 def chip(text: str) -> str:
     """A hw_config name or the path of a ``.toml`` file (as ``load_chip_spec`` resolves it)."""
-    from asa_deploy.chip.spec import hw_configs_dir, list_chips  # standard library only
-
     if Path(text).suffix == ".toml":
         if os.path.isfile(text):
             return text
         raise argparse.ArgumentTypeError(f"no such hw_config file: {text!r}")
     if text and os.path.isfile(hw_configs_dir() / f"{text}.toml"):
         return text
+    known = ", ".join(sorted(p.stem for p in hw_configs_dir().glob("*.toml"))) or "(none found)"
     raise argparse.ArgumentTypeError(
-        f"unknown chip {text!r}; known: {', '.join(list_chips())} (in {hw_configs_dir()}), or pass "
-        f"the path of a .toml file")
+        f"unknown chip {text!r}; known: {known} (in {hw_configs_dir()}), or pass the path of a "
+        f".toml file")
 
 
 def device(text: str) -> str:

@@ -75,10 +75,10 @@ def save_torch(path: str | Path, obj: Any, *, keep_previous: str | Path | None =
 
 # ---- guarded reads ---------------------------------------------------------------------------------
 
-def _brief(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else ""
-    text = text if len(text) <= 160 else text[:157] + "..."
+def brief(exc: BaseException, limit: int = 200) -> str:
+    """``Type: message`` on one line, cut to ``limit`` characters (torch's are long)."""
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= limit else text[:limit - 3] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -126,7 +126,7 @@ def load_torch(path: str | Path, kind: str, *, remedy: str, required_keys: Itera
         obj = torch.load(path, weights_only=False, map_location=map_location)
     except Exception as exc:  # noqa: BLE001 - zip, pickle, EOF, unknown class: all mean unreadable
         raise artifact_error(path, f"the {kind} cannot be read: truncated, corrupt or not a torch file "
-                          f"({_brief(exc)})", remedy) from exc
+                          f"({brief(exc)})", remedy) from exc
     if not isinstance(obj, dict):
         raise artifact_error(path, f"holds a {type(obj).__name__}, not the {kind} (a dict written by "
                           f"asa-deploy)", remedy)
@@ -145,7 +145,7 @@ def read_text(path: str | Path, kind: str, *, remedy: str, if_missing: str | Non
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise artifact_error(path, f"the {kind} cannot be read as text: corrupt or not a text file "
-                          f"({_brief(exc)})", remedy) from exc
+                          f"({brief(exc)})", remedy) from exc
 
 
 def _json_type(value: Any) -> str:
@@ -164,7 +164,7 @@ def load_json(path: str | Path, kind: str, *, remedy: str, expect: type | None =
         raise artifact_error(path, f"the {kind} is not valid JSON: truncated or corrupt ({exc.msg} at "
                           f"line {exc.lineno}, column {exc.colno})", remedy) from exc
     except (ValueError, RecursionError) as exc:  # 4300+ digit numbers, nesting past the stack
-        raise artifact_error(path, f"the {kind} cannot be parsed ({_brief(exc)})", remedy) from exc
+        raise artifact_error(path, f"the {kind} cannot be parsed ({brief(exc)})", remedy) from exc
     if expect is not None and not isinstance(value, expect):
         wanted = _json_type(expect())
         raise artifact_error(path, f"the {kind} holds a JSON {_json_type(value)} where "

@@ -133,8 +133,11 @@ def remedy(run_dir: str | Path, name: str) -> str:
 def require_current(run_dir: str | Path, name: str) -> None:
     """Refuse to build on ``run_dir/name`` when it was made from files that have changed since.
 
-    An artifact without a record (older asa_deploy) is accepted: there is nothing to compare.
+    An artifact without a record (older asa_deploy) is accepted: there is nothing to compare; a
+    missing one is left to its loader, which says which command makes it.
     """
+    if not (Path(run_dir) / name).is_file():
+        return
     found = [p for p in problems(run_dir, name) if "records no provenance" not in p]
     if found:
         raise StaleArtifactError(f"{Path(run_dir) / name}: " + "; ".join(found)

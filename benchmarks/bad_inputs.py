@@ -67,16 +67,21 @@ keys = ("epochs", "batch_size", "lr", "eval_windows", "T", "dt_us", "downsample"
         "params", "n_val", "attention", "model")
 split = d.get("split", {})
 log = run / "train_log.jsonl"
+lines = log.read_text().splitlines() if log.is_file() else []
+last = json.loads(lines[-1]) if lines else {}
 val = a.get("metrics", {}).get("val", {})
 print(json.dumps({"train_config": {k: tc.get(k) for k in keys}, "frame_spec": d.get("frame_spec"),
                   "n_train": len(split.get("train", [])), "n_val": len(split.get("val", [])),
                   "val_accuracy": val.get("accuracy"), "val_windows": val.get("windows"),
                   "val_recordings": val.get("recordings"),
                   "best_epoch": a.get("metrics", {}).get("best_epoch"),
-                  "epochs_logged": len(log.read_text().splitlines()) if log.is_file() else None},
+                  "epochs_logged": len(lines),
+                  "last_epoch_loss": last.get("loss"),
+                  "last_epoch_train_samples_per_s": last.get("train_samples_per_s")},
                  default=str))
 """
-# Zeroes the output layer (weight and bias of the last block with a synapse): a silent network.
+# Makes the output layer's weights and bias all negative (strictly): its neurons never spike, in
+# float and on the chip alike (an all-zero layer would be refused by compile), a silent network.
 SILENCE_MODEL = """
 import sys
 from pathlib import Path
@@ -86,11 +91,11 @@ a = torch.load(path, weights_only=False, map_location="cpu")
 w = a["weights"]
 blocks = sorted({int(k.split(".")[1]) for k in w if k.startswith("blocks.") and ".synapse" in k})
 last = f"blocks.{blocks[-1]}.synapse"
-zeroed = [k for k in w if k.startswith(last) and k.rsplit(".", 1)[-1] in ("weight", "bias")]
-for k in zeroed:
-    w[k] = torch.zeros_like(w[k])
+changed = [k for k in w if k.startswith(last) and k.rsplit(".", 1)[-1] in ("weight", "bias")]
+for k in changed:
+    w[k] = -w[k].abs() - 0.01
 torch.save(a, path)
-print(",".join(zeroed))
+print(",".join(changed))
 """
 
 
@@ -104,7 +109,9 @@ def _tail_lines(text: str) -> list[str]:
 
 
 def _last_meaningful(stderr: str, stdout: str) -> str:
-    lines = _tail_lines(stderr) or _tail_lines(stdout)
+    """The last line of stderr that is not progress or an INFO/DEBUG log line, else of stdout."""
+    errors = [ln for ln in _tail_lines(stderr) if not re.match(r"(INFO|DEBUG) ", ln)]
+    lines = errors or _tail_lines(stdout)
     return lines[-1].strip() if lines else ""
 
 
@@ -193,7 +200,7 @@ class Harness:
         """The record as stored: tails of the outputs instead of all of them."""
         out = {k: v for k, v in res.items() if k not in ("stdout", "stderr", "argv")}
         out["stderr_tail"] = "\n".join(_tail_lines(res["stderr"])[-8:])
-        out["stdout_tail"] = "\n".join(_tail_lines(res["stdout"])[-6:])
+        out["stdout_tail"] = "\n".join(_tail_lines(res["stdout"])[-12:])
         return out
 
     def case(self, cid: str, title: str, *args: str, observe: Callable[[dict], dict] | None = None,
@@ -319,7 +326,8 @@ def _train_summary(record: dict, obs: dict) -> str:
     return (f"accepted: trained with {json.dumps({k: v for k, v in tc.items() if v is not None})}, "
             f"frame_spec {obs.get('frame_spec')}, {obs.get('n_train')} train / {obs.get('n_val')} val, "
             f"val acc {_fmt(obs.get('val_accuracy'))} over {obs.get('val_windows')} windows, "
-            f"{obs.get('epochs_logged')} epoch(s) logged")
+            f"{obs.get('epochs_logged')} epoch(s) logged, last loss {_fmt(obs.get('last_epoch_loss'))} "
+            f"at {_fmt(obs.get('last_epoch_train_samples_per_s'))} samples/s")
 
 
 def _problems(report: object, found: list[str] | None = None) -> list[str]:
@@ -499,8 +507,9 @@ def cases_6(h: Harness) -> None:
     run = h.copy_run("base", "c6_silent")
     for name in ("eval.json", "sim.json", "chip_config.json", "mapping.json"):
         (run / name).unlink(missing_ok=True)
-    zeroed = h.prepare("silence model.pt (zero the output layer)", str(run), python=SILENCE_MODEL)
-    h.case("6.1", f"evaluate a silent network (zeroed: {zeroed['stdout'].strip()})",
+    changed = h.prepare("silence model.pt (output layer all negative)", str(run),
+                        python=SILENCE_MODEL)
+    h.case("6.1", f"evaluate a silent network (all negative: {changed['stdout'].strip()})",
            "evaluate", str(run),
            observe=lambda res: {k: (_json(run / "eval.json") or {}).get(k)
                                 for k in ("accuracy", "window_accuracy", "nasfr", "windows",
@@ -522,6 +531,13 @@ def cases_6(h: Harness) -> None:
                summary=lambda r, o: f"defaults: {o.get('windows_defaults')}")
 
 
+def _accuracy_line(record: dict) -> str:
+    """evaluate's 'N recordings, M windows' and 'accuracy ...' lines."""
+    found = [ln.strip() for ln in record["stdout_tail"].splitlines()
+             if re.match(r"\s*(accuracy|.*recordings, \d+ windows)", ln)]
+    return ", ".join(found) or record["last_line"]
+
+
 def _window_defaults(help_text: str) -> dict[str, str]:
     text = " ".join(help_text.split())
     found = re.findall(r"(--[\w-]*windows)\s+[A-Z_]+\s+(?:.*?)\(default:\s*([^)]+)\)", text)
@@ -534,19 +550,19 @@ def cases_7(h: Harness) -> None:
     def evaluate_on(cid: str, title: str, folder: Path, describe: Callable[[dict], str]) -> None:
         h.case(cid, title, "evaluate", str(run), "--data", f"events:{folder}", "--eval-windows", "2",
                observe=lambda res: {"dataset_as_loaded": h.probe(PROBE_DATASET, f"events:{folder}")},
-               summary=lambda r, o: describe(o["dataset_as_loaded"]) + "; "
-               + (f"evaluate exit {r['exit_code']}: {r['last_line']}"[:160]))
+               summary=lambda r, o: describe(o["dataset_as_loaded"]) + "; evaluate: "
+               + (_accuracy_line(r) if r["exit_code"] == 0 else r["last_line"])[:160])
 
-    def one(file: str):
+    def one(file: str, content: str):
         def describe(loaded: dict) -> str:
             if "probe_error" in loaded:
                 return f"loading: {loaded['probe_error']}"[:160]
             rec = next((r for r in loaded.get("recordings", []) if r["file"] == file), None)
             skipped = [s for s in loaded.get("skipped", []) if s[0] == file]
             if rec is None:
-                return f"{file} skipped: {skipped[0][1] if skipped else 'absent'}"[:200]
-            return (f"{file} loaded as label {rec['label']}, p values {rec['p_values']}, "
-                    f"x values {rec['x_values']}...")
+                return f"{content}; {file} skipped: {skipped[0][1] if skipped else 'absent'}"[:200]
+            return (f"{content}; loaded as label {rec['label']}, p values {rec['p_values']}, "
+                    f"x values {rec['x_values'][:3]}...")
         return describe
 
     recs, labels = h.good_recordings(5, seed=700)
@@ -555,7 +571,7 @@ def cases_7(h: Harness) -> None:
     recs["pol7.npy"] = bad
     folder = h.events_folder("pol7", recs, [*labels, ("pol7.npy", "1")])
     evaluate_on("7.1", "polarity 7 in half the events of one .npy (saved as EVENT_DTYPE)", folder,
-                one("pol7.npy"))
+                one("pol7.npy", "file: p = 7 in half its events, label 1"))
 
     recs, labels = h.good_recordings(5, seed=710)
     ev = _events(717)
@@ -566,15 +582,16 @@ def cases_7(h: Harness) -> None:
     recs["xfloat.npy"] = floaty
     folder = h.events_folder("xfloat", recs, [*labels, ("xfloat.npy", "2")])
     evaluate_on("7.2", "x = 16.5 (float x field) in every event of one .npy", folder,
-                one("xfloat.npy"))
+                one("xfloat.npy", "file: x = 16.5 everywhere, label 2"))
 
     recs, labels = h.good_recordings(6, seed=720)
     folder = h.events_folder("dup_bad", recs, [*labels, ("rec0.npy", "not_a_class")])
     evaluate_on("7.3", "rec0.npy listed twice in labels.csv: good row (0) first, bad row "
-                       "('not_a_class') second", folder, one("rec0.npy"))
+                       "('not_a_class') second", folder,
+                one("rec0.npy", "rows: rec0.npy,0 then rec0.npy,not_a_class"))
     folder = h.events_folder("dup_conflict", recs, [*labels, ("rec0.npy", "3")])
     evaluate_on("7.4", "rec0.npy listed twice: label 0 first, a conflicting valid label 3 second",
-                folder, one("rec0.npy"))
+                folder, one("rec0.npy", "rows: rec0.npy,0 then rec0.npy,3"))
     folder = h.events_folder("bom", recs, labels, bom=True)
     evaluate_on("7.5", "labels.csv saved with a UTF-8 BOM (Excel)", folder,
                 lambda loaded: (f"{len(loaded.get('recordings', []))} recordings loaded"
@@ -651,13 +668,15 @@ def cases_8(h: Harness) -> None:
 
 
 def cases_9(h: Harness) -> None:
-    h.case("9.1", "baseline: train --help (interpreter start and CLI import)", "train", "--help",
-           summary=lambda r, o: f"{r['wall_s']} s to print the help")
+    h.case("9.1", "baseline: train --help (interpreter start and CLI parser, no torch)", "train",
+           "--help", summary=lambda r, o: f"{r['wall_s']} s to print the help")
+    h.case("9.2", "baseline: models (interpreter start and torch import)", "models",
+           summary=lambda r, o: f"{r['wall_s']} s to list the models")
     run = h.path("c9_nofit")
     shutil.rmtree(run, ignore_errors=True)
     h.prepare("train a model that fits no core (dvs-small --param fc=512: a 512x512 FC layer)",
               *TRAIN_TINY, "--param", "fc=512", "--out", str(run))
-    h.case("9.2", "fold (defaults) a model that fits no core: time to the error", "fold", str(run),
+    h.case("9.3", "fold (defaults) a model that fits no core: time to the error", "fold", str(run),
            "--no-progress")
 
 

@@ -65,9 +65,9 @@ BAD = [  # (argv after the command's RUN_DIR, if any; the option named; a fragme
     (["train", "--dt-ms", "0"], "--dt-ms", "at least 0.001 ms"),
     (["train", "--dt-ms", "0.0001"], "--dt-ms", "at least 0.001 ms"),
     (["train", "--downsample", "0"], "--downsample", "positive integer, got 0"),
-    (["train", "--n-val", "0"], "--n-val", "positive integer, got 0"),
-    (["train", "--val-fraction", "1"], "--val-fraction", "in (0, 1)"),
-    (["train", "--val-fraction", "-0.2"], "--val-fraction", "in (0, 1)"),
+    (["train", "--n-val", "-1"], "--n-val", "non-negative integer, got -1"),
+    (["train", "--val-fraction", "1"], "--val-fraction", "in [0, 1)"),
+    (["train", "--val-fraction", "-0.2"], "--val-fraction", "in [0, 1)"),
     (["train", "--seed", "-1"], "--seed", "an integer from 0 to 4294967295, got -1"),
     (["train", "--seed", str(2**32)], "--seed", "from 0 to 4294967295"),
     (["train", "--data", "nmnist:/no/such/folder"], "--data", "folder /no/such/folder does not exist"),
@@ -228,10 +228,15 @@ def test_dt_ms_becomes_whole_microseconds():
     assert _config(PARSER.parse_args(["train", "--out", "r"])).dt_us is None
 
 
-def test_models_dir_is_the_one_the_network_builder_reads():
+def test_the_cli_looks_for_models_and_chips_where_the_loaders_do(tmp_path, monkeypatch):
     from asa_deploy.nn.network import models_dir
 
     assert cli_args.models_dir() == models_dir()
+    assert cli_args.hw_configs_dir() == hw_configs_dir()
+    monkeypatch.setenv("ASA_DEPLOY_MODELS", str(tmp_path))
+    monkeypatch.setenv("ASA_DEPLOY_HW_CONFIGS", str(tmp_path))
+    assert cli_args.models_dir() == models_dir() == tmp_path
+    assert cli_args.hw_configs_dir() == hw_configs_dir() == tmp_path
 
 
 def test_every_value_taking_option_has_a_checking_type():
@@ -244,7 +249,8 @@ def test_every_value_taking_option_has_a_checking_type():
                 f"{command} {action.option_strings or action.dest}")
 
 
-HEAVY = ("torch", "sinabs", "numpy", "numba", "matplotlib", "tonic", "yaml", "samna")
+HEAVY = ("torch", "sinabs", "numpy", "numba", "matplotlib", "tonic", "yaml", "samna",
+         "asa_deploy.chip", "asa_deploy.data", "asa_deploy.nn")
 
 
 def test_parsing_imports_no_heavy_library(tmp_path):
@@ -295,14 +301,14 @@ CONSTRAINTS = {
     "eval_windows": lambda v: _is_int(v, 1), "windows": lambda v: _is_int(v, 1),
     "calib_recordings": lambda v: _is_int(v, 1), "finetune_epochs": lambda v: _is_int(v, 0),
     "seed": lambda v: _is_int(v, 0, 2**32 - 1),
-    "n_val": lambda v: v is None or _is_int(v, 1), "T": lambda v: v is None or _is_int(v, 1),
+    "n_val": lambda v: v is None or _is_int(v, 0), "T": lambda v: v is None or _is_int(v, 1),
     "downsample": lambda v: v is None or _is_int(v, 1), "asa_r": lambda v: v is None or _is_int(v, 1),
     "max_samples": lambda v: v is None or _is_int(v, 1),
     "max_recordings": lambda v: v is None or _is_int(v, 1),
     "lr": lambda v: _is_float(v, lambda x: x > 0), "finetune_lr": lambda v: _is_float(v, lambda x: x > 0),
     "dt": lambda v: _is_float(v, lambda x: x > 0), "seconds": lambda v: _is_float(v, lambda x: x > 0),
     "weight_decay": lambda v: _is_float(v, lambda x: x >= 0),
-    "val_fraction": lambda v: _is_float(v, lambda x: 0 < x < 1),
+    "val_fraction": lambda v: _is_float(v, lambda x: 0 <= x < 1),
     "asa_lambda": lambda v: v is None or _is_float(v, lambda x: 0 < x < 1),
     "input_mask_keep": lambda v: _is_float(v, lambda x: 0 < x <= 1),
     "dt_ms": lambda v: v is None or _is_float(v, lambda x: x >= 0.001),
@@ -398,7 +404,11 @@ def argvs(draw, sandbox):
             argv.append(value(action))
     options = [a for a in parser._actions if a.option_strings and not isinstance(
         a, argparse._HelpAction)]
-    for action in draw(st.lists(st.sampled_from(options), max_size=6)) if options else []:
+    needed = [a for a in options if a.required] + [
+        draw(st.sampled_from(g._group_actions)) for g in parser._mutually_exclusive_groups
+        if g.required]
+    chosen = draw(st.lists(st.sampled_from(options), max_size=6)) if options else []
+    for action in needed + chosen:
         argv.append(draw(st.sampled_from(action.option_strings)))
         if action.nargs == "*":
             argv += [value(action) for _ in range(draw(st.integers(0, 2)))]

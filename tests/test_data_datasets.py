@@ -14,7 +14,7 @@ import pytest
 from helpers import random_events
 
 import asa_deploy.data
-from asa_deploy.data import EVENT_DTYPE, FrameSpec, open_dataset, stratified_split
+from asa_deploy.data import EVENT_DTYPE, EventDataset, FrameSpec, open_dataset, stratified_split
 from asa_deploy.errors import DataSpecError
 
 
@@ -311,3 +311,207 @@ def test_files_are_decoded_once_across_epochs(tmp_path, bin40_writer, monkeypatc
         framed.set_epoch(epoch)
         assert all(framed[i][0].shape == (4, 2, 34, 34) for i in range(len(framed)))
     assert len(calls) == 6
+
+
+# --- labels.csv (issue 9) -------------------------------------------------------------------------
+
+
+def _two_recordings(folder) -> None:
+    np.save(folder / "a.npy", random_events(30))
+    np.save(folder / "b.npy", random_events(30, seed=1))
+
+
+def test_labels_csv_with_excel_bom_blank_lines_and_quoting(tmp_path):
+    _two_recordings(tmp_path)
+    np.save(tmp_path / "c, d.npy", random_events(30, seed=2))
+    (tmp_path / "labels.csv").write_bytes(
+        "\ufeffFile,Label,notes\r\n\r\na.npy,marche,\r\n,,\r\nb.npy,\"naïve, slow\",x\r\n"
+        "\"c, d.npy\",marche,\r\n".encode()
+    )
+    ds = open_dataset(f"events:{tmp_path}")
+    assert ds.skipped == [] and ds.class_names == ["marche", "naïve, slow"]
+    assert [s.rsplit("/", 1)[1] for s in ds.sources] == ["a.npy", "b.npy", "c, d.npy"]
+    assert ds.labels.tolist() == [0, 1, 0]
+
+
+def test_file_listed_twice_with_other_label_names_both_lines(tmp_path):
+    _two_recordings(tmp_path)
+    (tmp_path / "labels.csv").write_text("file,label\na.npy,1\nb.npy,0\n\n./a.npy,0\n")
+    with pytest.raises(DataSpecError) as info:
+        open_dataset(f"events:{tmp_path}")
+    assert str(info.value) == (
+        f"{tmp_path / 'labels.csv'}: a.npy is listed twice with different labels: line 2 says "
+        "'1', line 5 says '0'; delete the wrong row"
+    )
+
+
+def test_file_listed_twice_with_same_label_is_used_once(tmp_path, caplog):
+    _two_recordings(tmp_path)
+    (tmp_path / "labels.csv").write_text("file,label\na.npy,1\nb.npy,0\na.npy, 1\n")
+    with caplog.at_level(logging.WARNING, logger="asa_deploy.data"):
+        ds = open_dataset(f"events:{tmp_path}")
+    assert len(ds) == 2 and ds.labels.tolist() == [1, 0]
+    assert "a.npy is listed twice with the same label (lines 2 and 4); using it once" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("file,lable\na.npy,1\n", r"needs column 'label'; it has \['file', 'lable'\]; did you "
+                                  r"mean 'lable' \(for 'label'\?\)"),
+        ("a.npy,1\nb.npy,0\n", r"needs column 'file' \(or 'path'\) and 'label'.*looks like a data "
+                               r"row: add the header line 'file,label'"),
+        ("file,label,file\na.npy,1,a\n", r"names column\(s\) \['file'\] twice"),
+        ("", r"labels.csv is empty; its first line must be the header 'file,label'"),
+        ("file,label\na.npy,1\nb,c.npy,0\n", r"labels.csv line 3: 3 fields but the header "
+                                             r"\(line 1\) has 2; put a file name holding a comma "
+                                             r"in double quotes"),
+        ("file,label\n,1\n", r"labels.csv line 2: label '1' but no file"),
+        ("file,label\n../a.npy,1\n", r"labels.csv line 2: file '../a.npy' is outside the folder"),
+        ("file,label\na.npy,1\n/etc/b.npy,0\n", r"line 3: file '/etc/b.npy' is outside"),
+        ("file,label\nsub/../../b.npy,0\n", r"line 2: file 'sub/../../b.npy' is outside"),
+    ],
+)
+def test_labels_csv_problems_are_named_errors(tmp_path, text, message):
+    _two_recordings(tmp_path)
+    (tmp_path / "labels.csv").write_text(text)
+    with pytest.raises(DataSpecError, match=message) as info:
+        open_dataset(f"events:{tmp_path}")
+    assert str(tmp_path / "labels.csv") in str(info.value)
+
+
+def test_labels_csv_not_utf8(tmp_path):
+    _two_recordings(tmp_path)
+    (tmp_path / "labels.csv").write_text("file,label\na.npy,été\n", encoding="utf-16")
+    with pytest.raises(DataSpecError, match=r"labels.csv: not UTF-8 text .*save it as 'CSV UTF-8'"):
+        open_dataset(f"events:{tmp_path}")
+
+
+def test_empty_and_unknown_labels_are_skipped_with_their_line(tmp_path):
+    _two_recordings(tmp_path)
+    np.save(tmp_path / "c.npy", random_events(30, seed=2))
+    np.save(tmp_path / "d.npy", random_events(30, seed=3))
+    (tmp_path / "labels.csv").write_text("file,label\na.npy,walk\nb.npy,\nc.npy,swim\nd.npy,١\n")
+    (tmp_path / "dataset.json").write_text(json.dumps({"class_names": ["walk", "run"]}))
+    ds = open_dataset(f"events:{tmp_path}")
+    assert [s.rsplit("/", 1)[1] for s in ds.sources] == ["a.npy"]
+    reasons = {src.rsplit("/", 1)[1]: why for src, why in ds.skipped}
+    assert reasons["b.npy"] == "its label is empty (labels.csv line 3); fill in the class"
+    assert reasons["c.npy"].startswith("unknown label 'swim' (labels.csv line 4): neither a class "
+                                       "name (walk, run)")
+    assert reasons["d.npy"].startswith("unknown label '١' (labels.csv line 5)")
+
+
+def test_empty_label_is_no_inferred_class(tmp_path):
+    _two_recordings(tmp_path)
+    (tmp_path / "labels.csv").write_text("file,label\na.npy,walk\nb.npy, \n")
+    ds = open_dataset(f"events:{tmp_path}")
+    assert ds.class_names == ["walk"] and len(ds.skipped) == 1
+
+
+def test_fractional_label_from_arrays_is_not_truncated():
+    ds = EventDataset.from_arrays(
+        "mem", [random_events(10), random_events(10, seed=1)], [1, 1.5],
+        class_names=["a", "b"], sensor_size=(34, 34, 2), frame_spec=FrameSpec(T=2, dt_us=1000),
+    )
+    assert ds.labels.tolist() == [1]
+    assert ds.skipped == [("mem#1", "label 1.5 is neither a class name nor an index")]
+
+
+# --- dataset.json (issue 9) -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{\"sensor_size\": [34, 34, 2],}", r"not valid JSON \(Expecting property name enclosed "
+                                            r"in double quotes at line 1 column 29\)"),
+        ("[34, 34, 2]", r"holds a JSON list, not an object"),
+        ('"sensor_size"', r"holds a JSON str, not an object"),
+        ('{"sensor-size": [34, 34, 2]}', r"unknown key 'sensor-size' \(did you mean "
+                                         r"'sensor_size'\?\)"),
+        ('{"sensor_size": [34.5, 34, 2]}', r"sensor_size \[34.5, 34, 2\] is not three integers"),
+        ('{"sensor_size": ["34", 34, 2]}', r"sensor_size \['34', 34, 2\] is not three integers"),
+        ('{"sensor_size": [34, 34]}', r"is not three integers \[W, H, P\]"),
+        ('{"sensor_size": [0, 34, 2]}', r"sensor_size \[0, 34, 2\] is impossible"),
+        ('{"sensor_size": [34, 34, 3]}', r"P \(polarity channels\) 1 or 2"),
+        ('{"sensor_size": [true, 34, 2]}', r"is not three integers"),
+        ('{"class_names": "abc"}', r"class_names 'abc' is not a non-empty list of names"),
+        ('{"class_names": ["a", ""]}', r"is not a non-empty list of names"),
+        ('{"class_names": ["a", "b", "a"]}', r"class_names lists \['a'\] more than once"),
+        ('{"frame_spec": {"T": "10", "dt_us": 1000}}', r"frame_spec.T '10' is not an integer >= 1"),
+        ('{"frame_spec": {"T": 0, "dt_us": 1000}}', r"frame_spec.T 0 is not an integer >= 1"),
+        ('{"frame_spec": {"T": 4}}', r"frame_spec needs 'dt_us'"),
+        ('{"frame_spec": {"T": 4, "dt_ms": 1}}', r"unknown key 'frame_spec.dt_ms' \(did you "
+                                                 r"mean 'frame_spec.dt_us'\?\); known: T, dt_us"),
+        ('{"frame_spec": {"T": 4, "dt_us": 9, "binarize": "yes"}}', r"binarize 'yes' is not true"),
+        ('{"frame_spec": [4, 1000]}', r"frame_spec \[4, 1000\] is not an object"),
+    ],
+)
+def test_bad_dataset_json_is_a_named_error(tmp_path, text, message):
+    _two_recordings(tmp_path)
+    _write_labels(tmp_path, [("a.npy", "0"), ("b.npy", "1")])
+    (tmp_path / "dataset.json").write_text(text)
+    with pytest.raises(DataSpecError, match=message) as info:
+        open_dataset(f"events:{tmp_path}")
+    assert f"events:{tmp_path}: {tmp_path / 'dataset.json'}: " in str(info.value)
+    assert 'expected e.g. {"sensor_size": [128, 128, 2]' in str(info.value)
+
+
+def test_dataset_json_with_bom_and_integer_class_names(tmp_path):
+    _two_recordings(tmp_path)
+    _write_labels(tmp_path, [("a.npy", "0"), ("b.npy", "1")])
+    (tmp_path / "dataset.json").write_bytes(
+        '\ufeff{"class_names": [0, 1], "sensor_size": [34, 34, 2]}'.encode()
+    )
+    ds = open_dataset(f"events:{tmp_path}")
+    assert ds.class_names == ["0", "1"] and ds.labels.tolist() == [0, 1]
+
+
+# --- inferred sensor size (issue 9) ---------------------------------------------------------------
+
+
+def test_one_far_out_coordinate_does_not_make_a_huge_sensor(tmp_path, caplog):
+    for i in range(5):
+        np.save(tmp_path / f"r{i}.npy", random_events(200, seed=i))
+    corrupt = random_events(200, seed=9)
+    corrupt["x"][17] = 30000
+    np.save(tmp_path / "r5.npy", corrupt)
+    _write_labels(tmp_path, [(f"r{i}.npy", str(i % 2)) for i in range(6)])
+    with caplog.at_level(logging.WARNING, logger="asa_deploy.data"):
+        ds = open_dataset(f"events:{tmp_path}")
+    assert ds.sensor_size == (34, 34, 2) and len(ds) == 5
+    [(source, why)] = ds.skipped
+    assert source == str(tmp_path / "r5.npy")
+    assert why == (
+        "its coordinates reach 30001x34 (x up to 30000, y up to 33), beyond 1280 pixels, larger "
+        "than any common event camera, so the sensor size is not inferred from it; if the sensor "
+        f'really is that large, write {tmp_path / "dataset.json"} with "sensor_size": [W, H, 2], '
+        "else the file is corrupt"
+    )
+    assert "inferred 34x34x2" in caplog.text
+
+
+def test_recording_far_beyond_the_median_extent_is_refused(tmp_path):
+    for i in range(4):
+        np.save(tmp_path / f"r{i}.npy", random_events(200, seed=i))
+    wide = random_events(200, seed=7)
+    wide["y"][3] = 400
+    np.save(tmp_path / "wide.npy", wide)
+    _write_labels(tmp_path, [(f"r{i}.npy", "0") for i in range(4)] + [("wide.npy", "0")])
+    ds = open_dataset(f"events:{tmp_path}")
+    assert ds.sensor_size == (34, 34, 2)
+    assert "more than 4x the extent of the median recording (34x34)" in ds.skipped[0][1]
+    (tmp_path / "dataset.json").write_text(json.dumps({"sensor_size": [34, 401, 2]}))
+    assert len(open_dataset(f"events:{tmp_path}")) == 5  # a declared sensor is trusted
+
+
+def test_single_recording_beyond_the_cap_asks_for_dataset_json(tmp_path):
+    ev = random_events(50)
+    ev["x"][0] = 30000
+    np.save(tmp_path / "a.npy", ev)
+    _write_labels(tmp_path, [("a.npy", "0")])
+    with pytest.raises(DataSpecError, match=r"none of the 1 recordings .* is usable \(first "
+                                            r"problems: .*a.npy: its coordinates reach 30001x34"
+                                            r".*dataset.json"):
+        open_dataset(f"events:{tmp_path}")

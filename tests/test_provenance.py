@@ -16,6 +16,7 @@ from asa_deploy import provenance
 from asa_deploy.chip.simulate import simulate_run
 from asa_deploy.cli import main
 from asa_deploy.data import predict_classes, recording_accuracy
+from asa_deploy.errors import AsaDeployError
 from asa_deploy.fold.stage import fold_run
 from asa_deploy.report import build_report
 from asa_deploy.train import TrainConfig, evaluate_run, train
@@ -159,3 +160,23 @@ def test_a_silent_window_is_wrong_in_float_and_on_the_chip(run, tmp_path):
     result, _ = evaluate_run(copy, windows=1)
     assert result["accuracy"] == 0.0 and result["window_accuracy"] == 0.0
     assert recording_accuracy(np.array([-1, -1]), np.array([0, 0]), np.array([0, 1])) == 0.0
+
+
+def test_the_python_api_refuses_what_the_cli_refuses():
+    with pytest.raises(AsaDeployError, match=r"batch_size=-4 .*lr=nan .*params\['c1'\]=-5"):
+        TrainConfig(batch_size=-4, lr=float("nan"), params={"c1": -5})
+    assert TrainConfig(n_val=0, val_fraction=0.0).n_val == 0
+
+
+def test_without_a_validation_split_the_last_epoch_is_kept(tmp_path, capsys):
+    out = tmp_path / "noval"
+    metrics = train(TrainConfig(epochs=2, **{**TINY, "n_val": 0}), out, progress=False)
+    assert "no model selection, model.pt keeps the last epoch" in capsys.readouterr().out
+    assert metrics["val"] is None and metrics["best_epoch"] == 2
+    artifact = torch.load(out / "model.pt", weights_only=False)
+    assert artifact["data"]["split"]["val"] == [] and len(artifact["data"]["split"]["train"]) > 0
+    assert artifact["provenance"]["selection"] == "last epoch (no validation split)"
+    with pytest.raises(AsaDeployError, match="without a validation split.*--data"):
+        evaluate_run(out)
+    result, path = evaluate_run(out, TINY["data"], windows=1)
+    assert path.name == "eval.json" and result["provenance"]["split"] == "all recordings"

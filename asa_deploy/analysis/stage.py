@@ -41,7 +41,8 @@ def analyze_runs(run_dirs: list[Path], *, data: str | None = None, windows: int 
                    **summarize(result),
                    provenance.KEY: provenance.record(
                        run_dir, ["model.pt"], data=data or own_data,
-                       split="validation" if data in (None, own_data) else "all recordings",
+                       split="validation" if data in (None, own_data)
+                       and artifact["data"]["split"]["val"] else "all recordings",
                        windows=windows, max_samples=max_samples)}
         path = run_dir / provenance.data_artifact("analysis.json", data, own_data)
         write_analysis(summary, path)

@@ -141,7 +141,7 @@ def compile_network(model: nn.Module | LoweredNetwork, chip: str | ChipSpec, *, 
     config = ChipConfig(chip=spec.name, cores=cores, readout=readout, dvs=dvs,
                         input_core=None if dvs is not None else first_core,
                         meta={**(meta or {}), "bias_policy": bias_policy, "notes": notes,
-                              "hw_config": spec.path})
+                              "hw_config": str(Path(spec.path).resolve())})
     config.validate(f"compiled {spec.name} config")
     return CompiledNetwork(config, mapping, lowered, quantized, notes)
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from asa_deploy.errors import ChipConfigError
-from asa_deploy.io import load_json, write_text
+from asa_deploy.io import artifact_error, load_json, write_text
 
 SCHEMA_VERSION = 1
 READOUT_CORE = 12  # destination id of the readout block on Speck (speck-hardware.md section 5)
@@ -237,17 +237,11 @@ class ChipConfig:
         }
 
     @classmethod
-    def from_dict(cls, raw: dict, source: str = "ChipConfig", remedy: str | None = None) -> ChipConfig:
+    def from_dict(cls, raw: dict, source: str = "ChipConfig") -> ChipConfig:
         """Parse and validate; every field is type-checked, never coerced (a ``"2"`` or ``2.0``
         where an integer belongs, a ``true`` among the weights, an unknown key: refused), so what
-        loads is exactly what was written. ``remedy`` ends the message of a refused value."""
-        try:
-            config = _config_from_dict(raw, source)
-            config.validate(source)
-        except ChipConfigError as exc:
-            raise ChipConfigError(f"{exc}; {remedy}" if remedy else str(exc)) from exc
-        _check_chip_name(config, source)
-        return config
+        loads is exactly what was written."""
+        return _config_from_dict(raw, source).validate(source)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":")) + "\n"
@@ -270,8 +264,14 @@ class ChipConfig:
         path = Path(path)
         remedy = _recompile_remedy(path)
         raw = load_json(path, "chip config", remedy=remedy,
-                        if_missing=f"run `asa-deploy compile {path.parent}` first")
-        return cls.from_dict(raw, str(path), remedy)
+                        if_missing="run `asa-deploy compile` first (or `asa-deploy fold`, which "
+                                   "compiles too)")
+        try:
+            config = cls.from_dict(raw, str(path))
+        except ChipConfigError as exc:
+            raise artifact_error(path, str(exc).removeprefix(f"{path}: "), remedy) from exc
+        _check_chip_name(config, str(path))
+        return config
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ChipConfig) and self.to_dict() == other.to_dict()
@@ -492,6 +492,8 @@ def _core_from_dict(raw: Any, where: str) -> CoreConfig:
     raw = _fields(raw, where, ("core", "name", "input_shape", "weights", "biases", "stride",
                                "padding", "threshold_high", "threshold_low", "return_to_zero",
                                "neurons_initial_value", "destinations"), _CORE_OPTIONAL)
+    if type(raw["core"]) is int and isinstance(raw["name"], str):
+        where = f"{where} (core {raw['core']}, {raw['name']})"
     scale = raw["scale"]
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale):
         raise ChipConfigError(f"{where}: scale: expected a finite number, got {_short(scale)}")

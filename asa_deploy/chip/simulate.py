@@ -9,7 +9,7 @@ classification agreement and the cosine similarity of per-core activity.
 
 from __future__ import annotations
 
-import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +22,11 @@ from asa_deploy.data import FrameSpec, check_class_names, check_input_shape, ope
 from asa_deploy.data.framing import recording_accuracy as framing_recording_accuracy
 from asa_deploy.data.framing import test_window_starts
 from asa_deploy.defaults import TEST_WINDOWS
-from asa_deploy.errors import ChipConfigError, DataSpecError
-from asa_deploy.io import write_json
+from asa_deploy.errors import ArtifactError, ChipConfigError, DataSpecError
+from asa_deploy.io import load_json, write_json
 
 SIM_JSON = "sim.json"
+log = logging.getLogger("asa_deploy.simulate")
 
 
 def event_windows(config: ChipConfig, data: str | None = None, *, windows: int = TEST_WINDOWS,
@@ -94,7 +95,7 @@ def simulate_run(run_dir: str | Path, data: str | None = None, *, engine: str = 
                  windows: int = TEST_WINDOWS, max_recordings: int | None = None,
                  progress: bool = False) -> dict:
     """Simulate ``RUN_DIR/chip_config.json`` and write ``RUN_DIR/sim.json`` (one key per engine;
-    on other data ``sim-<data>.json``). Refuses a chip config made from a model that has changed
+    on other data ``sim-<data>.json``; returned as ``file``). Refuses a chip config made from a model that has changed
     since; another engine's entry is kept only while it describes the same config and windows."""
     run_dir = Path(run_dir)
     provenance.require_current(run_dir, CHIP_CONFIG)
@@ -108,17 +109,15 @@ def simulate_run(run_dir: str | Path, data: str | None = None, *, engine: str = 
                provenance.KEY: provenance.record(run_dir, [CHIP_CONFIG], engine=engine, **facts)}
     path = run_dir / provenance.data_artifact(SIM_JSON, data, config.meta.get("data_spec", ""))
     previous = {}
-    if path.is_file():
+    if path.exists():
         try:
-            previous = json.loads(path.read_text())
-        except ValueError:
-            previous = {}
-    if not isinstance(previous, dict):
-        previous = {}
+            previous = load_json(path, "simulation results", remedy="it is replaced now")
+        except ArtifactError as exc:
+            log.warning("%s; only the %s entry is written", exc, engine)
     kept = {name: entry for name, entry in previous.items()
             if isinstance(entry, dict) and _same_source(run_dir, entry, facts)}
     write_json(path, {**kept, engine: summary})
-    return summary
+    return {**summary, "file": str(path)}
 
 
 def _same_source(run_dir: Path, entry: dict, facts: dict) -> bool:

@@ -7,6 +7,7 @@ the section and the field, never a silent default that would compile a network t
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass, fields
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from asa_deploy.errors import ChipSpecError
+from asa_deploy.io import read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -131,6 +133,45 @@ class ChipSpec:
 SCHEMA_VERSION = 1
 _SECTIONS = {"cores": CoreMemories, "limits": Limits, "numerics": Numerics,
              "capabilities": Capabilities, "dvs": DvsSpec, "readout": ReadoutSpec, "power": PowerModel}
+_TOP_LEVEL = {"name", "description", "schema_version", "sources", *_SECTIONS}
+
+# Allowed range of every number (each entry of a list): (low, high or None, why). A field whose
+# annotation holds int or float must be listed here (checked on load).
+_POSITIVE = (1, None, "a count or size")
+_BITS = (2, 32, "a signed range needs 2 bits")
+_ENERGY = (0.0, None, "power and energy cannot be negative")
+_RANGES: dict[tuple[str, str], tuple | None] = {
+    ("cores", "count"): _POSITIVE,
+    ("cores", "kernel_memory"): (1, None, "words of memory"),
+    ("cores", "neuron_memory"): (1, None, "words of memory"),
+    ("cores", "bias_memory"): (1, None, "words of memory"),
+    ("limits", "max_kernel"): _POSITIVE,
+    ("limits", "strides"): _POSITIVE,
+    ("limits", "max_padding"): (0, None, "padding cannot be negative"),
+    ("limits", "poolings"): _POSITIVE,
+    ("limits", "max_channels"): _POSITIVE,
+    ("limits", "max_input"): _POSITIVE,
+    ("limits", "max_conv_output"): _POSITIVE,
+    ("limits", "fan_out"): _POSITIVE,
+    ("numerics", "weight_bits"): _BITS,
+    ("numerics", "state_bits"): _BITS,
+    ("numerics", "bias_bits"): _BITS,
+    ("numerics", "bias_quantization_bits"): _BITS,
+    ("numerics", "forbidden_threshold_low"): None,  # any integers
+    ("dvs", "sensor"): _POSITIVE,
+    ("dvs", "poolings"): _POSITIVE,
+    ("dvs", "max_destinations"): _POSITIVE,
+    ("readout", "classes"): (0, None, "0: no readout block"),
+    ("readout", "destination"): (0, None, "a destination id"),
+    ("readout", "channel_stride"): _POSITIVE,
+    ("power", "resting_mw"): _ENERGY,
+    ("power", "energy_per_spike_nj"): _ENERGY,
+    ("power", "energy_per_synop_nj"): _ENERGY,
+    ("power", "energy_per_input_event_nj"): _ENERGY,
+}
+# Lists that must hold at least one entry (a chip with no stride or pooling accepts no network).
+_NON_EMPTY = {("cores", "kernel_memory"), ("cores", "neuron_memory"), ("cores", "bias_memory"),
+              ("limits", "strides"), ("limits", "poolings"), ("dvs", "poolings")}
 
 
 def hw_configs_dir() -> Path:
@@ -151,24 +192,32 @@ def load_chip_spec(name_or_path: str | Path) -> ChipSpec:
         if not path.is_file():
             raise ChipSpecError(f"unknown chip {str(name_or_path)!r}; known: {list_chips()} "
                                 f"(in {hw_configs_dir()}), or pass the path of a .toml file")
-    if not path.is_file():
-        raise ChipSpecError(f"{path}: no such hw_config file")
+    remedy = "fix it, or pass another --chip (a hw_configs name or a .toml path)"
+    text = read_text(path, "hw_config", remedy=remedy,
+                     if_missing=f"pass the path of an existing .toml file, or a chip name: "
+                                f"{list_chips()} (in {hw_configs_dir()})")
     try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
+        raw = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
         raise ChipSpecError(f"{path}: not valid TOML ({exc})") from exc
     return _parse(raw, str(path))
 
 
 def _parse(raw: dict[str, Any], where: str) -> ChipSpec:
-    if raw.get("schema_version") != SCHEMA_VERSION:
-        raise ChipSpecError(f"{where}: schema_version {raw.get('schema_version')!r}, expected "
-                            f"{SCHEMA_VERSION}")
+    version = raw.get("schema_version")
+    if type(version) is not int or version != SCHEMA_VERSION:
+        raise ChipSpecError(f"{where}: schema_version {version!r}, expected {SCHEMA_VERSION}")
     for key in ("name", "description"):
         if not isinstance(raw.get(key), str):
             raise ChipSpecError(f"{where}: missing top-level field {key!r} (a string)")
+    unknown = set(raw) - _TOP_LEVEL
+    if unknown:
+        raise ChipSpecError(f"{where}: unknown top-level field(s) or section(s) {sorted(unknown)}")
+    sources = raw.get("sources", {})
+    if not isinstance(sources, dict) or not all(isinstance(v, str) for v in sources.values()):
+        raise ChipSpecError(f"{where}: [sources] must map tags to strings, got {sources!r}")
     sections = {name: _section(raw, name, cls, where) for name, cls in _SECTIONS.items()}
-    spec = ChipSpec(name=raw["name"], description=raw["description"], sources=dict(raw.get("sources", {})),
+    spec = ChipSpec(name=raw["name"], description=raw["description"], sources=dict(sources),
                     path=where, **sections)
     _check(spec, where)
     return spec
@@ -183,6 +232,7 @@ def _section(raw: dict, name: str, cls: type, where: str):
         if f.name not in table:
             raise ChipSpecError(f"{where}: [{name}] is missing field {f.name!r}")
         values[f.name] = _coerce(table[f.name], f.type, f"{where}: [{name}] {f.name}")
+        _check_range(values[f.name], name, f.name, f.type, where)
     unknown = set(table) - {f.name for f in fields(cls)}
     if unknown:
         raise ChipSpecError(f"{where}: [{name}] has unknown field(s) {sorted(unknown)}")
@@ -202,6 +252,25 @@ def _coerce(value: Any, annotation: str, where: str):
     return float(value) if annotation == "float" else value
 
 
+def _check_range(value: Any, section: str, name: str, annotation: str, where: str) -> None:
+    """Every number of the field inside its allowed range; the error says which and why."""
+    if not any(kind in annotation for kind in ("int", "float")):
+        return
+    allowed = _RANGES[(section, name)]  # KeyError: a new numeric field needs its range above
+    items = value if isinstance(value, tuple) else (value,)
+    if (section, name) in _NON_EMPTY and not items:
+        raise ChipSpecError(f"{where}: [{section}] {name} is empty; it needs at least one entry")
+    if allowed is None:
+        return
+    low, high, why = allowed
+    for item in items:
+        if not math.isfinite(item) or item < low or (high is not None and item > high):
+            span = f"{low}..{high}" if high is not None else f">= {low}"
+            entry = f" has entry {item!r}" if isinstance(value, tuple) else f" = {item!r}"
+            raise ChipSpecError(f"{where}: [{section}] {name}{entry}, outside the allowed range "
+                                f"{span} ({why})")
+
+
 def _is(value: Any, kind) -> bool:
     if isinstance(value, bool) and kind is not bool:
         return False
@@ -218,3 +287,7 @@ def _check(spec: ChipSpec, where: str) -> None:
         raise ChipSpecError(f"{where}: [limits] max_input and max_conv_output are (H, W) pairs")
     if len(spec.dvs.sensor) != 3:
         raise ChipSpecError(f"{where}: [dvs] sensor is (polarities, H, W)")
+    n = spec.numerics
+    if n.bias_quantization_bits > n.bias_bits:
+        raise ChipSpecError(f"{where}: [numerics] bias_quantization_bits {n.bias_quantization_bits} "
+                            f"exceeds bias_bits {n.bias_bits} (the biases would not fit)")

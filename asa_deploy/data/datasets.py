@@ -593,6 +593,8 @@ def _parse_label_rows(
             )
         cells = cells + [""] * (len(header) - len(cells))
         file_text, label = cells[file_col].strip(), cells[label_col].strip()
+        if not file_text and not label:
+            continue  # only other columns filled in: no recording named
         if not file_text:
             raise DataSpecError(
                 f"{path} line {start}: label {label!r} but no file; give the file name or "
@@ -739,8 +741,8 @@ def _refuse_unknown_keys(
     for key in obj:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else ""
-            raise invalid(f"unknown key {prefix}{key!r}{hint}; known: {', '.join(known)}")
+            hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
+            raise invalid(f"unknown key {prefix + str(key)!r}{hint}; known: {', '.join(known)}")
 
 
 def _is_json_int(value) -> bool:

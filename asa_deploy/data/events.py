@@ -49,6 +49,8 @@ def as_events(array: np.ndarray, source: str = "<array>") -> np.ndarray:
         raise BadRecordingError(
             source, f"events need fields x, y, t, p; missing {missing} (has {list(names)})"
         )
+    for field in ("x", "y", "t", "p"):
+        _check_kind(array.dtype[field], field, source)
     out = np.empty(len(array), dtype=EVENT_DTYPE)
     for field in ("x", "y", "t"):
         out[field] = _whole_numbers(array[field], field, source)
@@ -56,9 +58,9 @@ def as_events(array: np.ndarray, source: str = "<array>") -> np.ndarray:
     return out
 
 
-def _check_kind(values: np.ndarray, field: str, source: str, kinds: str) -> None:
-    dtype = values.dtype
-    if dtype.shape or dtype.kind not in kinds:
+def _check_kind(dtype: np.dtype, field: str, source: str) -> None:
+    """Numbers only, one per event: strings, dates, complex and sub-array fields are refused."""
+    if dtype.shape or dtype.kind not in ("biuf" if field == "p" else "iuf"):
         wanted = "0/1 (or -1/1) numbers" if field == "p" else "integer numbers"
         raise BadRecordingError(
             source,
@@ -80,7 +82,6 @@ def _bad(values: np.ndarray, bad: np.ndarray, source: str, what: str, why: str,
 
 def _whole_numbers(values: np.ndarray, field: str, source: str) -> np.ndarray:
     """The field as int64 when every value is a whole number in ``0.._MAX[field]``."""
-    _check_kind(values, field, source, "iuf")
     what = _WHAT[field]
     if values.dtype.kind == "f":
         bad = ~np.isfinite(values)
@@ -106,7 +107,6 @@ def _whole_numbers(values: np.ndarray, field: str, source: str) -> np.ndarray:
 
 def _polarity(values: np.ndarray, source: str) -> np.ndarray:
     """0/1 polarities; exactly -1/1 (the other common convention) maps -1 to 0."""
-    _check_kind(values, "p", source, "biuf")
     if values.dtype.kind == "b":
         return values.astype(np.int8)
     found = set(np.unique(values).tolist())

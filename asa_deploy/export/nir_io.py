@@ -81,7 +81,7 @@ from torch import nn
 from asa_deploy.chip.config import READOUT_CORE, ChipConfig
 from asa_deploy.chip.lower import LoweredNetwork
 from asa_deploy.errors import AsaDeployError
-from asa_deploy.io import atomic_output
+from asa_deploy.io import artifact_error, atomic_output, brief
 
 FORMAT = "asa_deploy.nir"
 FORMAT_VERSION = 1
@@ -294,14 +294,16 @@ def read_nir(path) -> nir.NIRGraph:
     """Read a .nir (HDF5) file; an AsaDeployError naming it when it is missing or not NIR. Node
     types are inferred again (nir does not store them) and a chain's nodes are listed in order."""
     path = Path(path)
+    remedy = "export it again (asa-deploy export RUN) or pass another .nir file"
     if not path.is_file():
-        raise AsaDeployError(f"{path}: no such NIR file")
+        raise artifact_error(path, "no such NIR file", remedy)
     try:
         graph = nir.read(path)
     except Exception as exc:  # h5py / nir raise OSError, KeyError, ValueError, AssertionError, ...
-        raise AsaDeployError(f"{path}: not a NIR file ({type(exc).__name__}: {exc})") from exc
+        raise artifact_error(path, f"not a NIR file, or truncated ({brief(exc)})", remedy) from exc
     if not isinstance(graph, nir.NIRGraph):
-        raise AsaDeployError(f"{path}: holds a single {type(graph).__name__} node, not a NIR graph")
+        raise artifact_error(path, f"holds a single {type(graph).__name__} node, not a NIR graph",
+                             remedy)
     _infer_types(graph, str(path))
     try:  # HDF5 lists groups alphabetically: put a chain's nodes back in execution order
         graph.nodes = {name: graph.nodes[name] for name in _chain_order(graph)}

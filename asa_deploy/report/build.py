@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from asa_deploy import provenance
+from asa_deploy import io, provenance
 from asa_deploy.chip.compile import CHIP_CONFIG
 from asa_deploy.chip.compile import MAPPING as MAPPING_JSON
 from asa_deploy.chip.deploy import DEVICE_JSON
 from asa_deploy.chip.simulate import SIM_JSON
-from asa_deploy.errors import AsaDeployError
-from asa_deploy.fold.stage import FOLD_JSON
+from asa_deploy.errors import ArtifactError, AsaDeployError
+from asa_deploy.fold.stage import FOLD_JSON, FOLDED
 
 REPORT_FORMAT = 1
 MODEL = "model.pt"
@@ -101,29 +101,24 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def _read_json(path: Path, problems: list[dict], produce: str) -> dict | None:
-    if not path.is_file():
+    """An optional JSON artifact: None when absent; when unreadable, None and a problem entry."""
+    if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        problems.append({"artifact": path.name, "problem": f"unreadable ({exc})", "command": produce})
+        return io.load_json(path, path.name, remedy=produce)
+    except ArtifactError as exc:
+        problems.append({"artifact": path.name, "problem": f"unreadable ({exc.problem})",
+                         "command": produce})
         return None
 
 
 def _load_model(run_dir: Path) -> dict:
-    path = run_dir / MODEL
-    if not path.is_file():
+    from asa_deploy.train.loop import load_model_record
+
+    if not (run_dir / MODEL).exists():
         raise AsaDeployError(f"{run_dir}: no {MODEL}, so this is not a trained run; train one first "
                              f"with `asa-deploy train --out {run_dir} ...`")
-    try:
-        artifact = torch.load(path, weights_only=False, map_location="cpu")
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing here
-        raise AsaDeployError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); retrain with "
-                             f"`asa-deploy train --out {run_dir} ...`") from exc
-    for key in ("model_spec", "attention", "data"):
-        if key not in artifact:
-            raise AsaDeployError(f"{path}: no {key!r}; not written by `asa-deploy train` (retrain)")
-    return artifact
+    return load_model_record(run_dir)
 
 
 def _current(run_dir: Path, name: str, value, problems: list[dict], command: str,
@@ -183,12 +178,14 @@ def _chip_config(run_dir: Path, problems: list[dict], produce: str):
     from asa_deploy.chip.config import ChipConfig
 
     path = run_dir / CHIP_CONFIG
-    if not path.is_file():
+    if not path.exists():
         return None
     try:
         return ChipConfig.load(path)
     except AsaDeployError as exc:
-        problems.append({"artifact": CHIP_CONFIG, "problem": f"unreadable ({exc})", "command": produce})
+        problem = exc.problem if isinstance(exc, ArtifactError) else str(exc)
+        problems.append({"artifact": CHIP_CONFIG, "problem": f"unreadable ({problem})",
+                         "command": produce})
         return None
 
 
@@ -437,10 +434,13 @@ def _run_entry(run_dir: Path, others: list[Path], engine: str | None) -> dict:
         p["command"] = cmd["fold"]
     eval_json = _read_json(run_dir / EVAL_JSON, problems, cmd["eval"])
     analysis = _read_json(run_dir / ANALYSIS_JSON, problems, cmd["analysis"])
-    mapping = _read_json(run_dir / MAPPING_JSON, problems, cmd["compile"])
+    # fold compiles too, but rerunning it for a run that was never folded would add a stage
+    folded = (run_dir / FOLD_JSON).exists() or (run_dir / FOLDED).exists()
+    recompile = cmd["compile"] if folded else cmd["compile_alt"]
+    mapping = _read_json(run_dir / MAPPING_JSON, problems, recompile)
     sim = _read_json(run_dir / SIM_JSON, problems, cmd["sim_exact"])
     device = _read_json(run_dir / DEVICE_JSON, problems, "a board measurement")
-    config = _chip_config(run_dir, problems, cmd["compile"])
+    config = _chip_config(run_dir, problems, recompile)
     if config is not None:
         fold_cmd_chip = config.chip
         cmd = _commands(run_dir, others, config.chip)

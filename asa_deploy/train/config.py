@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from asa_deploy.defaults import TEST_WINDOWS
+from asa_deploy.errors import ModelSpecError
 
 
 @dataclass
@@ -29,6 +31,35 @@ class TrainConfig:
     params: dict = field(default_factory=dict)  # model spec parameter overrides (channel widths)
     asa_lambda: float | None = None
     asa_r: int | None = None
+
+    def __post_init__(self) -> None:
+        """The Python API refuses what the CLI's parser refuses (a negative batch trained to NaN)."""
+        def positive(value) -> bool:
+            return isinstance(value, int | float) and not isinstance(value, bool) \
+                and math.isfinite(value) and value > 0
+
+        bad = [f"{name}={getattr(self, name)!r} (must be a positive integer)"
+               for name in ("epochs", "batch_size", "eval_windows")
+               if not (isinstance(getattr(self, name), int) and positive(getattr(self, name)))]
+        bad += [f"{name}={getattr(self, name)!r} (must be a positive integer or None)"
+                for name in ("T", "dt_us", "downsample", "asa_r")
+                if getattr(self, name) is not None
+                and not (isinstance(getattr(self, name), int) and positive(getattr(self, name)))]
+        if not positive(self.lr):
+            bad.append(f"lr={self.lr!r} (must be a finite number > 0)")
+        bad += [f"{name}={getattr(self, name)!r} (must be a finite number >= 0)"
+                for name in ("lr_min", "weight_decay")
+                if not (positive(getattr(self, name)) or getattr(self, name) == 0)]
+        if not (isinstance(self.val_fraction, int | float) and 0 <= self.val_fraction < 1):
+            bad.append(f"val_fraction={self.val_fraction!r} (must lie in [0, 1))")
+        if self.n_val is not None and not (isinstance(self.n_val, int) and self.n_val >= 0):
+            bad.append(f"n_val={self.n_val!r} (must be a non-negative integer or None)")
+        if self.asa_lambda is not None and not (positive(self.asa_lambda) and self.asa_lambda < 1):
+            bad.append(f"asa_lambda={self.asa_lambda!r} (must lie in (0, 1))")
+        bad += [f"params[{k!r}]={v!r} (must be a positive integer)"
+                for k, v in self.params.items() if not (isinstance(v, int) and positive(v))]
+        if bad:
+            raise ModelSpecError("training configuration: " + "; ".join(bad))
 
     def to_dict(self) -> dict:
         return asdict(self)

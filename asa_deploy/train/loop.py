@@ -264,7 +264,8 @@ def _restore(path: Path, config: TrainConfig, model, optimizer, schedule, remedy
         if not isinstance(saved["model_spec"], dict):
             raise TypeError(f"model_spec is a {type(saved['model_spec']).__name__}")
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise io.artifact_error(path, f"not written by asa-deploy train ({exc})", remedy) from exc
+        raise io.artifact_error(path, f"not written by asa-deploy train ({io.brief(exc)})",
+                                remedy) from exc
     differences = before.differences(config)
     if saved["model_spec"] != model.spec.to_dict():
         differences.append(f"model spec: {_spec_diff(saved['model_spec'], model.spec.to_dict())}")
@@ -278,8 +279,8 @@ def _restore(path: Path, config: TrainConfig, model, optimizer, schedule, remedy
         schedule.load_state_dict(saved["schedule"])
         torch.set_rng_state(saved["torch_rng"])
     except (ModelSpecError, RuntimeError, TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise io.artifact_error(path, f"its weights or optimizer state do not fit this run ({exc})",
-                                remedy) from exc
+        raise io.artifact_error(path, f"its weights or optimizer state do not fit this run "
+                                      f"({io.brief(exc)})", remedy) from exc
     return saved["state"]
 
 
@@ -305,12 +306,14 @@ def eval_set(artifact: dict, data: str | None = None, *, windows: int = TEST_WIN
                           "data from that sensor, or train a model for this data")
     check_class_names(dataset.class_names, info["class_names"], data=spec,
                       target=f"model {model_spec['name']!r}")
-    if spec == info["spec"]:
+    if spec == info["spec"] and info["split"]["val"]:
         indices, what = np.asarray(info["split"]["val"], dtype=np.int64), "validation split"
-        if len(indices) == 0:
-            raise DataSpecError(f"this run was trained without a validation split (--n-val 0, or "
-                                f"one recording per class in {spec}); pass --data SPEC to test it "
-                                f"on other recordings")
+    elif spec == info["spec"] and data is None:
+        raise DataSpecError(f"this run was trained without a validation split (--n-val 0, or "
+                            f"one recording per class in {spec}); pass --data SPEC to test it "
+                            f"on other recordings (its own spec tests the training recordings)")
+    elif spec == info["spec"]:
+        indices, what = np.arange(len(dataset)), "all recordings: the training set, no validation split"
     else:
         indices, what = np.arange(len(dataset)), "all recordings"
     framed = FramedDataset(dataset, indices, frames, mode=mode, n_windows=windows)
@@ -325,7 +328,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, *, windows: int =
     run_dir = Path(run_dir)
     model, artifact = load_run(run_dir)
     dataset, described = eval_set(artifact, data, windows=windows)
-    own = data is None or data == artifact["data"]["spec"]
+    own = (data is None or data == artifact["data"]["spec"]) and bool(artifact["data"]["split"]["val"])
     path = run_dir / provenance.data_artifact("eval.json", data, artifact["data"]["spec"])
     result = {"run": str(run_dir), "data": described, "attention": artifact["attention"],
               "windows_per_recording": windows, **evaluate(model, dataset, progress=progress),
@@ -347,8 +350,8 @@ def load_run(run_dir: Path) -> tuple[SpikingNetwork, dict]:
         model = build_network(spec, artifact["num_classes"], artifact["attention"])
         model.load_weights(artifact["weights"])
     except (AsaDeployError, RuntimeError, TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise io.artifact_error(path, f"its record does not build the network it describes ({exc})",
-                                retrain_remedy(run_dir)) from exc
+        raise io.artifact_error(path, f"its record does not build the network it describes "
+                                      f"({io.brief(exc)})", retrain_remedy(run_dir)) from exc
     model.eval()
     return model, artifact
 
