@@ -8,7 +8,7 @@ CONSTRAINTS ?= constraints/cpu.txt
 PIP_C := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 RUN ?= runs/quickstart
 
-.PHONY: install install-test demo test lint benchmark clean
+.PHONY: install install-test demo test fuzz lint benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: install-test
 	$(BIN)/python -m ruff check asa_deploy tests benchmarks
 	$(BIN)/python -m pytest -q -m "not slow"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# The property-based tests with thousands of generated inputs each (make test runs a few hundred).
+fuzz: install-test
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q tests/test_fuzz_data.py \
+		tests/test_fuzz_configs.py tests/test_cli_args.py
 
 benchmark: install
 	$(BIN)/python benchmarks/train_throughput.py --out benchmarks/results/train_throughput.json

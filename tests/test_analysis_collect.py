@@ -174,7 +174,12 @@ def test_analyze_writes_consistent_json(tmp_path):
     # single spikes: NASFR = mean network T-SFR = neuron-weighted mean of the layer SFRs
     assert loaded["nasfr"] == pytest.approx(sum(loaded["t_sfr"]) / T)
     assert loaded["nasfr"] == pytest.approx((conv["sfr"] * 256 + out["sfr"] * 5) / 261)
-    assert 0 <= conv["noise_channel_fraction"] <= 1
+    # the same data and weights again: a noise channel's pooled MPD peaks at or above threshold
+    record = collect(StandIn(), _loader(), raw_bytes=0, progress=False)["conv1"]
+    pooled_ptd = metrics.ptd(record.mpd.counts.sum(0), record.mpd.edges, record.threshold)
+    assert pooled_ptd.shape == (4,)
+    noise_channels = int((pooled_ptd >= 0).sum())
+    assert conv["noise_channel_fraction"] == pytest.approx(noise_channels / 4)
     assert len(conv["ghost"]["most_similar"]) == 4 and "ghost" not in out
     assert conv["u_spike_mismatches"] == 0
 

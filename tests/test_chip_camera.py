@@ -13,6 +13,7 @@ from torch import nn
 
 from asa_deploy.chip.camera import ReplayCamera, summarize
 from asa_deploy.chip.compile import SensorInput, compile_network
+from asa_deploy.chip.sim import EventWindow, simulate
 from asa_deploy.cli import main
 from asa_deploy.data.events import EVENT_DTYPE
 from asa_deploy.errors import BadRecordingError
@@ -50,8 +51,15 @@ def test_replay_decides_every_window_with_latency(tmp_path):
     assert sum(d.input_events for d in decisions) == 5000
     spiking = [d for d in decisions if d.prediction >= 0]
     assert spiking and all(d.class_name in "abc" for d in spiking)
-    assert all(d.first_spike_latency_ms is not None and 0 <= d.first_spike_latency_ms < 100
-               for d in spiking)
+    # the latency is the time from the window's first event to the event that made the first output
+    # spike, as the exact simulator counts it for that window alone
+    events = np.load(camera.path)
+    for d in spiking:
+        alone = simulate(camera.config, [EventWindow(events, d.t_start_us, 10, 10_000)], "exact")
+        k = int(alone.latency_events[0])
+        inside = np.sort(events["t"][(events["t"] >= d.t_start_us) & (events["t"] < d.t_start_us + 100_000)])
+        assert k > 0 and d.input_events == len(inside)
+        assert d.first_spike_latency_ms == pytest.approx((inside[k - 1] - inside[0]) / 1e3)
     summary = summarize(decisions, 1.0, camera.duration_s)
     assert summary["windows"] == 3 and summary["real_time_factor"] == pytest.approx(camera.duration_s)
 

@@ -94,13 +94,19 @@ def test_strategies_keep_what_each_chip_can_hold():
     channel, report = apply_strategy(lowered, "channel", speck)
     assert all(layer.per_neuron_threshold is None and layer.initial_state is None
                for layer in channel.layers)
+    # without offsets every neuron needs theta instead of theta / R: relative error 1 - R
+    assert report and all(entry["residual"] == pytest.approx(1 - entry["R_mean"], abs=1e-5)
+                          for entry in report.values())
     offset, report = apply_strategy(lowered, "offset", speck)
     layer = offset.layers[0]
     R = calibration[layer.name].gain_mean / calibration[layer.name].gain_mean.amax((1, 2), keepdim=True)
     expected = (-layer.threshold * (1 / R - 1)).clamp_min(-8 * layer.threshold)
     assert torch.allclose(layer.initial_state, expected, atol=1e-5)
     assert layer.min_v_mem <= float(layer.initial_state.min())
-    assert report[layer.name]["residual"] >= 0
+    # residual: mean relative error of the input needed to spike, theta / R against theta - state
+    needed = layer.threshold / R.clamp_min(1e-6)
+    residual = ((layer.threshold - expected - needed).abs() / needed).mean()
+    assert report[layer.name]["residual"] == pytest.approx(float(residual), abs=1e-6)
     killed, _ = apply_strategy(lowered, "kill", dynapcnn, kill_below=0.9)
     assert killed.layers[0].kill is not None and killed.layers[0].kill.any()
     on_speck, _ = apply_strategy(lowered, "kill", speck, kill_below=0.9)
@@ -150,7 +156,12 @@ def test_fold_cli_writes_the_ladder_and_compile_uses_folded_layers(tiny_runs, ca
     assert set(report["strategies"]) == {"channel", "offset", "kill", "offset+kill"}
     if report["strategies"]["kill"]["layers"]["block0.conv"]["killed"] == 0:
         assert report["strategies"]["kill"]["same_as"] == "channel"  # not trained twice
-    assert (run / "fold_maps.png").stat().st_size > 0
+    maps_png = (run / "fold_maps.png").read_bytes()
+    assert maps_png[:8] == b"\x89PNG\r\n\x1a\n" and len(maps_png) > 1000
+    from matplotlib.image import imread
+
+    height, width = imread(run / "fold_maps.png").shape[:2]  # 12 x 2.8 inches per layer at 100 dpi
+    assert (width, height) == (1200, 280 * len(report["calibration"]))
     capsys.readouterr()
     assert main(["compile", str(run), "--chip", "speck2f", "--bias", "drop"]) == 0
     config = ChipConfig.load(run / "chip_config.json")

@@ -85,7 +85,8 @@ def test_report_has_both_runs_with_the_simulator_counts(runs, written):
     assert synops["ratios"]["asa2"] == pytest.approx(
         synops["values"]["asa2"] / synops["values"]["vanilla"])
     for name in ("per_core_synops", "per_core_spikes", "power_split"):
-        assert written[f"figure:{name}"].stat().st_size > 1000
+        png = written[f"figure:{name}"].read_bytes()
+        assert png[:8] == PNG_SIGNATURE and len(png) > 1000, name
 
 
 def test_power_is_static_plus_dynamic_and_energy_is_power_times_window(runs, written):
@@ -220,7 +221,9 @@ def test_html_renders_in_a_headless_browser(chromium, written, tmp_path):
     assert shot.read_bytes()[:8] == PNG_SIGNATURE
     from matplotlib.image import imread
 
-    pixels = (imread(shot)[..., :3] * 255).astype(np.uint8).reshape(-1, 3)
+    image = imread(shot)
+    assert image.shape[:2] == (2400, 1280)  # the --window-size asked for
+    pixels = (image[..., :3] * 255).astype(np.uint8).reshape(-1, 3)
     colours = np.unique(pixels, axis=0)
     assert len(colours) > 200, f"screenshot looks blank ({len(colours)} colours)"
     assert (pixels < 200).any(axis=1).mean() > 0.02  # text, tables and plots, not a white page

@@ -9,9 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from asa_deploy.chip.config import ChipConfig
 from asa_deploy.cli import main
 from asa_deploy.errors import ModelSpecError
 from asa_deploy.train import TrainConfig, load_run, train
@@ -140,14 +142,33 @@ def test_evaluate_json_and_analyze_cli(reference_run, capsys):
     assert main(["evaluate", str(reference_run), "--json", "--eval-windows", "2"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) >= {"accuracy", "nasfr", "sfr", "neurons"}
-    assert 0 <= result["accuracy"] <= 1 and 0 <= result["nasfr"] <= 1
     assert result["sfr"].keys() == result["neurons"].keys()
+    # recomputed: the run's validation windows through the network, silent = wrong, strict majority
+    from asa_deploy.train.loop import eval_set
+
+    model, artifact = load_run(reference_run)
+    dataset, _ = eval_set(artifact, windows=2)
+    frames = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    model.reset_states()
+    with torch.no_grad():
+        counts = model(frames).sum(1)
+    predicted = torch.where(counts.sum(1) > 0, counts.argmax(1), -1).numpy()
+    correct = predicted == np.asarray(dataset.labels)
+    recordings = np.asarray(dataset.recordings)
+    majority = [correct[recordings == r].mean() > 0.5 for r in np.unique(recordings)]
+    assert result["windows"] == len(dataset) and result["recordings"] == len(majority)
+    assert result["window_accuracy"] == pytest.approx(correct.mean())
+    assert result["accuracy"] == pytest.approx(np.mean(majority))
+    assert result["nasfr"] == pytest.approx(
+        sum(result["sfr"][k] * result["neurons"][k] for k in result["sfr"])
+        / sum(result["neurons"].values()))
     assert main(["analyze", str(reference_run)]) == 0
     analysis = json.loads((reference_run / "analysis.json").read_text())
     assert analysis["nasfr"] == pytest.approx(
         sum(v["sfr"] * v["neurons"] for v in analysis["layers"].values())
         / sum(v["neurons"] for v in analysis["layers"].values()))
-    assert (reference_run / "figures" / "t_sfr.png").stat().st_size > 0
+    png = (reference_run / "figures" / "t_sfr.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
 
 
 def test_cli_reports_missing_data_folder(tmp_path, capsys):
@@ -167,7 +188,9 @@ def test_quickstart_end_to_end(tmp_path, capsys):
     record = json.loads((out / "quickstart.json").read_text())
     summary = record["summaries"]
     assert set(summary) == set(record["ladders"]) == {"vanilla", "asa2"}
-    assert (out / "asa2" / "chip_config.json").is_file()
+    config = ChipConfig.load(out / "asa2" / "chip_config.json")
+    assert config.chip == "speck2f" and config.meta["attention"] == "asa2"
+    assert config.readout.num_classes == 6
     assert {p.name for p in (out / "figures").glob("*.png")} == {
         "spike_features.png", "t_sfr.png", "mpd.png", "layer_sfr.png"}
 

@@ -453,9 +453,9 @@ def _array(value: Any, where: str, ndim: int, kind: type, bounds: tuple[int, int
     if array.ndim != ndim or not isinstance(value, list):
         raise ChipConfigError(f"{where}: expected a regular {ndim}-d nested list of "
                               f"{kind.__name__}s, got {_short(value)}")
-    bad = next((v for v in array.flat if type(v) is not kind), None)
-    if bad is not None:
-        raise ChipConfigError(f"{where}: holds {_short(bad)}; expected {kind.__name__}s only")
+    wrong = [v for v in array.flat if type(v) is not kind]
+    if wrong:
+        raise ChipConfigError(f"{where}: holds {_short(wrong[0])}; expected {kind.__name__}s only")
     if bounds is not None and array.size:
         low, high = min(array.flat), max(array.flat)
         if low < bounds[0] or high > bounds[1]:

@@ -249,6 +249,8 @@ def _coerce(value: Any, annotation: str, where: str):
         return tuple(value)
     if not _is(value, kinds[annotation]):
         raise ChipSpecError(f"{where}: expected {annotation}, got {value!r}")
+    if annotation == "float" and float(value) != value:  # an integer past 2**53: not exact
+        raise ChipSpecError(f"{where}: {value!r} has no exact float value; write a float")
     return float(value) if annotation == "float" else value
 
 

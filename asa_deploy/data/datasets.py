@@ -24,6 +24,10 @@ The ``events:PATH`` folder format::
       *.npy | *.npz   structured arrays with fields x, y, t (integer microseconds), p (0/1),
       *.aedat4        e.g. saved with asa_deploy.data.EVENT_DTYPE; AEDAT4 needs ``pip install aedat``
 
+Values are never coerced (asa_deploy.data.events): floats holding whole numbers are taken as
+those integers and -1/1 polarities as 0/1, but a fractional, negative or non-finite value, or a
+polarity other than 0/1 (-1/1), makes the recording a skipped bad file.
+
 The labels CSV (also ``manifest.csv`` of the other schemes) is read as UTF-8, with or without the
 byte-order mark Excel writes. Blank lines are ignored. A file listed twice with the same label is
 used once (a warning names both lines); with different labels it is an error naming both lines,
