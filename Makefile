@@ -24,6 +24,8 @@ demo: install
 	$(BIN)/asa-deploy quickstart --out $(RUN)
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
+# tests/test_report.py renders report.html in headless Chromium and skips without it:
+# apt-get install chromium (the tests never install anything themselves).
 test: install-test
 	$(BIN)/python -m ruff check asa_deploy tests benchmarks
 	$(BIN)/python -m pytest -q -m "not slow"; rc=$$?; \

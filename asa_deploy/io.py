@@ -102,13 +102,18 @@ def _existing(path: str | Path, kind: str, remedy: str, if_missing: str | None) 
 
 
 def missing_keys(obj: dict, keys: Iterable[str]) -> list[str]:
-    """The ``keys`` absent from ``obj``; ``"a.b"`` looks for ``b`` in the dict ``obj["a"]``."""
-    out = []
+    """The ``keys`` absent from ``obj``; ``"a.b"`` looks for ``b`` in the dict ``obj["a"]`` (and
+    reports ``"a"`` alone when that is missing, ``"a (not a dict)"`` when it is something else)."""
+    out: list[str] = []
     for key in keys:
         value: Any = obj
-        for part in key.split("."):
+        parts = key.split(".")
+        for depth, part in enumerate(parts):
             if not isinstance(value, dict) or part not in value:
-                out.append(key)
+                shown = (".".join(parts[:depth + 1]) if isinstance(value, dict)
+                         else ".".join(parts[:depth]) + " (not a dict)")
+                if shown not in out:
+                    out.append(shown)
                 break
             value = value[part]
     return out

@@ -36,6 +36,12 @@ REPO = Path(__file__).resolve().parents[1]
 EVENT_DTYPE = np.dtype([("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "<i1")])
 TINY = "synthetic:gesture-tiny"
 TRAIN_TINY = ("train", "--data", TINY, "--epochs", "1", "--no-progress")
+
+
+def _train_tiny(*extra: str) -> tuple[str, ...]:
+    """TRAIN_TINY with ``extra`` options; an --epochs in ``extra`` replaces the default one."""
+    base = [a for a in TRAIN_TINY if a not in ("--epochs", "1")] if "--epochs" in extra else TRAIN_TINY
+    return (*base, *extra)
 _PROGRESS = re.compile(r"\d+%\||\r|it/s\]|s/it\]")
 
 # Run by the code under test (python -c), to see what a command that did not fail made of its input.
@@ -153,8 +159,7 @@ class Harness:
     # ---- running ------------------------------------------------------------------------------
 
     def _display(self, argv: list[str]) -> str:
-        shown = ["python" if a == sys.executable else a.replace(str(self.scratch), "$SCRATCH")
-                 for a in argv]
+        shown = ["python" if a == sys.executable else self._hide(a) for a in argv]
         return " ".join(shown)
 
     def _run(self, argv: list[str]) -> dict:
@@ -195,12 +200,16 @@ class Harness:
                 pass
         return {"probe_error": res["last_line"]}
 
-    @staticmethod
-    def _slim(res: dict) -> dict:
-        """The record as stored: tails of the outputs instead of all of them."""
+    def _hide(self, text: str) -> str:
+        return text.replace(str(self.scratch), "$SCRATCH").replace(str(self.shared), "$SHARED")
+
+    def _slim(self, res: dict) -> dict:
+        """The record as stored: tails of the outputs instead of all of them, scratch paths as
+        ``$SCRATCH`` (so that two runs of the harness compare line by line)."""
         out = {k: v for k, v in res.items() if k not in ("stdout", "stderr", "argv")}
-        out["stderr_tail"] = "\n".join(_tail_lines(res["stderr"])[-8:])
-        out["stdout_tail"] = "\n".join(_tail_lines(res["stdout"])[-12:])
+        out["last_line"] = self._hide(res["last_line"])
+        out["stderr_tail"] = self._hide("\n".join(_tail_lines(res["stderr"])[-8:]))
+        out["stdout_tail"] = self._hide("\n".join(_tail_lines(res["stdout"])[-12:]))
         return out
 
     def case(self, cid: str, title: str, *args: str, observe: Callable[[dict], dict] | None = None,
@@ -213,8 +222,9 @@ class Harness:
                 observed = observe(res)
             except Exception as exc:  # noqa: BLE001 - an observation failing must not stop the harness
                 observed = {"observe_error": f"{type(exc).__name__}: {exc}"}
+        observed = json.loads(self._hide(json.dumps(observed, default=str)))
         record = {"id": cid, "title": title, **self._slim(res), "observed": observed}
-        record["summary"] = summary(record, observed) if summary else ""
+        record["summary"] = self._hide(summary(record, observed)) if summary else ""
         self.cases.append(record)
         flag = " TRACEBACK" if record["traceback"] else ""
         print(f"[{cid}] exit {record['exit_code']} {record['wall_s']:.1f}s{flag}: "
@@ -323,11 +333,13 @@ def _train_summary(record: dict, obs: dict) -> str:
     if record["exit_code"] != 0:
         return ""
     tc = obs.get("train_config", {})
-    return (f"accepted: trained with {json.dumps({k: v for k, v in tc.items() if v is not None})}, "
-            f"frame_spec {obs.get('frame_spec')}, {obs.get('n_train')} train / {obs.get('n_val')} val, "
-            f"val acc {_fmt(obs.get('val_accuracy'))} over {obs.get('val_windows')} windows, "
-            f"{obs.get('epochs_logged')} epoch(s) logged, last loss {_fmt(obs.get('last_epoch_loss'))} "
-            f"at {_fmt(obs.get('last_epoch_train_samples_per_s'))} samples/s")
+    frames = obs.get("frame_spec") or {}
+    return (f"accepted: frames T={frames.get('T')} dt_us={frames.get('dt_us')} "
+            f"downsample={frames.get('downsample')}; {obs.get('n_train')} train / {obs.get('n_val')} "
+            f"val; {obs.get('epochs_logged')} epoch(s) logged, last loss "
+            f"{_fmt(obs.get('last_epoch_loss'))} at {_fmt(obs.get('last_epoch_train_samples_per_s'))} "
+            f"samples/s; val acc {_fmt(obs.get('val_accuracy'))} over {obs.get('val_windows')} "
+            f"windows; stored config {json.dumps({k: v for k, v in tc.items() if v is not None})}")
 
 
 def _problems(report: object, found: list[str] | None = None) -> list[str]:
@@ -440,7 +452,7 @@ def cases_3(h: Harness) -> None:
     for i, extra in enumerate(bad_train, 1):
         run = h.path(f"c3_train_{i}")
         shutil.rmtree(run, ignore_errors=True)
-        h.case(f"3.{i}", "train " + " ".join(extra), *TRAIN_TINY, *extra, "--out", str(run),
+        h.case(f"3.{i}", "train " + " ".join(extra), *_train_tiny(*extra), "--out", str(run),
                observe=lambda res, run=run: _model_probe(h, run) if res["exit_code"] == 0 else {},
                summary=_train_summary)
     h.fixture("base")
@@ -450,8 +462,11 @@ def cases_3(h: Harness) -> None:
         run = h.copy_run("base", f"c3_sim_{i}")
         (run / "sim.json").unlink(missing_ok=True)
         h.case(f"3.{i}", "simulate " + " ".join(extra), "simulate", str(run), *extra,
-               observe=lambda res, run=run: _sim(run),
-               summary=lambda r, o: (f"accepted: sim.json {json.dumps(o)[:220]}"
+               observe=lambda res, run=run: {
+                   **_sim(run), "validation_split_recordings": _model_probe(h, run).get("n_val")},
+               summary=lambda r, o: (f"accepted: the validation split holds "
+                                     f"{o.get('validation_split_recordings')} recordings; sim.json "
+                                     f"{json.dumps(o.get('fast'))[:220]}"
                                      if r["exit_code"] == 0 else ""))
     run = h.copy_run("base", "c3_fold")
 
@@ -509,7 +524,8 @@ def cases_6(h: Harness) -> None:
         (run / name).unlink(missing_ok=True)
     changed = h.prepare("silence model.pt (output layer all negative)", str(run),
                         python=SILENCE_MODEL)
-    h.case("6.1", f"evaluate a silent network (all negative: {changed['stdout'].strip()})",
+    h.case("6.1", "evaluate a silent network (defaults; output layer's weights and bias made "
+                  f"negative: {changed['stdout'].strip()})",
            "evaluate", str(run),
            observe=lambda res: {k: (_json(run / "eval.json") or {}).get(k)
                                 for k in ("accuracy", "window_accuracy", "nasfr", "windows",
@@ -518,7 +534,8 @@ def cases_6(h: Harness) -> None:
                                  f"{_fmt(o.get('window_accuracy'))}), NASFR {_fmt(o.get('nasfr'))}, "
                                  f"{o.get('windows')} windows" if r["exit_code"] == 0 else ""))
     h.case("6.2", "compile the silent network", "compile", str(run), "--bias", "drop")
-    h.case("6.3", "simulate the silent network (fast engine, defaults)", "simulate", str(run),
+    h.case("6.3", "simulate the same silent network (compiled in 6.2; fast engine, defaults)",
+           "simulate", str(run),
            observe=lambda res: _sim(run),
            summary=lambda r, o: (f"chip accuracy {_fmt(o.get('fast', {}).get('accuracy'))} per window, "
                                  f"{_fmt(o.get('fast', {}).get('recording_accuracy'))} per recording, "
@@ -609,8 +626,10 @@ def cases_8(h: Harness) -> None:
     h.case("8.1", "evaluate on an events: folder holding a garbage garbage.npy (4 KiB random bytes)",
            "evaluate", str(run), "--data", f"events:{folder}", "--eval-windows", "2",
            observe=lambda res: {"dataset_as_loaded": h.probe(PROBE_DATASET, f"events:{folder}")},
-           summary=lambda r, o: (f"skipped {o['dataset_as_loaded'].get('skipped')}; exit "
-                                 f"{r['exit_code']}: {r['last_line']}")[:220])
+           summary=lambda r, o: "; ".join(
+               [f"{name} skipped ({why[:70]}...)" for name, why
+                in o["dataset_as_loaded"].get("skipped", [])]
+               + ["evaluate: " + (_accuracy_line(r) if r["exit_code"] == 0 else r["last_line"])]))
     h.case("8.2", "camera --replay garbage.npy", "camera", str(base), "--replay",
            str(folder / "garbage.npy"), "--json")
 
@@ -656,7 +675,8 @@ def cases_8(h: Harness) -> None:
         toml = h.path("hw") / f"speck2f_variant{i}.toml"
         toml.write_text(edited)
         h.case(f"8.{i}", f"compile --check --chip <speck2f.toml copy with {what}>",
-               "compile", str(base), "--check", "--bias", "drop", "--chip", str(toml))
+               "compile", str(base), "--check", "--bias", "drop", "--chip", str(toml),
+               summary=_check_summary)
 
     def speck9(config: dict) -> None:
         config["chip"] = "speck9"
@@ -665,6 +685,13 @@ def cases_8(h: Harness) -> None:
     h.case("8.8", 'simulate a chip_config.json whose "chip" is "speck9"', "simulate", str(target),
            "--max-recordings", "2", observe=lambda res: _sim(target),
            summary=lambda r, o: (f"accepted: {json.dumps(o)[:200]}" if r["exit_code"] == 0 else ""))
+
+
+def _check_summary(record: dict, _obs: dict) -> str:
+    """compile --check's violations and mapping lines (stdout), then its verdict."""
+    lines = [ln.strip() for ln in record["stdout_tail"].splitlines()
+             if ln.strip().startswith(("violation", "mapping:"))]
+    return "; ".join([*lines[:3], record["last_line"]])
 
 
 def cases_9(h: Harness) -> None:
@@ -746,8 +773,8 @@ def write_markdown(result: dict, path: Path) -> None:
           f"`{code['asa_deploy_file']}`.",
         f"Machine: {result['machine']['platform']}, Python {result['machine']['python']}, "
         f"{result['machine']['cpu_count']} CPUs. Total {result['total_wall_s']:.0f} s. "
-        f"Generated by `benchmarks/bad_inputs.py`; `$SCRATCH` is the scratch folder, `python` the "
-        "interpreter. Exit 2 is a handled `asa-deploy CMD: error: ...`; 1 is an uncaught exception "
+        "Generated by `benchmarks/bad_inputs.py`; `$SCRATCH` is the scratch folder, `$SHARED` the "
+        "shared data folder (../shared/data), `python` the interpreter. Exit 2 is a handled `asa-deploy CMD: error: ...`; 1 is an uncaught exception "
         "(or a failed check); 0 means the input was accepted (what it became is in the last column).",
         "",
     ]
@@ -769,7 +796,7 @@ def write_markdown(result: dict, path: Path) -> None:
             shown = c["summary"] or c["last_line"]
             if c["summary"] and c["exit_code"] not in (0, None) and c["last_line"] not in shown:
                 shown = f"{c['summary']} — {c['last_line']}"
-            lines.append(f"| {c['id']} | {_cell(c['title'], 120)} | `{_cell(c['command'], 160)}` | "
+            lines.append(f"| {c['id']} | {_cell(c['title'], 120)} | `{_cell(c['command'], 220)}` | "
                          f"{exit_code} | {c['wall_s']:.1f} | {'yes' if c['traceback'] else 'no'} | "
                          f"{_cell(shown, 320)} |")
         lines.append("")

@@ -16,8 +16,8 @@ train() {  # name data model attention extra-args...
       --out "$out" > "$out.log" 2>&1
 }
 mkdir -p runs/ladder-src runs/ladder
-train nmnist-none "nmnist:$NMNIST" nmnist-speck-lif none --epochs 12 --n-val 200 &
-train nmnist-asa2 "nmnist:$NMNIST" nmnist-speck-lif asa2 --epochs 12 --n-val 200 &
+train nmnist-none "nmnist:$NMNIST" nmnist-speck-lif none --epochs 12 --n-val 200 --eval-windows 10 &
+train nmnist-asa2 "nmnist:$NMNIST" nmnist-speck-lif asa2 --epochs 12 --n-val 200 --eval-windows 10 &
 wait
 # as benchmarks/redundancy.sh synthetic, seed 0
 train synthetic-none synthetic:gesture dvs-small none --epochs 15 --batch-size 8 --eval-windows 5 &
@@ -27,7 +27,7 @@ wait
 fold() {  # source chip
   local dst="runs/ladder/$1-$2"
   rm -rf "$dst"; cp -r "runs/ladder-src/$1" "$dst"
-  $BIN fold "$dst" --chip "$2" --no-progress > "$dst.log" 2>&1
+  $BIN fold "$dst" --chip "$2" --eval-windows 2 --no-progress > "$dst.log" 2>&1
 }
 for source in nmnist-none nmnist-asa2 synthetic-none synthetic-asa2; do
   fold "$source" speck2f &

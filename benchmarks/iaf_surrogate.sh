@@ -14,7 +14,7 @@ variant() {  # name neuron_options
   sed -e "s/^name: nmnist-speck/name: nmnist-speck-$1/" -e "s/^neuron_options: .*/neuron_options: $2/" \
       models/nmnist-speck.yaml > "$OUT/$1.yaml"
   "$BIN/asa-deploy" train --data "nmnist:$NMNIST" --model "$OUT/$1.yaml" --epochs 6 --seed 0 \
-      --n-val 200 --no-progress --out "$OUT/$1" > "$OUT/$1.log" 2>&1
+      --n-val 200 --eval-windows 10 --no-progress --out "$OUT/$1" > "$OUT/$1.log" 2>&1
 }
 variant width1 "{threshold: 1.0, min_v_mem: -1.0, surrogate_width: 1.0}" &
 variant width2 "{threshold: 1.0, min_v_mem: -1.0, surrogate_width: 2.0}" &

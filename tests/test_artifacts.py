@@ -106,6 +106,12 @@ def _weights_of_another_network(path: Path) -> None:
     torch.save(record, path)
 
 
+def _checkpoint_with_bad_config(path: Path) -> None:
+    record = torch.load(path, weights_only=False)
+    record["train_config"]["epochs"] = "many"
+    torch.save(record, path)
+
+
 def _other_hdf5(path: Path) -> None:
     import h5py
 
@@ -121,6 +127,7 @@ CASES = [(kind, name, fn) for kind in LOADERS for name, fn in COMMON.items()] + 
     ("model.pt", "weights of another network", _weights_of_another_network),
     ("checkpoint.pt", "a list", lambda p: torch.save([1, 2], p)),
     ("checkpoint.pt", "no optimizer state", _torch_without("optimizer")),
+    ("checkpoint.pt", "a train_config of wrong values", _checkpoint_with_bad_config),
     ("folded.pt", "a tensor", lambda p: torch.save(torch.zeros(3), p)),
     ("folded.pt", "no lowered network", _torch_without("lowered")),
     ("chip_config.json", "a JSON array", lambda p: p.write_text("[1, 2]")),
@@ -161,6 +168,15 @@ def test_messages_say_what_is_wrong(sources, tmp_path):
         load_run(tmp_path)
     torch.save(torch.load(sources["model.pt"], weights_only=False)["weights"], path)
     with pytest.raises(ArtifactError, match="a bare state_dict .tensors only. without model_spec"):
+        load_run(tmp_path)
+    record = torch.load(sources["model.pt"], weights_only=False)
+    torch.save({**record, "data": [1]}, path)
+    with pytest.raises(ArtifactError, match=r"not the trained model: a dict without data \(not a "
+                                            r"dict\); retrain"):
+        load_run(tmp_path)
+    del record["data"]["split"]["val"]
+    torch.save(record, path)
+    with pytest.raises(ArtifactError, match="a dict without data.split.val; retrain"):
         load_run(tmp_path)
     torch.save(torch.zeros(2), path)
     with pytest.raises(ArtifactError, match="holds a Tensor, not the trained model"):

@@ -43,12 +43,17 @@ def test_compile_check_then_compile_then_simulate_both_engines(speck_run, capsys
     assert [a["core"] for a in mapping["assignment"]] == [c.core for c in config.cores]
     assert config.dvs.pooling == (4, 4) and config.dvs.sensor_shape == (2, 128, 128)
 
+    printed = {}
     for engine in ("fast", "exact"):
         assert main(["simulate", str(speck_run), "--engine", engine, "--windows", "1", "--json"]) == 0
-        summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-        assert summary["engine"] == engine and summary["input_events"] > 0
+        printed[engine] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert printed[engine]["engine"] == engine and printed[engine]["input_events"] > 0
     sim = json.loads((speck_run / "sim.json").read_text())
     assert set(sim) == {"fast", "exact"}
+    for engine, summary in printed.items():  # what --json printed is what sim.json keeps
+        assert Path(summary.pop("file")) == speck_run / "sim.json"
+        assert {k: sim[engine][k] for k in summary} == summary
+    assert printed["fast"]["input_events"] == printed["exact"]["input_events"]  # the same windows
     assert sim["fast"]["synops_per_core"]["total"]["0"] == sim["exact"]["synops_per_core"]["total"]["0"]
 
 

@@ -46,22 +46,30 @@ FUZZ = settings(max_examples=max(300, settings.default.max_examples), deadline=N
 
 # ---- comparing what loaded with what was written -------------------------------------------------
 
-def covers(loaded, written) -> bool:
-    """Whether every value written is what loaded: booleans are not numbers, 1 and 1.0 are the same
-    number, a tuple equals a list; keys absent from ``written`` (defaults) are not compared."""
+def difference(loaded, written, where: tuple = ()) -> str | None:
+    """Where a value written differs from what loaded (None: nowhere): booleans are not numbers, 1
+    and 1.0 are the same number, a tuple equals a list; keys absent from ``written`` (defaults)
+    are not compared."""
+    def differs() -> str:
+        return f"at {list(where)}: loaded {loaded!r:.80}, written {written!r:.80}"
+
     if isinstance(written, bool) or isinstance(loaded, bool):
-        return type(written) is type(loaded) and written == loaded
+        return None if type(written) is type(loaded) and written == loaded else differs()
     if isinstance(written, (int, float)) and isinstance(loaded, (int, float)):
         both_nan = isinstance(written, float) and isinstance(loaded, float) \
             and math.isnan(written) and math.isnan(loaded)
-        return both_nan or written == loaded
+        return None if both_nan or written == loaded else differs()
     if isinstance(written, dict):
-        return isinstance(loaded, dict) and all(k in loaded and covers(loaded[k], v)
-                                                for k, v in written.items())
+        if not isinstance(loaded, dict) or not set(written) <= set(loaded):
+            return differs()
+        found = (difference(loaded[k], v, (*where, k)) for k, v in written.items())
+        return next((f for f in found if f), None)
     if isinstance(written, list):
-        return (isinstance(loaded, (list, tuple)) and len(loaded) == len(written)
-                and all(covers(a, b) for a, b in zip(loaded, written, strict=True)))
-    return type(written) is type(loaded) and written == loaded
+        if not isinstance(loaded, (list, tuple)) or len(loaded) != len(written):
+            return differs()
+        found = (difference(a, b, (*where, i)) for i, (a, b) in enumerate(zip(loaded, written, strict=True)))
+        return next((f for f in found if f), None)
+    return None if type(written) is type(loaded) and written == loaded else differs()
 
 
 # ---- a small valid chip config that uses every field ---------------------------------------------
@@ -97,7 +105,7 @@ json_scalars = (st.none() | st.booleans() | st.integers(-2**64, 2**64) | st.floa
 json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=8)
 edge_ints = st.sampled_from([-2**63, -32769, -32768, -129, -128, -2, -1, 0, 1, 2, 3, 7, 8, 9, 12,
-                             127, 128, 255, 32767, 32768, 2**31, 2**63])
+                             127, 128, 255, 32767, 32768, 2**31, 2**63, 10**400, -(10**400)])
 
 
 def _children(node):
@@ -106,6 +114,13 @@ def _children(node):
     if isinstance(node, list):
         return list(range(len(node)))
     return []
+
+
+def _as_float(node) -> float:
+    try:
+        return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else 1.5
+    except OverflowError:
+        return float("inf")
 
 
 def _mutate_once(draw, raw):
@@ -129,7 +144,7 @@ def _mutate_once(draw, raw):
         new = draw(edge_ints)
     elif op == "retype":
         new = draw(st.sampled_from([
-            float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else 1.5,
+            _as_float(node),
             str(node), bool(node) if not isinstance(node, (list, dict)) else True, None, [node],
             {"value": node}]))
     elif op == "grow":
@@ -165,8 +180,8 @@ def check_chip_config(path: Path, raw) -> None:
     except AsaDeployError as exc:
         assert str(path) in str(exc), str(exc)
         return
-    loaded = config.to_dict()
-    assert covers(loaded, raw), (raw, loaded)
+    found = difference(config.to_dict(), raw)
+    assert found is None, found
     assert ChipConfig.from_json(config.to_json()) == config
 
 
@@ -210,6 +225,8 @@ CHIP_CONFIG_REGRESSIONS = [  # (where, value, what the error says)
     (("cores", 0, "neurons_kill", 0, 0, 0), 1, "neurons_kill: holds 1; expected bools only"),
     (("cores", 0, "destinations", 0, "pooling"), True, "pooling: expected an integer, got True"),
     (("cores", 0, "scale"), True, "scale: expected a finite number, got True"),
+    (("cores", 0, "scale"), 2**53 + 1, "scale: 9007199254740993 has no exact float value"),
+    (("cores", 0, "scale"), 2**1100, "scale: .* has no exact float value"),  # was a TypeError
     (("cores", 0, "weight"), [], r"unknown field\(s\) \['weight'\]"),
     (("readout", "num_classes"), "2", "num_classes: expected an integer, got '2'"),
     (("readout", "channel_stride"), 0, "channel_stride 0 must be >= 1"),
@@ -268,8 +285,10 @@ def to_toml(raw: dict) -> str:
 toml_scalars = (st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats()
                 | st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=6))
 toml_values = toml_scalars | st.lists(toml_scalars, max_size=4)
-number_swaps = st.sampled_from([-1, 0, 1, -1.0, 0.0, 0.5, 2.5, -(2**63), 2**63 - 1, "8", True,
-                                float("nan"), float("inf"), float("-inf"), [], [0], [-1, 1]])
+number_swaps = st.sampled_from([-1, 0, 1, -1.0, 0.0, 0.5, 2.5, -(2**63), 2**63 - 1, 10**400,
+                                -(10**400), "8", True, float("nan"), float("inf"), float("-inf"),
+                                [], [0], [-1, 1]]
+                               ).map(copy.deepcopy)  # never the same list object twice
 
 
 @st.composite
@@ -329,7 +348,9 @@ def check_hw_config(path: Path, raw: dict) -> None:
                                                           raw.get("sources", {}))
     for section in SECTIONS:
         loaded = vars(getattr(spec, section))
-        assert covers(loaded, raw[section]) and set(loaded) == set(raw[section]), section
+        assert set(loaded) == set(raw[section]), section
+        found = difference(loaded, raw[section], (section,))
+        assert found is None, found
 
 
 def test_the_toml_writer_round_trips(scratch):
@@ -366,6 +387,8 @@ HW_REGRESSIONS = [  # (section, field, value, what the error says)
     ("power", "energy_per_synop_nj", float("inf"), "energy_per_synop_nj = inf"),
     ("power", "energy_per_input_event_nj", 2**63 - 1,  # loaded as 9.223372036854776e18
      "energy_per_input_event_nj: 9223372036854775807 has no exact float value"),
+    ("power", "resting_mw", 10**400, "resting_mw: 1000.* has no exact float value"),  # overflowed
+    ("limits", "max_kernel", -(10**400), "max_kernel = -1000.*, outside the allowed range >= 1"),
     ("cores", "count", 9.0, r"\[cores\] count: expected int, got 9.0"),
     ("limits", "fan_out", True, "fan_out: expected int, got True"),
 ]

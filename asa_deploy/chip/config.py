@@ -4,7 +4,9 @@ It is the single source of truth downstream of ``compile`` (DESIGN.md section 3)
 samna adapter read only this, never torch modules. Integers are stored as numpy arrays of the chip's
 width (int8 weights, int16 biases / thresholds / states) and written to JSON as nested lists, so a
 ``from_json(to_json(c)) == c`` round trip is exact. ``validate`` refuses anything the chip could not
-hold, naming the core and the field, so a hand-edited or corrupted file never reaches a simulator.
+hold, naming the core and the field, so a hand-edited or corrupted file never reaches a simulator;
+``from_dict`` checks the type of every JSON value (nothing is coerced: what loads is what was written)
+and ``load`` also refuses a chip that has no hw_config.
 
 Layouts follow torch, not samna: weights [out, in, ky, kx], states [c, y, x]; the samna adapter
 transposes (samna wants [out][in][x][y]).
@@ -13,12 +15,14 @@ transposes (samna wants [out][in][x][y]).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from asa_deploy.chip.spec import hw_configs_dir, list_chips
 from asa_deploy.errors import ChipConfigError
 from asa_deploy.io import artifact_error, load_json, write_text
 
@@ -495,8 +499,15 @@ def _core_from_dict(raw: Any, where: str) -> CoreConfig:
     if type(raw["core"]) is int and isinstance(raw["name"], str):
         where = f"{where} (core {raw['core']}, {raw['name']})"
     scale = raw["scale"]
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not np.isfinite(scale):
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or (
+            isinstance(scale, float) and not math.isfinite(scale)):
         raise ChipConfigError(f"{where}: scale: expected a finite number, got {_short(scale)}")
+    try:
+        exact = float(scale) == scale
+    except OverflowError:  # an integer past 1e308
+        exact = False
+    if not exact:
+        raise ChipConfigError(f"{where}: scale: {_short(scale)} has no exact float value")
     return CoreConfig(
         core=_int(raw["core"], f"{where}: core"), name=_str(raw["name"], f"{where}: name"),
         input_shape=_ints(raw["input_shape"], f"{where}: input_shape", 3),
@@ -560,8 +571,6 @@ def _dvs_from_dict(raw: Any, where: str) -> DvsLayerConfig:
 
 def _check_chip_name(config: ChipConfig, source: str) -> None:
     """A config must name a chip with a hw_config (reports and the board need its spec)."""
-    from asa_deploy.chip.spec import hw_configs_dir, list_chips
-
     known = list_chips()
     if config.chip in known:
         return

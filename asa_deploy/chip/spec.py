@@ -1,8 +1,10 @@
 """``ChipSpec``: one chip's cores, limits, number formats, capabilities and power model, typed.
 
 Loaded from ``hw_configs/<chip>.toml`` (a user adds a chip by adding a file, or passes a path). Every
-field is required and checked on load, so a missing or mistyped number is an error naming the file,
-the section and the field, never a silent default that would compile a network the chip cannot hold.
+field is required and checked on load (type, and the range of every number in ``_RANGES``), so a
+missing, mistyped or impossible number (``kernel_memory = -1``, ``weight_bits = 0``) is an error naming
+the file, the section, the field, the value and the allowed range, never a silent default or coercion
+that would compile a network the chip cannot hold.
 """
 
 from __future__ import annotations
@@ -249,8 +251,8 @@ def _coerce(value: Any, annotation: str, where: str):
         return tuple(value)
     if not _is(value, kinds[annotation]):
         raise ChipSpecError(f"{where}: expected {annotation}, got {value!r}")
-    if annotation == "float" and float(value) != value:  # an integer past 2**53: not exact
-        raise ChipSpecError(f"{where}: {value!r} has no exact float value; write a float")
+    if annotation == "float" and isinstance(value, int) and not _exact_float(value):
+        raise ChipSpecError(f"{where}: {value!r:.40} has no exact float value; write a float")
     return float(value) if annotation == "float" else value
 
 
@@ -266,11 +268,20 @@ def _check_range(value: Any, section: str, name: str, annotation: str, where: st
         return
     low, high, why = allowed
     for item in items:
-        if not math.isfinite(item) or item < low or (high is not None and item > high):
+        if (isinstance(item, float) and not math.isfinite(item)) or item < low or (
+                high is not None and item > high):
             span = f"{low}..{high}" if high is not None else f">= {low}"
-            entry = f" has entry {item!r}" if isinstance(value, tuple) else f" = {item!r}"
+            entry = f" has entry {item!r:.40}" if isinstance(value, tuple) else f" = {item!r:.40}"
             raise ChipSpecError(f"{where}: [{section}] {name}{entry}, outside the allowed range "
                                 f"{span} ({why})")
+
+
+def _exact_float(value: int) -> bool:
+    """Whether ``float(value)`` is ``value`` (not past 2**53 nor 1e308)."""
+    try:
+        return float(value) == value
+    except OverflowError:
+        return False
 
 
 def _is(value: Any, kind) -> bool:

@@ -263,7 +263,7 @@ def _restore(path: Path, config: TrainConfig, model, optimizer, schedule, remedy
         before = TrainConfig.from_dict(saved["train_config"])
         if not isinstance(saved["model_spec"], dict):
             raise TypeError(f"model_spec is a {type(saved['model_spec']).__name__}")
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+    except (ModelSpecError, TypeError, ValueError, KeyError, AttributeError) as exc:
         raise io.artifact_error(path, f"not written by asa-deploy train ({io.brief(exc)})",
                                 remedy) from exc
     differences = before.differences(config)
