@@ -75,7 +75,7 @@ split = d.get("split", {})
 log = run / "train_log.jsonl"
 lines = log.read_text().splitlines() if log.is_file() else []
 last = json.loads(lines[-1]) if lines else {}
-val = a.get("metrics", {}).get("val", {})
+val = a.get("metrics", {}).get("val") or {}
 print(json.dumps({"train_config": {k: tc.get(k) for k in keys}, "frame_spec": d.get("frame_spec"),
                   "n_train": len(split.get("train", [])), "n_val": len(split.get("val", [])),
                   "val_accuracy": val.get("accuracy"), "val_windows": val.get("windows"),

@@ -318,11 +318,24 @@ def test_a_weight_that_is_not_an_integer_is_named(sources, tmp_path):
 
 
 def test_an_unknown_chip_is_refused_with_the_known_ones(sources, tmp_path):
-    path = _edited_config(sources, tmp_path, lambda r: r.update(chip="speck9"))
+    def edit(raw):  # a config that does not say which hw_config compiled it
+        raw["chip"] = "speck9"
+        del raw["meta"]["hw_config"]
+    path = _edited_config(sources, tmp_path, edit)
     with pytest.raises(ChipConfigError, match=r"chip_config.json: unknown chip 'speck9'; known: "
                                               r"\['dynapcnn', 'speck2e', 'speck2f'\]"):
         ChipConfig.load(path)
     assert main(["simulate", str(tmp_path)]) == 2
+
+
+def test_a_built_in_chip_renamed_after_compiling_is_told_to_recompile(sources, tmp_path):
+    def edit(raw):
+        raw["chip"] = "speck9"
+        raw["meta"]["hw_config"] = load_chip_spec("speck2f").path
+    with pytest.raises(ChipConfigError, match=r"unknown chip 'speck9', but it was compiled with the "
+                                              r"built-in .*speck2f.toml \(chip speck2f\): its "
+                                              r"'chip' field was changed after compiling"):
+        ChipConfig.load(_edited_config(sources, tmp_path, edit))
 
 
 def test_a_config_compiled_from_a_custom_hw_config_says_how_to_pass_it(sources, tmp_path,

@@ -180,3 +180,11 @@ def test_without_a_validation_split_the_last_epoch_is_kept(tmp_path, capsys):
         evaluate_run(out)
     result, path = evaluate_run(out, TINY["data"], windows=1)
     assert path.name == "eval.json" and result["provenance"]["split"] == "all recordings"
+
+
+def test_rerunning_a_finished_training_keeps_model_pt_and_its_artifacts_current(run, tmp_path):
+    copy = _copy(run, tmp_path / "rerun")
+    before = provenance.content_hash(copy / "model.pt")
+    train(TrainConfig(epochs=1, **TINY), copy, progress=False, verbose=False)
+    assert provenance.content_hash(copy / "model.pt") == before
+    assert provenance.problems(copy, "chip_config.json") == []

@@ -576,6 +576,11 @@ def _check_chip_name(config: ChipConfig, source: str) -> None:
         return
     folder = hw_configs_dir()
     compiled_from = config.meta.get("hw_config")
+    if isinstance(compiled_from, str) and Path(compiled_from).resolve().parent == folder.resolve():
+        raise ChipConfigError(f"{source}: unknown chip {config.chip!r}, but it was compiled with the "
+                              f"built-in {compiled_from} (chip {Path(compiled_from).stem}): its "
+                              f"'chip' field was changed after compiling; recompile it "
+                              f"(asa-deploy compile RUN --chip {Path(compiled_from).stem})")
     how = (f"it was compiled from {compiled_from}: copy that file to {folder / config.chip}.toml, "
            f"or set ASA_DEPLOY_HW_CONFIGS to a folder holding it as {config.chip}.toml"
            if isinstance(compiled_from, str) and compiled_from else

@@ -131,6 +131,8 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: 
             print(f"training a new model in {out_dir}: the previous model's artifacts "
                   f"({', '.join(moved)}) moved to {moved_to}", flush=True)
     D.barrier(group)
+    # Rerunning a finished command keeps model.pt as it is, so its downstream artifacts stay current.
+    finished_before = state["epoch"] >= config.epochs and (out_dir / MODEL).is_file()
 
     train_set, val_set = prepared.train_set, prepared.val_set
     skipped = prepared.data_info["skipped"]
@@ -208,7 +210,7 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: 
                        f"({config.eval_windows} windows per recording)"
                        if best["metrics"] is not None else "last epoch (no validation split)")),
     }
-    if group.is_main:
+    if group.is_main and not finished_before:
         io.save_torch(out_dir / MODEL, artifact)
     return artifact["metrics"]
 
