@@ -18,6 +18,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from asa_deploy.defaults import hw_configs_dir, models_dir
+
 DATA_SCHEMES = ("nmnist", "dvsgesture", "events", "synthetic")  # as asa_deploy.data.datasets.SCHEMES
 PATH_SCHEMES = ("nmnist", "dvsgesture", "events")
 SEED_MAX = 2**32 - 1  # numpy's legacy seeding and most tools accept 32-bit seeds
@@ -144,11 +146,6 @@ def data_spec(text: str) -> str:
     return text
 
 
-def models_dir() -> Path:
-    """As ``asa_deploy.nn.network.models_dir``, which cannot be imported without torch."""
-    return Path(os.environ.get("ASA_DEPLOY_MODELS", Path(__file__).resolve().parents[1] / "models"))
-
-
 def model_spec(text: str) -> str:
     """A model spec file, or the name of one in ``models_dir()`` (as ``load_model_spec`` finds it)."""
     if text and (os.path.isfile(text) or os.path.isfile(models_dir() / f"{text}.yaml")):
@@ -156,12 +153,6 @@ def model_spec(text: str) -> str:
     known = ", ".join(sorted(p.stem for p in models_dir().glob("*.yaml"))) or "(none found)"
     raise argparse.ArgumentTypeError(f"no model spec {text!r}: not a file, and not one of the named "
                                      f"models in {models_dir()}: {known}")
-
-
-def hw_configs_dir() -> Path:
-    """As ``asa_deploy.chip.spec.hw_configs_dir``, without importing the chip package."""
-    return Path(os.environ.get("ASA_DEPLOY_HW_CONFIGS",
-                               Path(__file__).resolve().parents[1] / "hw_configs"))
 
 
 def chip(text: str) -> str:

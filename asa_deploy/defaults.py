@@ -1,7 +1,25 @@
-"""Defaults shared by every stage and CLI command; imports nothing, so the CLI can read them cheaply."""
+"""Defaults and places shared by every stage and CLI command. Only the standard library is imported,
+so the CLI can check its arguments against them before it loads torch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
 
 TEST_WINDOWS = 5
 """Test windows per recording (majority vote) for every evaluation: train's validation, evaluate,
 analyze, fold's ladder, simulate and deploy. The paper evaluates 10 windows; 5 keeps the exact
 event-driven simulator affordable on 2 CPU cores. One value everywhere, so that accuracies and
 figures from different commands describe the same windows and can be compared."""
+
+_REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def models_dir() -> Path:
+    """Where named model specs live: $ASA_DEPLOY_MODELS, else the repository's ``models/``."""
+    return Path(os.environ.get("ASA_DEPLOY_MODELS", _REPOSITORY / "models"))
+
+
+def hw_configs_dir() -> Path:
+    """Where named chips live: $ASA_DEPLOY_HW_CONFIGS, else the repository's ``hw_configs/``."""
+    return Path(os.environ.get("ASA_DEPLOY_HW_CONFIGS", _REPOSITORY / "hw_configs"))

@@ -228,17 +228,6 @@ def test_dt_ms_becomes_whole_microseconds():
     assert _config(PARSER.parse_args(["train", "--out", "r"])).dt_us is None
 
 
-def test_the_cli_looks_for_models_and_chips_where_the_loaders_do(tmp_path, monkeypatch):
-    from asa_deploy.nn.network import models_dir
-
-    assert cli_args.models_dir() == models_dir()
-    assert cli_args.hw_configs_dir() == hw_configs_dir()
-    monkeypatch.setenv("ASA_DEPLOY_MODELS", str(tmp_path))
-    monkeypatch.setenv("ASA_DEPLOY_HW_CONFIGS", str(tmp_path))
-    assert cli_args.models_dir() == models_dir() == tmp_path
-    assert cli_args.hw_configs_dir() == hw_configs_dir() == tmp_path
-
-
 def test_every_value_taking_option_has_a_checking_type():
     """A new option without a cli_args type (or choices) would let unchecked values through."""
     for command, parser in SUBPARSERS.items():

@@ -10,12 +10,12 @@ that would compile a network the chip cannot hold.
 from __future__ import annotations
 
 import math
-import os
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from asa_deploy.defaults import hw_configs_dir
 from asa_deploy.errors import ChipSpecError
 from asa_deploy.io import read_text
 
@@ -174,12 +174,6 @@ _RANGES: dict[tuple[str, str], tuple | None] = {
 # Lists that must hold at least one entry (a chip with no stride or pooling accepts no network).
 _NON_EMPTY = {("cores", "kernel_memory"), ("cores", "neuron_memory"), ("cores", "bias_memory"),
               ("limits", "strides"), ("limits", "poolings"), ("dvs", "poolings")}
-
-
-def hw_configs_dir() -> Path:
-    """Where named chips live: $ASA_DEPLOY_HW_CONFIGS, else the repository's ``hw_configs/``."""
-    return Path(os.environ.get("ASA_DEPLOY_HW_CONFIGS",
-                               Path(__file__).resolve().parents[2] / "hw_configs"))
 
 
 def list_chips() -> list[str]:

@@ -24,7 +24,6 @@ Spec keys::
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import torch
 import torch.nn as nn
 import yaml
 
+from asa_deploy.defaults import models_dir
 from asa_deploy.errors import ModelSpecError
 from asa_deploy.nn.attention import make_attention
 from asa_deploy.nn.neurons import NEURON_DEFAULTS, make_neuron
@@ -44,11 +44,6 @@ _BLOCK_KEYS = {
     "pool": {"type", "kernel", "pool_type"},
     "flatten": {"type"},
 }
-
-
-def models_dir() -> Path:
-    """Where named specs live: $ASA_DEPLOY_MODELS, else the repository's ``models/``."""
-    return Path(os.environ.get("ASA_DEPLOY_MODELS", Path(__file__).resolve().parents[2] / "models"))
 
 
 def list_models() -> list[tuple[str, str]]:
