@@ -127,59 +127,18 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_quickstart(args) -> int:
-    from asa_deploy import io
-    from asa_deploy.analysis.stage import analyze_runs, attention_label, comparison_table
-    from asa_deploy.chip.simulate import simulate_run
-    from asa_deploy.fold.stage import fold_run
-    from asa_deploy.report import write_report
-    from asa_deploy.train import train
+    from asa_deploy.pipeline import quickstart
 
-    out = Path(args.out)
-    runs = {}
-    for attention in ("none", args.attention):
-        label = attention_label(attention)
-        print(f"== training {label} ({args.model} on {args.data}, {args.epochs} epochs)", flush=True)
-        runs[label] = out / label
-        train(_config(args, attention=attention), runs[label], progress=not args.no_progress)
-    print("== analyzing", flush=True)
-    summaries = analyze_runs(list(runs.values()), figures_dir=out / "figures",
-                             progress=not args.no_progress)
-    table = comparison_table(summaries)
-    ladders = {}
-    for label, run in runs.items():
-        print(f"== folding {label} onto {args.chip} (calibrate, fold, lower, fine-tune, compile, "
-              f"simulate)", flush=True)
-        ladders[label] = fold_run(run, args.chip, finetune_epochs=args.finetune_epochs,
-                                  eval_windows=args.eval_windows,
-                                  progress=not args.no_progress)["ladder"]
-    io.write_json(out / "quickstart.json", {"runs": {k: str(v) for k, v in runs.items()},
-                                             "summaries": summaries, "ladders": ladders})
-    print(table)
-    print(f"\nchip ladder on {args.chip} (accuracy per recording, {args.eval_windows} windows per "
-          f"recording; synops per window on the simulators):")
-    for label, ladder in ladders.items():
-        for row in ladder:
-            synops = (f"  synops/window {row['synops_per_window']:,.0f}"
-                      if "synops_per_window" in row else "")
-            print(f"  {label:8s} {row['step']:60s} {row['accuracy']:.3f}{synops}")
-    for run in runs.values():
-        simulate_run(run, engine="exact", windows=args.eval_windows)
-    paths = write_report(list(runs.values()), out)
-    print(f"\nrun directories: {', '.join(map(str, runs.values()))}; figures: {out / 'figures'}")
-    print(f"report: {paths['html']}")
+    quickstart(args.out, _config(args), args.attention, chip=args.chip,
+               finetune_epochs=args.finetune_epochs, progress=not args.no_progress)
     return 0
 
 
 def cmd_compile(args) -> int:
-    from asa_deploy.chip.compile import (
-        CHIP_CONFIG,
-        MAPPING,
-        check_network,
-        compile_run,
-        load_network_for_compile,
-    )
+    from asa_deploy.chip.compile import CHIP_CONFIG, MAPPING, check_network
     from asa_deploy.chip.mapping import format_table
     from asa_deploy.chip.spec import load_chip_spec
+    from asa_deploy.pipeline import compile_run, load_network_for_compile
 
     spec = load_chip_spec(args.chip)
     run_dir = Path(args.run_dir)
@@ -216,7 +175,8 @@ def cmd_compile(args) -> int:
 
 
 def cmd_fold(args) -> int:
-    from asa_deploy.fold.stage import FOLD_JSON, FOLDED, fold_run
+    from asa_deploy.fold.stage import FOLD_JSON, FOLDED
+    from asa_deploy.pipeline import fold_run
 
     report = fold_run(args.run_dir, args.chip, calib=args.calib,
                       calib_recordings=args.calib_recordings, eval_windows=args.eval_windows,
@@ -241,11 +201,12 @@ def cmd_fold(args) -> int:
 
 def cmd_export(args) -> int:
     from asa_deploy import provenance
-    from asa_deploy.chip.compile import CHIP_CONFIG, load_network_for_compile
+    from asa_deploy.chip.compile import CHIP_CONFIG
     from asa_deploy.chip.config import ChipConfig
     from asa_deploy.chip.lower import lower
     from asa_deploy.export import chip_config_to_nir, lowered_to_nir, write_nir
     from asa_deploy.fold.stage import FOLDED, load_folded
+    from asa_deploy.pipeline import load_network_for_compile
 
     run = Path(args.run_dir)
     if (run / FOLDED).is_file():
@@ -273,9 +234,9 @@ def cmd_camera(args) -> int:
     import time
 
     from asa_deploy import io, provenance
-    from asa_deploy.chip.camera import DeviceCamera, ReplayCamera, summarize
     from asa_deploy.chip.compile import CHIP_CONFIG
     from asa_deploy.chip.config import ChipConfig
+    from asa_deploy.device.camera import DeviceCamera, ReplayCamera, summarize
 
     run = Path(args.run_dir)
     provenance.require_current(run, CHIP_CONFIG)
@@ -314,7 +275,7 @@ def cmd_camera(args) -> int:
 
 
 def cmd_deploy(args) -> int:
-    from asa_deploy.chip.deploy import DEVICE_JSON, deploy_run
+    from asa_deploy.device.deploy import DEVICE_JSON, deploy_run
 
     summary = deploy_run(args.run_dir, args.device, data=args.data, windows=args.windows,
                          max_recordings=args.max_recordings)

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from sim_chip import random_config  # same folder
 
-from asa_deploy.chip.camera import ReplayCamera, summarize
 from asa_deploy.chip.config import ChipConfig
+from asa_deploy.device.camera import ReplayCamera, summarize
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from asa_deploy.chip.compile import compile_run, load_network_for_compile
 from asa_deploy.chip.config import ChipConfig
 from asa_deploy.chip.lower import lower
 from asa_deploy.chip.spec import load_chip_spec
@@ -24,6 +23,7 @@ from asa_deploy.errors import ArtifactError, AsaDeployError, ChipConfigError
 from asa_deploy.export import lowered_to_nir, read_nir, write_nir
 from asa_deploy.fold.stage import FOLD_FORMAT, load_folded
 from asa_deploy.io import load_json, load_torch, save_torch
+from asa_deploy.pipeline import compile_run, load_network_for_compile
 from asa_deploy.report import build_report
 from asa_deploy.train import TrainConfig, load_run, train
 from asa_deploy.train.loop import PREVIOUS_CHECKPOINT

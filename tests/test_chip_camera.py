@@ -11,11 +11,11 @@ import sinabs.layers as sl
 import torch
 from torch import nn
 
-from asa_deploy.chip.camera import ReplayCamera, summarize
 from asa_deploy.chip.compile import SensorInput, compile_network
 from asa_deploy.chip.sim import EventWindow, simulate
 from asa_deploy.cli import main
 from asa_deploy.data.events import EVENT_DTYPE
+from asa_deploy.device.camera import ReplayCamera, summarize
 from asa_deploy.errors import BadRecordingError
 
 

@@ -207,9 +207,9 @@ def test_python_api_defaults_use_the_same_test_windows():
     import inspect
 
     from asa_deploy.analysis.stage import analyze_runs
-    from asa_deploy.chip.deploy import deploy_run
     from asa_deploy.chip.simulate import simulate_run
-    from asa_deploy.fold.stage import fold_run
+    from asa_deploy.device.deploy import deploy_run
+    from asa_deploy.pipeline import fold_run
     from asa_deploy.train import TrainConfig
     from asa_deploy.train.loop import eval_set
 

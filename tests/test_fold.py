@@ -171,7 +171,7 @@ def test_fold_cli_writes_the_ladder_and_compile_uses_folded_layers(tiny_runs, ca
 
 
 def test_fold_of_a_vanilla_run_has_no_folding_steps(tiny_runs):
-    from asa_deploy.fold.stage import fold_run
+    from asa_deploy.pipeline import fold_run
 
     report = fold_run(tiny_runs["none"], "dynapcnn", finetune_epochs=0, eval_windows=1)
     steps = [row["step"] for row in report["ladder"]]

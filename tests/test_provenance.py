@@ -17,7 +17,7 @@ from asa_deploy.chip.simulate import simulate_run
 from asa_deploy.cli import main
 from asa_deploy.data import predict_classes, recording_accuracy
 from asa_deploy.errors import AsaDeployError
-from asa_deploy.fold.stage import fold_run
+from asa_deploy.pipeline import fold_run
 from asa_deploy.report import build_report
 from asa_deploy.train import TrainConfig, evaluate_run, train
 

@@ -19,7 +19,7 @@ from asa_deploy.chip.config import ChipConfig
 from asa_deploy.chip.simulate import simulate_run
 from asa_deploy.chip.spec import load_chip_spec
 from asa_deploy.errors import AsaDeployError
-from asa_deploy.fold.stage import fold_run
+from asa_deploy.pipeline import fold_run
 from asa_deploy.report import build_report, write_report
 from asa_deploy.train import TrainConfig, train
 

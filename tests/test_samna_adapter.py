@@ -16,7 +16,8 @@ import torch.nn as nn
 
 from asa_deploy.chip.compile import SensorInput, compile_network
 from asa_deploy.chip.config import Destination
-from asa_deploy.chip.samna_adapter import (
+from asa_deploy.chip.spec import load_chip_spec
+from asa_deploy.device.samna_adapter import (
     DEVICE_KINDS,
     DeviceError,
     DeviceSession,
@@ -30,7 +31,6 @@ from asa_deploy.chip.samna_adapter import (
     translate,
     verify_applied,
 )
-from asa_deploy.chip.spec import load_chip_spec
 from asa_deploy.errors import AsaDeployError, ChipConfigError
 
 
@@ -313,7 +313,7 @@ def test_power_samples_become_milliwatts_per_rail():
 @pytest.mark.skipif(not samna_status().available, reason="needs the real samna (SynSense's index), "
                     "not PyPI's stub: " + samna_status().reason)
 def test_list_devices_with_real_samna():
-    from asa_deploy.chip.samna_adapter import list_devices
+    from asa_deploy.device.samna_adapter import list_devices
 
     for dev in list_devices():
         assert dev.device_type_name

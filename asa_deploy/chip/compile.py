@@ -1,8 +1,8 @@
 """The compile stage: network -> lowered layers -> design rules -> quantization -> mapping -> ChipConfig.
 
 ``compile_network`` works on any sinabs-style ``nn.Sequential`` or our ``SpikingNetwork``;
-``compile_run`` reads a run directory (``model.pt``) and writes ``chip_config.json`` (what the chip
-holds) and ``mapping.json`` (core table, quantization statistics, every lowering note).
+``asa_deploy.pipeline.compile_run`` applies it to a run directory and writes ``chip_config.json``
+(what the chip holds) and ``mapping.json`` (core table, quantization statistics, every lowering note).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from pathlib import Path
 
 from torch import nn
 
-from asa_deploy import provenance
 from asa_deploy.chip.config import (
     ChipConfig,
     CoreConfig,
@@ -26,7 +25,6 @@ from asa_deploy.chip.quantize import QuantizedLayer, quantize_layer
 from asa_deploy.chip.rules import Violation, check_design_rules
 from asa_deploy.chip.spec import ChipSpec, load_chip_spec
 from asa_deploy.errors import CompileError
-from asa_deploy.io import write_json
 
 CHIP_CONFIG = "chip_config.json"
 MAPPING = "mapping.json"
@@ -183,49 +181,11 @@ def _killed_pixels(mask, sensor: SensorInput, input_pool: int) -> list[tuple[int
     return out
 
 
-def load_network_for_compile(run_dir: Path):
-    """The run's network and what ``compile`` needs to know about its input."""
-    from asa_deploy.train.loop import load_run
-
-    model, artifact = load_run(run_dir)
-    spec_input = model.spec.input
+def chip_inputs(spec_input: dict, data: dict) -> tuple[tuple[int, int, int], SensorInput]:
+    """A trained run's network input shape and its sensor, from its model spec's ``input`` and its
+    ``model.pt`` data record (sensor size and the framing's downsampling)."""
     input_shape = (int(spec_input["channels"]), int(spec_input["height"]), int(spec_input["width"]))
-    data = artifact["data"]
     width, height, polarities = data["sensor_size"]
     sensor = SensorInput((int(polarities), int(height), int(width)),
                          int(data["frame_spec"].get("downsample", 1)))
-    return model, artifact, input_shape, sensor
-
-
-def compile_run(run_dir: str | Path, chip: str, *, bias_policy: str | None = None,
-                use_sensor: bool = True, use_folded: bool = True) -> CompiledNetwork:
-    """Compile ``RUN_DIR/folded.pt`` (the fold stage's chip layers) when present and
-    ``use_folded``, else the trained ``model.pt``."""
-    run_dir = Path(run_dir)
-    model, artifact, input_shape, sensor = load_network_for_compile(run_dir)
-    data = artifact["data"]
-    source = run_dir / "model.pt"
-    if use_folded and (run_dir / "folded.pt").is_file():
-        from asa_deploy.fold.stage import load_folded
-
-        provenance.require_current(run_dir, "folded.pt")
-        model, record = load_folded(run_dir)
-        source = run_dir / "folded.pt"
-        if record["chip"] != load_chip_spec(chip).name:
-            raise CompileError(f"{source} was lowered for {record['chip']}, not {chip}; rerun "
-                               f"asa-deploy fold --chip {chip}, or compile with --unfolded")
-    notes_meta = {"source": str(source), "model": artifact["model_spec"]["name"],
-                  "attention": artifact["attention"], "frame_spec": data["frame_spec"],
-                  "data_spec": data["spec"], "split": data["split"],
-                  provenance.KEY: provenance.record(run_dir, [source.name])}
-    if data["frame_spec"].get("binarize"):
-        notes_meta["warning"] = ("trained on binarized frames; the chip sums every event, so "
-                                 "expect a gap until fine-tuned without binarize")
-    compiled = compile_network(model, chip, input_shape=input_shape,
-                               sensor=sensor if use_sensor else None, bias_policy=bias_policy,
-                               class_names=list(data["class_names"]), meta=notes_meta)
-    spec = load_chip_spec(chip)
-    compiled.config.save(run_dir / CHIP_CONFIG)
-    write_json(run_dir / MAPPING, {**compiled.report(spec),
-                                   provenance.KEY: notes_meta[provenance.KEY]})
-    return compiled
+    return input_shape, sensor

@@ -1,9 +1,10 @@
-"""The fold stage: calibrate -> fold -> lower for a chip -> fine-tune -> compile, measured at every step.
+"""The fold stage: calibrate -> fold -> lower for a chip -> fine-tune, measured at every step.
 
-``fold_run`` turns a trained run (vanilla or with attention) into chip layers for one chip and writes
-``folded.pt`` (the chip layers ``compile`` then uses), ``fold.json`` (the fidelity ladder, every
-strategy tried, the calibration summary, the fine-tuning log), ``fold_maps.png`` (calibrated maps),
-and the compiled ``chip_config.json`` / ``mapping.json``. The ladder, on the run's validation split:
+``fold`` turns a trained run (vanilla or with attention) into chip layers for one chip and writes
+``folded.pt`` (the chip layers ``compile`` then uses) and ``fold_maps.png`` (calibrated maps);
+``asa_deploy.pipeline.fold_run`` then compiles and simulates them and writes ``fold.json`` (the
+fidelity ladder, every strategy tried, the calibration summary, the fine-tuning log). The ladder, on
+the run's validation split:
 
 dynamic float -> static (mean gain) -> folded (per-neuron thresholds, float) -> lowered (IAF, the
 chosen strategy, thresholds balanced to the source rates, float) -> fine-tuned (quantization-aware,
@@ -22,23 +23,16 @@ the comparison stays fair.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from asa_deploy import provenance
-from asa_deploy.chip.compile import (
-    CHIP_CONFIG,
-    MAPPING,
-    check_network,
-    compile_network,
-    load_network_for_compile,
-)
+from asa_deploy.chip.compile import SensorInput, check_network, chip_inputs
 from asa_deploy.chip.lower import LoweredNetwork, lower
-from asa_deploy.chip.sim import simulate
-from asa_deploy.chip.simulate import event_windows, recording_accuracy
-from asa_deploy.chip.spec import load_chip_spec
+from asa_deploy.chip.spec import ChipSpec, load_chip_spec
 from asa_deploy.data import FramedDataset, FrameSpec, check_input_shape, open_dataset
 from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.errors import AsaDeployError, CompileError
@@ -47,8 +41,8 @@ from asa_deploy.fold.calibrate import calibrate, plot_calibration
 from asa_deploy.fold.finetune import ChipAwareNetwork, finetune
 from asa_deploy.fold.static import fold_static, lower_folded, static_network
 from asa_deploy.fold.strategies import apply_strategy, input_mask, supported_strategies
-from asa_deploy.io import artifact_error, load_torch, save_torch, write_json
-from asa_deploy.train import evaluate
+from asa_deploy.io import artifact_error, load_torch, save_torch
+from asa_deploy.train import evaluate, load_run
 from asa_deploy.train.loop import MODEL
 
 FOLDED = "folded.pt"
@@ -62,27 +56,33 @@ def _float_row(step: str, result: dict) -> dict:
             "nasfr": result["nasfr"], "spikes_per_window_per_step": spikes}
 
 
-def _sim_row(step: str, result) -> dict:
-    summary = result.to_dict()
-    n = max(summary["n_windows"], 1)
-    return {"step": step, "accuracy": recording_accuracy(result),
-            "window_accuracy": summary["accuracy"],
-            "spikes_per_window": float(result.spikes_per_core.sum() / n),
-            "synops_per_window": float(result.synops_per_core.sum() / n),
-            "spikes_per_core": summary["spikes_per_core"]["mean"],
-            "synops_per_core": summary["synops_per_core"]["mean"]}
+@dataclass
+class Folded:
+    """The fold stage's result: chip layers (also in ``folded.pt``), what they need to compile,
+    and the ladder's float rungs with the report so far (``pipeline.fold_run`` adds the rest)."""
+
+    layers: LoweredNetwork
+    spec: ChipSpec
+    input_shape: tuple[int, int, int]
+    sensor: SensorInput
+    artifact: dict
+    ladder: list[dict]
+    report: dict
 
 
-def fold_run(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None,
-             calib_recordings: int = 64, eval_windows: int = TEST_WINDOWS,
-             strategy: str | None = None,
-             bias_policy: str = "drop", use_input_mask: bool = False,
-             input_mask_keep: float = 0.1, balance: bool = True,
-             finetune_epochs: int = 3, finetune_lr: float = 1e-4, finetune_loss: str = "ce",
-             seed: int = 0, progress: bool = False) -> dict:
+def fold(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None,
+         calib_recordings: int = 64, eval_windows: int = TEST_WINDOWS,
+         strategy: str | None = None,
+         bias_policy: str = "drop", use_input_mask: bool = False,
+         input_mask_keep: float = 0.1, balance: bool = True,
+         finetune_epochs: int = 3, finetune_lr: float = 1e-4, finetune_loss: str = "ce",
+         seed: int = 0, progress: bool = False) -> Folded:
+    """Calibrate, fold, lower for ``chip``, fine-tune and write ``folded.pt``, measuring every
+    float step on the run's validation split."""
     run_dir = Path(run_dir)
     spec = load_chip_spec(chip)
-    model, artifact, input_shape, sensor = load_network_for_compile(run_dir)
+    model, artifact = load_run(run_dir)
+    input_shape, sensor = chip_inputs(model.spec.input, artifact["data"])
     data = artifact["data"]
     if not data["split"]["val"]:
         raise AsaDeployError(f"{run_dir} was trained without a validation split (--n-val 0, or one "
@@ -182,28 +182,8 @@ def fold_run(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = 
                                   provenance.KEY: provenance.record(
                                       run_dir, [MODEL], chip=spec.name,
                                       calibration=report.get("calibration_data"))})
-    compiled = compile_network(tuned, spec, input_shape=input_shape, sensor=sensor,
-                               bias_policy=bias_policy, class_names=list(data["class_names"]),
-                               meta={"source": str(run_dir / FOLDED), "model": model.spec.name,
-                                     "attention": artifact["attention"], "fold_strategy": best_name,
-                                     "frame_spec": data["frame_spec"], "data_spec": data["spec"],
-                                     "split": data["split"],
-                                     provenance.KEY: provenance.record(run_dir, [FOLDED])})
-    compiled.config.save(run_dir / CHIP_CONFIG)
-    write_json(run_dir / MAPPING, {**compiled.report(spec),
-                                   provenance.KEY: provenance.record(run_dir, [FOLDED])})
-    windows, _ = event_windows(compiled.config, None, windows=eval_windows)
-    for engine in ("fast", "exact"):
-        result = simulate(compiled.config, windows, engine, progress=progress)
-        ladder.append(_sim_row(f"quantized, {engine} simulator", result))
-    report["ladder"] = ladder
-    report["compile_notes"] = compiled.notes
     report["windows_per_recording"] = eval_windows
-    report[provenance.KEY] = provenance.record(
-        run_dir, [MODEL, FOLDED, CHIP_CONFIG], data=data["spec"], split="validation",
-        windows=eval_windows)
-    write_json(run_dir / FOLD_JSON, report)
-    return report
+    return Folded(tuned, spec, input_shape, sensor, artifact, ladder, report)
 
 
 def _check_fits(model, spec, input_shape, sensor, bias_policy) -> None:

@@ -30,8 +30,8 @@ import torch
 from asa_deploy import io, provenance
 from asa_deploy.chip.compile import CHIP_CONFIG
 from asa_deploy.chip.compile import MAPPING as MAPPING_JSON
-from asa_deploy.chip.deploy import DEVICE_JSON
 from asa_deploy.chip.simulate import SIM_JSON
+from asa_deploy.device.deploy import DEVICE_JSON
 from asa_deploy.errors import ArtifactError, AsaDeployError
 from asa_deploy.fold.stage import FOLD_JSON, FOLDED
 

@@ -26,7 +26,7 @@ DEVICE_JSON = "device.json"
 def deploy_run(run_dir: str | Path, device: str, *, data: str | None = None, windows: int = TEST_WINDOWS,
                max_recordings: int | None = None, settle_s: float = 0.05,
                power_seconds: float = 5.0) -> dict:
-    from asa_deploy.chip.samna_adapter import DeviceSession, require_samna
+    from asa_deploy.device.samna_adapter import DeviceSession, require_samna
 
     require_samna()
     run_dir = Path(run_dir)

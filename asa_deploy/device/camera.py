@@ -100,7 +100,7 @@ class DeviceCamera:
     """The chip's own DVS: the board computes, we read its monitored output spikes per window."""
 
     def __init__(self, config: ChipConfig, device: str, *, duration_s: float = 10.0):
-        from asa_deploy.chip.samna_adapter import DeviceSession, require_samna
+        from asa_deploy.device.samna_adapter import DeviceSession, require_samna
 
         require_samna()
         self.config, self.duration_s = config, duration_s

@@ -1,0 +1,154 @@
+"""The one place that chains stages (DESIGN.md section 2): compile a run directory (folded chip
+layers when the fold stage wrote them, else the trained model), fold a run and measure its chip
+rungs (compile, then both simulators), and the quickstart (train, analyze, fold, simulate, report).
+
+The stages themselves depend downward only (chip below fold); chaining them here keeps it so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from asa_deploy import io, provenance
+from asa_deploy.chip.compile import (
+    CHIP_CONFIG,
+    MAPPING,
+    CompiledNetwork,
+    chip_inputs,
+    compile_network,
+)
+from asa_deploy.chip.sim import simulate
+from asa_deploy.chip.simulate import event_windows, recording_accuracy, simulate_run
+from asa_deploy.chip.spec import load_chip_spec
+from asa_deploy.defaults import TEST_WINDOWS
+from asa_deploy.errors import CompileError
+from asa_deploy.fold.stage import FOLD_JSON, FOLDED, fold, load_folded
+from asa_deploy.train import TrainConfig, load_run, train
+from asa_deploy.train.loop import MODEL
+
+
+def load_network_for_compile(run_dir: str | Path):
+    """The run's trained network, its ``model.pt`` record, input shape and sensor."""
+    model, artifact = load_run(Path(run_dir))
+    input_shape, sensor = chip_inputs(model.spec.input, artifact["data"])
+    return model, artifact, input_shape, sensor
+
+
+def compile_run(run_dir: str | Path, chip: str, *, bias_policy: str | None = None,
+                use_sensor: bool = True, use_folded: bool = True) -> CompiledNetwork:
+    """Compile ``RUN_DIR/folded.pt`` (the fold stage's chip layers) when present and
+    ``use_folded``, else the trained ``model.pt``; writes ``chip_config.json`` and ``mapping.json``."""
+    run_dir = Path(run_dir)
+    model, artifact, input_shape, sensor = load_network_for_compile(run_dir)
+    data = artifact["data"]
+    source = run_dir / MODEL
+    if use_folded and (run_dir / FOLDED).is_file():
+        provenance.require_current(run_dir, FOLDED)
+        model, record = load_folded(run_dir)
+        source = run_dir / FOLDED
+        if record["chip"] != load_chip_spec(chip).name:
+            raise CompileError(f"{source} was lowered for {record['chip']}, not {chip}; rerun "
+                               f"asa-deploy fold --chip {chip}, or compile with --unfolded")
+    meta = {"source": str(source), "model": artifact["model_spec"]["name"],
+            "attention": artifact["attention"], "frame_spec": data["frame_spec"],
+            "data_spec": data["spec"], "split": data["split"],
+            provenance.KEY: provenance.record(run_dir, [source.name])}
+    if data["frame_spec"].get("binarize"):
+        meta["warning"] = ("trained on binarized frames; the chip sums every event, so expect a "
+                           "gap until fine-tuned without binarize")
+    compiled = compile_network(model, chip, input_shape=input_shape,
+                               sensor=sensor if use_sensor else None, bias_policy=bias_policy,
+                               class_names=list(data["class_names"]), meta=meta)
+    compiled.config.save(run_dir / CHIP_CONFIG)
+    io.write_json(run_dir / MAPPING, {**compiled.report(load_chip_spec(chip)),
+                                      provenance.KEY: meta[provenance.KEY]})
+    return compiled
+
+
+def _sim_row(step: str, result) -> dict:
+    summary = result.to_dict()
+    n = max(summary["n_windows"], 1)
+    return {"step": step, "accuracy": recording_accuracy(result),
+            "window_accuracy": summary["accuracy"],
+            "spikes_per_window": float(result.spikes_per_core.sum() / n),
+            "synops_per_window": float(result.synops_per_core.sum() / n),
+            "spikes_per_core": summary["spikes_per_core"]["mean"],
+            "synops_per_core": summary["synops_per_core"]["mean"]}
+
+
+def fold_run(run_dir: str | Path, chip: str = "speck2f", *, eval_windows: int = TEST_WINDOWS,
+             bias_policy: str = "drop", progress: bool = False, **fold_options) -> dict:
+    """The ``fold`` command: the fold stage (``asa_deploy.fold.stage.fold``: calibrate, fold,
+    lower, fine-tune -> ``folded.pt``), then compile (``chip_config.json``, ``mapping.json``) and
+    both simulators on the validation split; the whole ladder goes to ``fold.json``."""
+    run_dir = Path(run_dir)
+    folded = fold(run_dir, chip, eval_windows=eval_windows, bias_policy=bias_policy,
+                  progress=progress, **fold_options)
+    data, report, ladder = folded.artifact["data"], folded.report, folded.ladder
+    compiled = compile_network(
+        folded.layers, folded.spec, input_shape=folded.input_shape, sensor=folded.sensor,
+        bias_policy=bias_policy, class_names=list(data["class_names"]),
+        meta={"source": str(run_dir / FOLDED), "model": folded.artifact["model_spec"]["name"],
+              "attention": folded.artifact["attention"], "fold_strategy": report["strategy"],
+              "frame_spec": data["frame_spec"], "data_spec": data["spec"], "split": data["split"],
+              provenance.KEY: provenance.record(run_dir, [FOLDED])})
+    compiled.config.save(run_dir / CHIP_CONFIG)
+    io.write_json(run_dir / MAPPING, {**compiled.report(folded.spec),
+                                      provenance.KEY: provenance.record(run_dir, [FOLDED])})
+    windows, _ = event_windows(compiled.config, None, windows=eval_windows)
+    for engine in ("fast", "exact"):
+        result = simulate(compiled.config, windows, engine, progress=progress)
+        ladder.append(_sim_row(f"quantized, {engine} simulator", result))
+    report["ladder"] = ladder
+    report["compile_notes"] = compiled.notes
+    report[provenance.KEY] = provenance.record(
+        run_dir, [MODEL, FOLDED, CHIP_CONFIG], data=data["spec"], split="validation",
+        windows=eval_windows)
+    io.write_json(run_dir / FOLD_JSON, report)
+    return report
+
+
+def quickstart(out: str | Path, config: TrainConfig, attention: str, *, chip: str = "speck2f",
+               finetune_epochs: int = 3, progress: bool = True) -> dict:
+    """Train vanilla and ``attention`` runs under ``out``, analyze both side by side, fold,
+    compile and simulate both on ``chip`` (exact engine), and write the report; prints as it goes.
+    Returns the run directories, the analysis summaries, the ladders and the report's paths."""
+    from dataclasses import replace
+
+    from asa_deploy.analysis.stage import analyze_runs, attention_label, comparison_table
+    from asa_deploy.report import write_report
+
+    out = Path(out)
+    windows = config.eval_windows
+    runs = {}
+    for kind in ("none", attention):
+        label = attention_label(kind)
+        print(f"== training {label} ({config.model} on {config.data}, {config.epochs} epochs)",
+              flush=True)
+        runs[label] = out / label
+        train(replace(config, attention=kind), runs[label], progress=progress)
+    print("== analyzing", flush=True)
+    summaries = analyze_runs(list(runs.values()), windows=windows, figures_dir=out / "figures",
+                             progress=progress)
+    ladders = {}
+    for label, run in runs.items():
+        print(f"== folding {label} onto {chip} (calibrate, fold, lower, fine-tune, compile, "
+              f"simulate)", flush=True)
+        ladders[label] = fold_run(run, chip, finetune_epochs=finetune_epochs,
+                                  eval_windows=windows, progress=progress)["ladder"]
+    io.write_json(out / "quickstart.json", {"runs": {k: str(v) for k, v in runs.items()},
+                                            "summaries": summaries, "ladders": ladders})
+    print(comparison_table(summaries))
+    print(f"\nchip ladder on {chip} (accuracy per recording, {windows} windows per recording; "
+          f"synops per window on the simulators):")
+    for label, ladder in ladders.items():
+        for row in ladder:
+            synops = (f"  synops/window {row['synops_per_window']:,.0f}"
+                      if "synops_per_window" in row else "")
+            print(f"  {label:8s} {row['step']:60s} {row['accuracy']:.3f}{synops}")
+    for run in runs.values():
+        simulate_run(run, engine="exact", windows=windows)
+    paths = write_report(list(runs.values()), out)
+    print(f"\nrun directories: {', '.join(map(str, runs.values()))}; figures: {out / 'figures'}")
+    print(f"report: {paths['html']}")
+    return {"runs": runs, "summaries": summaries, "ladders": ladders, "report": paths}
