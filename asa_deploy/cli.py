@@ -214,8 +214,11 @@ def cmd_export(args) -> int:
         lowered, _ = load_folded(run)
         source = run / FOLDED
     else:
+        from asa_deploy.export.importer import IMPORTED, is_imported
+
         model, _, input_shape, _ = load_network_for_compile(run)
-        lowered, source = lower(model, input_shape, bias_policy=args.bias), run / "model.pt"
+        lowered = lower(model, input_shape, bias_policy=args.bias)
+        source = run / (IMPORTED if is_imported(run) else "model.pt")
     graph = lowered_to_nir(lowered, dt=args.dt)
     graph.metadata[provenance.KEY] = provenance.record(run, [source.name])
     written = [write_nir(graph, run / "model.nir")]
@@ -233,6 +236,10 @@ def cmd_export(args) -> int:
 def cmd_camera(args) -> int:
     import time
 
+    if args.device:
+        from asa_deploy.device.samna_adapter import require_samna
+
+        require_samna()  # before the heavy imports: without samna this fails at once
     from asa_deploy import io, provenance
     from asa_deploy.chip.compile import CHIP_CONFIG
     from asa_deploy.chip.config import ChipConfig
@@ -245,8 +252,8 @@ def cmd_camera(args) -> int:
         camera = ReplayCamera(config, args.replay, realtime=args.realtime)
         source, duration = f"replay of {args.replay} (exact simulator)", camera.duration_s
     else:
-        camera = DeviceCamera(config, args.device, duration_s=args.seconds)
-        source, duration = f"device {args.device}", args.seconds
+        camera = DeviceCamera(config, args.device, duration_s=args.seconds, **_board_options(args))
+        source, duration = f"device {args.device}", camera.n_windows * camera.window_us / 1e6
     print(f"{source} on {config.chip}: one decision per {camera.frames.T} x "
           f"{camera.frames.dt_us / 1000:g} ms window", flush=True)
     decisions, start = [], time.perf_counter()
@@ -260,6 +267,7 @@ def cmd_camera(args) -> int:
                   f"first spike {latency}  decided in {d.decision_ms:5.1f} ms", flush=True)
     summary = {"source": source, "chip": config.chip,
                **summarize(decisions, time.perf_counter() - start, duration),
+               **({"runtime": camera.session.describe()} if args.device else {}),
                provenance.KEY: provenance.record(run, [CHIP_CONFIG], source=source)}
     io.write_json(run / "camera.json", summary)
     if args.json:
@@ -274,14 +282,34 @@ def cmd_camera(args) -> int:
     return 0
 
 
+def _board_options(args) -> dict:
+    options = {"slow_clk_hz": args.slow_clk_hz, "readout_average": args.readout_average,
+               "dynapcnn_timer": args.dynapcnn_timer}
+    if args.apply_wait is not None:
+        options["apply_wait_s"] = args.apply_wait
+    return options
+
+
 def cmd_deploy(args) -> int:
-    from asa_deploy.device.deploy import DEVICE_JSON, deploy_run
+    from asa_deploy.device.samna_adapter import require_samna
+
+    require_samna()  # before the heavy imports: without samna this fails in a fraction of a second
+    if args.monitor_out is not None and args.monitor is None:
+        raise AsaDeployError("--monitor-out needs --monitor CORES (which cores to record)")
+    from asa_deploy.device.deploy import deploy_run
 
     summary = deploy_run(args.run_dir, args.device, data=args.data, windows=args.windows,
-                         max_recordings=args.max_recordings)
-    print(f"{summary['data']} on {args.device}: accuracy {summary['accuracy']:.4f} over "
-          f"{summary['n_windows']} windows; power {summary['power_mw']}")
-    print(f"wrote {Path(args.run_dir) / DEVICE_JSON}")
+                         max_recordings=args.max_recordings, pixel_kill=args.pixel_kill,
+                         power=not args.no_power, monitor=args.monitor,
+                         monitor_out=args.monitor_out, **_board_options(args))
+    power = (f"power {summary['power_mw']} mW" if "power_mw" in summary
+             else f"power not measured ({summary.get('power_error')})")
+    accuracy = "-" if summary["accuracy"] is None else f"{summary['accuracy']:.4f}"
+    print(f"{summary['data']} on {args.device}: accuracy {accuracy} over "
+          f"{summary['n_windows']} windows ({summary['silent_windows']} silent); {power}")
+    if "monitor_file" in summary:
+        print(f"wrote {summary['monitor_file']} (per-neuron spikes of the monitored cores)")
+    print(f"wrote {summary['file']}")
     return 0
 
 
@@ -297,21 +325,72 @@ def cmd_report(args) -> int:
 def cmd_simulate(args) -> int:
     from asa_deploy.chip.simulate import simulate_run
 
+    if args.monitor_out is not None and args.monitor is None:
+        raise AsaDeployError("--monitor-out needs --monitor CORES (which cores to record)")
     summary = simulate_run(args.run_dir, args.data, engine=args.engine, windows=args.windows,
-                           max_recordings=args.max_recordings, progress=not args.json)
+                           max_recordings=args.max_recordings, progress=not args.json,
+                           monitor=args.monitor, monitor_out=args.monitor_out,
+                           whole_recordings=args.whole_recordings)
     if args.json:
         print(json.dumps(summary))
         return 0
     print(f"{summary['data']} on {summary['chip']}, engine {args.engine}")
-    print(f"accuracy {summary['accuracy']:.4f} per window, {summary['recording_accuracy']:.4f} per "
-          f"recording ({args.windows} windows per recording; a recording is correct when more "
-          f"than half of its windows are, a silent window is wrong)")
+    if args.whole_recordings:
+        print(f"accuracy {summary['accuracy']:.4f} on whole recordings (one window per recording, "
+              f"states reset per recording, class = most output spikes; silent is wrong)")
+    else:
+        print(f"accuracy {summary['accuracy']:.4f} per window, {summary['recording_accuracy']:.4f} "
+              f"per recording ({args.windows} windows per recording; a recording is correct when "
+              f"more than half of its windows are, a silent window is wrong)")
     print(f"input events {summary['input_events']:,} ({summary['dropped_events']:,} dropped by the "
           f"DVS layer); {summary['events_per_second']:,.0f} events/s simulated")
     for core, spikes in summary["spikes_per_core"]["total"].items():
         print(f"  core {core}: {spikes:,} spikes, {summary['synops_per_core']['total'][core]:,} "
               f"synops")
     print(f"wrote {summary['file']}")
+    if "monitor_file" in summary:
+        print(f"wrote {summary['monitor_file']} (per-neuron spikes of the monitored cores; "
+              f"compare two such files with `asa-deploy compare A.npz B.npz`)")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from asa_deploy.chip.monitor import compare_files, format_comparison
+
+    report = compare_files(args.a, args.b, args.json_out)
+    if args.json:
+        print(json.dumps({k: v for k, v in report.items() if k != "cores"}
+                         | {"cores": {c: {k: v for k, v in r.items() if not k.startswith("per_")}
+                                      for c, r in report["cores"].items()}}))
+        return 0
+    print(format_comparison(report))
+    print(f"wrote {report['file']} (per-neuron and per-channel values)")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from asa_deploy.export.importer import IMPORTED, import_model
+
+    record = import_model(args.model, args.out, data=args.data, input_shape=args.input_shape,
+                          dt=args.dt, reset=args.reset, T=args.T,
+                          dt_us=round(args.dt_ms * 1000) if args.dt_ms is not None else None,
+                          downsample=args.downsample)
+    info, data = record["import"], record["data"]
+    shape = "x".join(str(record["model_spec"]["input"][k]) for k in ("channels", "height", "width"))
+    print(f"{args.model} ({info['format']}): input {shape}, {record['num_classes']} classes "
+          f"({', '.join(data['class_names'][:10])}{', ...' if record['num_classes'] > 10 else ''})")
+    for node in info["nodes"]:
+        arrow = (f" {node['input']} -> {node['output']}" if "input" in node else "")
+        print(f"  {node['node']:>16s}  {node['type']}{arrow}")
+    for note in info["notes"]:
+        print(f"  note: {note}")
+    for warning in info["warnings"]:
+        print(f"  warning: {warning}")
+    frames = data["frame_spec"]
+    print(f"data {data['spec'] or '(none given: pass --data SPEC to simulate)'}: sensor "
+          f"{'x'.join(map(str, data['sensor_size']))}, downsample {frames['downsample']}, "
+          f"{frames['T']} bins of {frames['dt_us'] / 1000:g} ms")
+    print(f"wrote {Path(args.out) / IMPORTED}; next: asa-deploy compile {args.out} --chip speck2f")
     return 0
 
 
@@ -333,11 +412,14 @@ EXAMPLES = {
     "camera": "asa-deploy camera runs/speck --replay ../shared/data/dvsgesture-10/1.bs2",
     "deploy": "asa-deploy deploy runs/speck --device speck2fdevkit:0 --windows 3",
     "report": "asa-deploy report runs/quickstart/asa2 --compare runs/quickstart/vanilla",
-    "simulate": "asa-deploy simulate runs/speck-vanilla --engine exact --windows 3",
+    "simulate": "asa-deploy simulate runs/speck-vanilla --engine exact --windows 3 --monitor 0,1",
+    "compare": "asa-deploy compare runs/speck/monitor-fast.npz runs/speck/monitor-exact.npz",
     "fold": "asa-deploy fold runs/nmnist-asa2 --chip speck2f --finetune-epochs 3",
     "export": "asa-deploy export runs/nmnist-asa2 --format nir",
     "compile": "asa-deploy compile runs/speck-vanilla --chip speck2f --bias drop",
     "quickstart": "asa-deploy quickstart --out runs/quickstart",
+    "import": "asa-deploy import model.nir --out runs/imported --data "
+              "nmnist:../shared/data/nmnist-small",
 }
 
 
@@ -378,6 +460,21 @@ def build_parser() -> argparse.ArgumentParser:
     def max_recordings(p):
         p.add_argument("--max-recordings", type=cli_args.positive_int, default=None,
                        help="None: all")
+
+    def board(p):
+        """How a board is driven (asa_deploy.device.samna_adapter.DeviceSession)."""
+        p.add_argument("--apply-wait", type=cli_args.non_negative_float, default=None,
+                       metavar="SECONDS", help="wait after each apply_configuration (default 1 s as "
+                                               "sinabs; SynSense's notebooks wait 0.1 s)")
+        p.add_argument("--slow-clk-hz", type=cli_args.positive_int, default=None, metavar="HZ",
+                       help="slow clock for leaking cores and the readout block (default: one tick "
+                            "per time bin, as the fast simulator)")
+        p.add_argument("--readout-average", type=cli_args.positive_int, choices=[1, 16, 32],
+                       default=1, help="readout block: low-pass filter over this many slow-clock "
+                                       "ticks (1: off, as SynSense's readout notebook)")
+        p.add_argument("--dynapcnn-timer", choices=["sinabs2", "toggle"], default="sinabs2",
+                       help="DYNAP-CNN time-stamp reset before each window: write 1 to register "
+                            "0x0003 (sinabs 2.x) or write 0 then 1")
 
     p = command("train", "train a network (resumes from RUN_DIR/checkpoint.pt if present)")
     _add_train_args(p)
@@ -486,6 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=cli_args.positive_float, default=10.0,
                    help="how long to listen to a device")
     p.add_argument("--json", action="store_true", help="print only the summary as JSON")
+    board(p)
     p.set_defaults(func=cmd_camera)
 
     p = command("simulate", "run RUN_DIR/chip_config.json on a chip simulator (fast: time-stepped, "
@@ -495,8 +593,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", choices=["fast", "exact"], default="fast")
     windows(p, "--windows", "--eval-windows")
     max_recordings(p)
+    p.add_argument("--whole-recordings", action="store_true",
+                   help="one window per recording spanning all of it (states reset per "
+                        "recording, class = most output spikes: how published chip accuracies "
+                        "are measured) instead of --windows test windows")
+    p.add_argument("--monitor", type=cli_args.monitor_cores, default=None, metavar="CORES",
+                   help="also write per-neuron output spike counts (per window and bin) of these "
+                        "cores, e.g. 0,3 or all, to RUN_DIR/monitor.npz (see --monitor-out)")
+    p.add_argument("--monitor-out", type=cli_args.out_file, default=None, metavar="FILE",
+                   help="where --monitor writes (e.g. one file per engine, to compare them); "
+                        "None: RUN_DIR/monitor.npz")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     p.set_defaults(func=cmd_simulate)
+
+    p = command("compare", "per-neuron and per-channel cosine similarity and count ratio between "
+                           "two monitor files (simulate --monitor, deploy --monitor) of the same "
+                           "chip config and windows: a table, and every value as JSON")
+    p.add_argument("a", type=cli_args.existing_file, metavar="A.npz", help="a monitor file")
+    p.add_argument("b", type=cli_args.existing_file, metavar="B.npz",
+                   help="another; ratios are B / A")
+    p.add_argument("--out", type=cli_args.out_file, default=None, metavar="FILE", dest="json_out",
+                   help="the JSON; None: compare-A-vs-B.json beside A")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary (without per-neuron values) as one JSON object")
+    p.set_defaults(func=cmd_compare)
 
     p = command("deploy", "apply RUN_DIR/chip_config.json to a board and evaluate a dataset on it "
                           "(needs the real samna and a board); writes RUN_DIR/device.json")
@@ -506,6 +626,16 @@ def build_parser() -> argparse.ArgumentParser:
     data(p, "the run's validation split")
     windows(p, "--windows", "--eval-windows")
     max_recordings(p)
+    board(p)
+    p.add_argument("--pixel-kill", choices=["host", "chip"], default="host",
+                   help="killed pixels: drop their events on the host (default; as the simulators) "
+                        "or write KillSensorPixel and trust it to mask written events (unconfirmed)")
+    p.add_argument("--no-power", action="store_true", help="do not read the power monitor")
+    p.add_argument("--monitor", type=cli_args.monitor_cores, default=None, metavar="CORES",
+                   help="also write the per-neuron spikes of these cores, e.g. 0,3 or all, to "
+                        "RUN_DIR/monitor.npz (the layout simulate --monitor writes)")
+    p.add_argument("--monitor-out", type=cli_args.out_file, default=None, metavar="FILE",
+                   help="where --monitor writes; None: RUN_DIR/monitor.npz")
     p.set_defaults(func=cmd_deploy)
 
     p = command("report", "spikes, synaptic operations and estimated power per core, the fidelity "
@@ -514,6 +644,36 @@ def build_parser() -> argparse.ArgumentParser:
     run_dir(p, compare_help="more runs to put beside the first")
     p.add_argument("--out", type=cli_args.out_dir, default=None, help="None: RUN_DIR")
     p.set_defaults(func=cmd_report)
+
+    p = command("import", "bring your own model: a NIR graph (.nir, from sinabs, snnTorch, Norse "
+                          "or Rockpool) or a torch.save'd nn.Sequential of torch / sinabs layers "
+                          "becomes a run directory (RUN_DIR/imported.pt) that compile, simulate, "
+                          "export, report, camera and deploy accept")
+    p.add_argument("model", type=cli_args.model_file, metavar="MODEL",
+                   help="a .nir graph or a torch.save file of an nn.Sequential")
+    p.add_argument("--out", type=cli_args.out_dir, required=True, help="run directory")
+    p.add_argument("--data", type=cli_args.data_spec, default=None,
+                   help=f"the data the model expects ({DATA_HELP}): its sensor, class names and "
+                        f"framing go into the run; None: a sensor of the input's size, classes "
+                        f"0..K-1, and simulate needs --data")
+    p.add_argument("--input-shape", type=cli_args.input_shape, default=None, metavar="C,H,W",
+                   help="the network's input, for a torch model or a NIR graph with a flat input; "
+                        "None: the graph's Input node (a torch model with --data: the sensor)")
+    p.add_argument("--dt", type=cli_args.positive_float, default=None,
+                   help="the Euler step of the NIR equations (IF gain r*dt, LIF r*dt/tau); None: "
+                        "1 for IF and, per leaky layer, the step with r*dt/tau = 1 (each "
+                        "framework's v += W s)")
+    p.add_argument("--reset", choices=["auto", "subtract", "zero"], default="auto",
+                   help="the neurons' reset; auto: v_reset = 0 in the graph means zero, else "
+                        "NIR 1.0.4's subtraction (Norse's IAF resets to zero: pass zero)")
+    p.add_argument("--T", type=cli_args.positive_int, default=None,
+                   help="time bins per window; None: the data's default (10 without --data)")
+    p.add_argument("--dt-ms", type=cli_args.bin_ms, default=None,
+                   help="bin width; None: the data's default (10 ms without --data)")
+    p.add_argument("--downsample", type=cli_args.positive_int, default=None,
+                   help="sensor pixels per input pixel; None: the one that maps the data's sensor "
+                        "onto the input (1, 2, 4 or 8)")
+    p.set_defaults(func=cmd_import)
 
     p = command("models", "list the model specs")
     p.set_defaults(func=cmd_models)

@@ -24,6 +24,7 @@ DATA_SCHEMES = ("nmnist", "dvsgesture", "events", "synthetic")  # as asa_deploy.
 PATH_SCHEMES = ("nmnist", "dvsgesture", "events")
 SEED_MAX = 2**32 - 1  # numpy's legacy seeding and most tools accept 32-bit seeds
 MIN_BIN_MS = 0.001  # event timestamps are in microseconds
+MAX_CORE = 8  # the highest core id (chip.config.ChipConfig.validate refuses others)
 _SPEC_FORMS = "nmnist:PATH, dvsgesture:PATH, events:PATH or synthetic:NAME"
 _DEVICE = re.compile(r"[A-Za-z][A-Za-z0-9_]*(:[0-9]+)?")
 
@@ -106,6 +107,26 @@ def existing_file(text: str) -> Path:
     raise argparse.ArgumentTypeError(f"no such file: {text!r}")
 
 
+def model_file(text: str) -> Path:
+    """A model to import: an existing .nir graph or torch.save file (its content is checked by the
+    import itself, which names the file when it is not a model)."""
+    if text and os.path.isfile(text):
+        return Path(text)
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a .nir graph or a torch.save "
+                                         f"file (an asa-deploy run directory needs no import)")
+    raise argparse.ArgumentTypeError(f"no such model file: {text!r}")
+
+
+def input_shape(text: str) -> tuple[int, int, int]:
+    """``C,H,W`` (or ``CxHxW``): three positive integers, channels first."""
+    parts = [p.strip() for p in re.split(r"[,x]", text.strip().lower())]
+    if len(parts) != 3 or not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise argparse.ArgumentTypeError(f"must be C,H,W (three positive integers, e.g. 2,34,34), "
+                                         f"got {text!r}")
+    return tuple(int(p) for p in parts)  # type: ignore[return-value]
+
+
 def out_dir(text: str) -> Path:
     """A folder to write into: it may be missing (it is created), but it must not be a file."""
     if not text:
@@ -174,3 +195,37 @@ def device(text: str) -> str:
     if _DEVICE.fullmatch(text.strip()):
         return text
     raise argparse.ArgumentTypeError(f"must be KIND[:INDEX], e.g. speck2fdevkit:0, got {text!r}")
+
+
+def monitor_cores(text: str) -> tuple[int, ...] | str:
+    """``all`` or core ids separated by commas, e.g. ``0,3`` (Speck and DYNAP-CNN number their cores
+    0..8); whether the config uses them is checked once it is loaded."""
+    if text.strip().lower() == "all":
+        return "all"
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or "" in parts:
+        raise argparse.ArgumentTypeError(f"expected 'all' or core ids separated by commas, e.g. 0,3, "
+                                         f"got {text!r}")
+    cores = []
+    for part in parts:
+        if not part.isdigit() or int(part) > MAX_CORE:
+            raise argparse.ArgumentTypeError(f"{part!r} in {text!r} is not a core id; cores are "
+                                             f"numbered 0..{MAX_CORE}")
+        cores.append(int(part))
+    return tuple(sorted(set(cores)))
+
+
+def out_file(text: str) -> Path:
+    """A file to write: not an existing folder, and not inside a file (missing folders are made)."""
+    if not text:
+        raise argparse.ArgumentTypeError("must name a file, got ''")
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
+    path = Path(text)
+    for at in path.parents:
+        if os.path.exists(at):
+            if os.path.isdir(at):
+                return path
+            raise argparse.ArgumentTypeError(f"{text} is inside {at}, which is a file; give a file "
+                                             f"path in a folder")
+    return path

@@ -178,3 +178,37 @@ def load_json(path: str | Path, kind: str, *, remedy: str, expect: type | None =
     if missing:
         raise artifact_error(path, f"not the {kind}: no {', '.join(missing)}", remedy)
     return value
+
+
+def write_npz(path: str | Path, arrays: dict[str, Any]) -> Path:
+    """``numpy.savez_compressed`` atomically (through a file object, so no ``.npz`` is appended)."""
+    import numpy as np
+
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    return Path(path)
+
+
+def load_npz(path: str | Path, kind: str, *, remedy: str, required_keys: Iterable[str] = (),
+             if_missing: str | None = None) -> dict[str, Any]:
+    """Every array of the ``.npz`` file ``path`` (no pickled objects), with ``required_keys``;
+    missing, empty, truncated, corrupt or foreign: an ``ArtifactError`` as in ``load_torch``."""
+    import zipfile
+    import zlib
+
+    import numpy as np
+
+    path = _existing(path, kind, remedy, if_missing)
+    try:
+        found = np.load(path, allow_pickle=False)
+        if not isinstance(found, np.lib.npyio.NpzFile):
+            raise ValueError("a single array (.npy), not an .npz archive")
+        with found:
+            arrays = {name: found[name] for name in found.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise artifact_error(path, f"the {kind} cannot be read: truncated, corrupt or not an .npz "
+                                   f"file ({brief(exc)})", remedy) from exc
+    missing = [key for key in required_keys if key not in arrays]
+    if missing:
+        raise artifact_error(path, f"not the {kind}: no {', '.join(missing)}", remedy)
+    return arrays

@@ -22,13 +22,17 @@ from asa_deploy.chip.simulate import event_windows, recording_accuracy, simulate
 from asa_deploy.chip.spec import load_chip_spec
 from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.errors import CompileError
+from asa_deploy.export.importer import IMPORTED, is_imported, load_imported
 from asa_deploy.fold.stage import FOLD_JSON, FOLDED, fold, load_folded
 from asa_deploy.train import TrainConfig, load_run, train
 from asa_deploy.train.loop import MODEL
 
 
 def load_network_for_compile(run_dir: str | Path):
-    """The run's trained network, its ``model.pt`` record, input shape and sensor."""
+    """The run's trained network and its ``model.pt`` record (an imported run's network and its
+    ``imported.pt`` record), input shape and sensor."""
+    if is_imported(run_dir):
+        return load_imported(run_dir)
     model, artifact = load_run(Path(run_dir))
     input_shape, sensor = chip_inputs(model.spec.input, artifact["data"])
     return model, artifact, input_shape, sensor
@@ -41,7 +45,7 @@ def compile_run(run_dir: str | Path, chip: str, *, bias_policy: str | None = Non
     run_dir = Path(run_dir)
     model, artifact, input_shape, sensor = load_network_for_compile(run_dir)
     data = artifact["data"]
-    source = run_dir / MODEL
+    source = run_dir / (IMPORTED if is_imported(run_dir) else MODEL)
     if use_folded and (run_dir / FOLDED).is_file():
         provenance.require_current(run_dir, FOLDED)
         model, record = load_folded(run_dir)
@@ -53,6 +57,8 @@ def compile_run(run_dir: str | Path, chip: str, *, bias_policy: str | None = Non
             "attention": artifact["attention"], "frame_spec": data["frame_spec"],
             "data_spec": data["spec"], "split": data["split"],
             provenance.KEY: provenance.record(run_dir, [source.name])}
+    if "import" in artifact:
+        meta["import"] = artifact["import"]
     if data["frame_spec"].get("binarize"):
         meta["warning"] = ("trained on binarized frames; the chip sums every event, so expect a "
                            "gap until fine-tuned without binarize")

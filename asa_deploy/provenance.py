@@ -26,14 +26,18 @@ from asa_deploy import __version__
 from asa_deploy.errors import AsaDeployError
 
 KEY = "provenance"
-# Everything a stage derives from model.pt; retraining moves these aside (globs, run-relative).
-DERIVED = ("model.pt", "eval.json", "eval-*.json", "analysis.json", "analysis-*.json", "figures",
-           "folded.pt", "fold.json", "fold_maps.png", "chip_config.json", "mapping.json",
-           "sim.json", "sim-*.json", "model.nir", "model_quantized.nir", "camera.json",
-           "device.json", "monitor.npz", "report.json", "report.md", "report.html")
+# Everything a stage derives from model.pt (or an import's imported.pt, the other root); retraining
+# or importing moves these aside (globs, run-relative).
+ROOTS = ("model.pt", "imported.pt")
+DERIVED = ("model.pt", "imported.pt", "eval.json", "eval-*.json", "analysis.json",
+           "analysis-*.json", "figures", "folded.pt", "fold.json", "fold_maps.png",
+           "chip_config.json", "mapping.json", "sim.json", "sim-*.json", "model.nir",
+           "model_quantized.nir", "camera.json", "device.json", "monitor.npz", "monitor-*.npz",
+           "report.json", "report.md", "report.html")
 # Which stage rewrites an artifact: the remedy named when it is stale.
 REMEDY = {
     "model.pt": "asa-deploy train --out {run}",
+    "imported.pt": "asa-deploy import MODEL --out {run}",
     "eval.json": "asa-deploy evaluate {run}",
     "analysis.json": "asa-deploy analyze {run}",
     "folded.pt": "asa-deploy fold {run}",
@@ -96,7 +100,8 @@ def read(path: Path) -> dict | None:
 def problems(run_dir: str | Path, name: str, prov: dict | None = None,
              _checked: dict | None = None) -> list[str]:
     """Why ``run_dir/name`` is not current (empty when it is). ``prov`` overrides the record read
-    from the file (for the per-engine entries of ``sim.json``). ``model.pt`` is the root."""
+    from the file (for the per-engine entries of ``sim.json``). ``model.pt`` (or an imported run's
+    ``imported.pt``) is the root."""
     run_dir = Path(run_dir)
     checked = {} if _checked is None else _checked
     if prov is None:
@@ -104,7 +109,7 @@ def problems(run_dir: str | Path, name: str, prov: dict | None = None,
             return checked[name]
         if not (run_dir / name).is_file():
             return [f"{name} is missing"]
-        if name == "model.pt":
+        if name in ROOTS:
             checked[name] = []
             return []
         prov = read(run_dir / name)

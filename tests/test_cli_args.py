@@ -274,6 +274,12 @@ def _no_file_on_the_way(path) -> bool:
     return all(not os.path.exists(p) or os.path.isdir(p) for p in (path, *Path(path).parents))
 
 
+def _writable_file(path) -> bool:
+    """A file path to write: not a folder, and no file among its parents."""
+    return (isinstance(path, Path) and bool(str(path)) and not os.path.isdir(path)
+            and _no_file_on_the_way(path.parent))
+
+
 def _good_data(spec) -> bool:
     scheme, sep, rest = spec.partition(":")
     scheme = scheme.strip().lower()
@@ -311,6 +317,12 @@ CONSTRAINTS = {
     "model": lambda v: os.path.isfile(v) or os.path.isfile(cli_args.models_dir() / f"{v}.yaml"),
     "chip": lambda v: v in list_chips() or (v.endswith(".toml") and os.path.isfile(v)),
     "device": lambda v: v is None or re.fullmatch(r"[A-Za-z]\w*(:[0-9]+)?", v.strip()) is not None,
+    "monitor": lambda v: v is None or v == "all" or (
+        isinstance(v, tuple) and v and list(v) == sorted(set(v)) and all(_is_int(c, 0, 8) for c in v)),
+    "monitor_out": lambda v: v is None or _writable_file(v),
+    "json_out": lambda v: v is None or _writable_file(v),
+    "a": lambda v: isinstance(v, Path) and v.is_file(),
+    "b": lambda v: isinstance(v, Path) and v.is_file(),
 }
 
 
@@ -370,6 +382,9 @@ def _plausible_values(sandbox) -> dict[str, st.SearchStrategy[str]]:
         "model_spec": st.sampled_from(["dvs-small", "arch-a", "nope", *sandbox["paths"]]),
         "chip": st.sampled_from([*list_chips(), "nochip", *sandbox["paths"]]),
         "device": st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,8}(:[0-9]{1,3})?", fullmatch=True),
+        "monitor_cores": st.one_of(st.just("all"), st.lists(st.integers(0, 9), min_size=1, max_size=4)
+                                   .map(lambda cores: ",".join(map(str, cores)))),
+        "out_file": paths,
     }
 
 

@@ -310,6 +310,8 @@ def mutated_tomls(draw):
         elif op == "entry" and isinstance(table[key], list) and table[key]:
             i = draw(st.integers(0, len(table[key]) - 1))
             table[key][i] = draw(number_swaps | toml_scalars)
+        elif op == "entry" and isinstance(table[key], dict) and table[key]:  # [power] idle_rail_mw
+            table[key][draw(st.sampled_from(sorted(table[key])))] = draw(number_swaps | toml_scalars)
         elif op == "add unknown":
             table[draw(st.text(st.characters(min_codepoint=97, max_codepoint=122), min_size=1,
                                max_size=5))] = draw(toml_scalars)
@@ -332,8 +334,12 @@ def assert_sane(spec: ChipSpec) -> None:
     assert d.max_destinations >= 1 and r.classes >= 0 and r.destination >= 0
     assert r.channel_stride >= 1
     for value in (p.resting_mw, p.energy_per_spike_nj, p.energy_per_synop_nj,
-                  p.energy_per_input_event_nj):
+                  p.energy_per_input_event_nj, p.energy_per_spike_low_nj, p.energy_per_spike_high_nj,
+                  *p.idle_rail_mw.values()):
         assert math.isfinite(value) and value >= 0
+    assert p.energy_per_spike_low_nj <= p.energy_per_spike_nj <= p.energy_per_spike_high_nj
+    assert set(p.processor_rails) <= set(p.idle_rail_mw)
+    assert bool(p.processor_rails) == bool(p.idle_rail_mw)
 
 
 def check_hw_config(path: Path, raw: dict) -> None:

@@ -21,6 +21,7 @@ from asa_deploy.chip.spec import load_chip_spec
 from asa_deploy.errors import AsaDeployError
 from asa_deploy.pipeline import fold_run
 from asa_deploy.report import build_report, write_report
+from asa_deploy.report.render import num
 from asa_deploy.train import TrainConfig, train
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -109,9 +110,22 @@ def test_power_is_static_plus_dynamic_and_energy_is_power_times_window(runs, wri
         assert power["energy_per_inference_uj"] == pytest.approx(power["total_mw"] * window_s * 1e3)
         assert run["activity"]["cores"][0]["synops_per_s"] == pytest.approx(
             run["activity"]["cores"][0]["synops_per_window"] / window_s)
-    for source in (spec.power.resting_source, spec.power.dynamic_source, spec.sources["S6"]):
+        low, high = spec.power.band_mw(spikes_s, synops_s, events_s)
+        assert power["band_mw"] == pytest.approx([low, high]) and low < power["total_mw"] < high
+        other = spec.power.other_rails_idle_mw  # IO + both pixel rails, at idle
+        assert other == pytest.approx(0.0617 + 0.0789 + 0.6109)
+        assert power["devkit"]["total_mw"] == pytest.approx(power["total_mw"] + other)
+        assert power["devkit"]["band_mw"] == pytest.approx([low + other, high + other])
+        for text in (f"{num(low, 4)}..{num(high, 4)}",
+                     f"{num(low + other, 4)}..{num(high + other, 4)}"):
+            assert text in md and text in page
+    for source in (spec.power.resting_source, spec.power.dynamic_source,
+                   spec.power.idle_rails_source, spec.sources["S3"], spec.sources["S6"]):
         assert source in md
         assert html.escape(source) in page
+    for text in ("processor (VDD_RAM + VDD_LOGIC) total", "dev kit total (all rails)",
+                 "band 2.91..7.59", "Measured idle power per rail"):
+        assert text in md and html.escape(text) in page
     assert "not published" in md and "UNVERIFIED" in md
     assert "zero weights" in md and "NeuroBench" in md
 
@@ -188,6 +202,30 @@ def test_engine_choice_and_measured_power(runs, tmp_path):
     measured = json.loads(paths["json"].read_text())["runs"]["asa2"]["measured"]
     assert measured["total_mw"] == pytest.approx(1.0)
     assert "vdd_core" in paths["md"].read_text() and "device.json missing" not in paths["md"].read_text()
+    assert "are not the hw_config's" in paths["md"].read_text()  # other rails: totals not compared
+
+
+def test_measured_rails_stand_beside_the_model_per_rail(runs, tmp_path):
+    run = _copy(runs["asa2"], tmp_path / "board-rails")
+    rails = {"VDD_IO": 0.07, "VDD_RAM": 0.06, "VDD_LOGIC": 0.5, "VDD_PIXEL_DIGITAL": 0.08,
+             "VDD_PIXEL_ANALOG": 0.6}  # the names deploy writes (device.samna_adapter.POWER_RAILS)
+    (run / "device.json").write_text(json.dumps({"power_mw": rails}))
+    paths = write_report([run])
+    entry = json.loads(paths["json"].read_text())["runs"]["asa2"]
+    rows = {row["rail"]: row for row in entry["measured"]["side_by_side"]}
+    assert rows["VDD_IO"]["model_mw"] == 0.0617 and rows["VDD_IO"]["measured_mw"] == 0.07
+    processor = rows["processor (VDD_RAM + VDD_LOGIC)"]
+    assert processor["measured_mw"] == pytest.approx(0.56)
+    assert processor["model_mw"] == entry["power"]["total_mw"]
+    assert processor["band_mw"] == entry["power"]["band_mw"]
+    devkit = rows["dev kit (all rails)"]
+    assert devkit["measured_mw"] == pytest.approx(sum(rails.values()))
+    assert devkit["model_mw"] == pytest.approx(entry["power"]["devkit"]["total_mw"])
+    assert devkit["measured_over_model"] == pytest.approx(sum(rails.values()) / devkit["model_mw"])
+    md, page = paths["md"].read_text(), paths["html"].read_text()
+    for text in ("beside the model", "measured / model", "no source splits the dynamic term",
+                 f"{num(devkit['band_mw'][0], 4)}..{num(devkit['band_mw'][1], 4)}"):
+        assert text in md and html.escape(text) in page
 
 
 def test_labels_fall_back_to_folder_names_and_model_pt_is_required(runs, tmp_path):

@@ -5,11 +5,19 @@ spec, stored in the config's ``meta`` at compile time), so the chip simulators s
 spans as the float network, but as events in sensor coordinates: the DVS input layer does the
 pooling. ``agreement`` compares two engines the way the NIR paper compared simulators and chips:
 classification agreement and the cosine similarity of per-core activity.
+
+``whole=True`` (``simulate --whole-recordings``) instead feeds every recording whole, as one window
+from its first event (bins of the frame spec's ``dt_us``, as many as the longest recording needs),
+states reset per recording, the class being the channel with the most output spikes: how published
+chip accuracies are measured (SynSense's NIR-to-Speck tutorial streams each N-MNIST sample and takes
+the most frequent output feature).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +25,7 @@ import numpy as np
 from asa_deploy import provenance
 from asa_deploy.chip.compile import CHIP_CONFIG
 from asa_deploy.chip.config import ChipConfig
+from asa_deploy.chip.monitor import MONITOR_NPZ, Monitor, engine_of, select_cores
 from asa_deploy.chip.sim import EventWindow, SimResult, simulate
 from asa_deploy.data import FrameSpec, check_class_names, check_input_shape, open_dataset
 from asa_deploy.data.framing import recording_accuracy as framing_recording_accuracy
@@ -30,14 +39,19 @@ log = logging.getLogger("asa_deploy.simulate")
 
 
 def event_windows(config: ChipConfig, data: str | None = None, *, windows: int = TEST_WINDOWS,
-                  max_recordings: int | None = None) -> tuple[list[EventWindow], str]:
-    """Test windows of ``data`` (default: the compiled run's validation split), with a description."""
+                  max_recordings: int | None = None,
+                  whole: bool = False) -> tuple[list[EventWindow], str]:
+    """Test windows of ``data`` (default: the compiled run's validation split), with a description;
+    ``whole``: one window per recording spanning all of it (``windows`` is then not used)."""
     meta = config.meta
     if "frame_spec" not in meta:
         raise ChipConfigError("this chip_config.json has no frame_spec in its meta (compiled from a "
                               "bare network); pass windows explicitly through the Python API")
     frames = FrameSpec(**meta["frame_spec"])
     spec = data or meta.get("data_spec")
+    if spec is None:
+        raise DataSpecError("this chip config was compiled from a model imported without --data, "
+                            "so it names no data to simulate: pass --data SPEC")
     split = meta.get("split", {})
     dataset = open_dataset(spec, seed=split.get("seed", 0))
     target = f"the chip config of model {meta.get('model', '?')!r}"
@@ -55,6 +69,9 @@ def event_windows(config: ChipConfig, data: str | None = None, *, windows: int =
         indices, what = list(range(len(dataset))), "all recordings"
     if max_recordings is not None:
         indices = indices[:max_recordings]
+    if whole:
+        return whole_recording_windows(dataset, indices, frames.dt_us), (
+            f"{spec} ({what}, {len(indices)} whole recordings, one window each)")
     out = []
     for index in indices:
         events, label = dataset[index]
@@ -62,6 +79,16 @@ def event_windows(config: ChipConfig, data: str | None = None, *, windows: int =
             out.append(EventWindow(events, int(start), frames.T, frames.dt_us, int(label),
                                    str(dataset.sources[index])))
     return out, f"{spec} ({what}, {len(indices)} recordings x {windows} windows)"
+
+
+def whole_recording_windows(dataset, indices, dt_us: int) -> list[EventWindow]:
+    """One window per recording from its first event, all with the bins the longest one needs (the
+    simulators batch windows of one length; a shorter recording's last bins stay empty)."""
+    recordings = [(dataset[i], str(dataset.sources[i])) for i in indices]
+    span = max((int(ev["t"][-1]) - int(ev["t"][0]) + 1 for (ev, _), _ in recordings), default=1)
+    n_bins = max(1, math.ceil(span / dt_us))
+    return [EventWindow(ev, int(ev["t"][0]), n_bins, dt_us, int(label), source)
+            for (ev, label), source in recordings]
 
 
 def recording_accuracy(result: SimResult) -> float:
@@ -93,19 +120,32 @@ def agreement(a: SimResult, b: SimResult) -> dict:
 
 def simulate_run(run_dir: str | Path, data: str | None = None, *, engine: str = "fast",
                  windows: int = TEST_WINDOWS, max_recordings: int | None = None,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, monitor: Sequence[int] | str | None = None,
+                 monitor_out: str | Path | None = None, whole_recordings: bool = False) -> dict:
     """Simulate ``RUN_DIR/chip_config.json`` and write ``RUN_DIR/sim.json`` (one key per engine;
     on other data ``sim-<data>.json``; returned as ``file``). Refuses a chip config made from a model that has changed
-    since; another engine's entry is kept only while it describes the same config and windows."""
+    since; another engine's entry is kept only while it describes the same config and windows.
+
+    ``monitor`` (core ids or ``"all"``): also write the per-neuron counts of those cores to
+    ``monitor_out`` (default ``RUN_DIR/monitor.npz``, on other data ``monitor-<data>.npz``;
+    returned as ``monitor_file``); a core the config does not use is refused before simulating.
+
+    ``whole_recordings``: one window per recording spanning it (see the module docstring); the
+    entry records ``windows_per_recording`` 1 and ``whole_recordings`` true."""
     run_dir = Path(run_dir)
     provenance.require_current(run_dir, CHIP_CONFIG)
     config = ChipConfig.load(run_dir / CHIP_CONFIG)
-    items, described = event_windows(config, data, windows=windows, max_recordings=max_recordings)
-    result = simulate(config, items, engine, progress=progress)
+    cores = [] if monitor is None else select_cores(config, monitor, str(run_dir / CHIP_CONFIG))
+    items, described = event_windows(config, data, windows=windows, max_recordings=max_recordings,
+                                     whole=whole_recordings)
+    if whole_recordings:
+        windows = 1
+    result = simulate(config, items, engine, progress=progress, monitor=cores)
     facts = {"data": data or config.meta.get("data_spec"), "windows": windows,
-             "max_recordings": max_recordings}
+             "max_recordings": max_recordings, "whole_recordings": whole_recordings}
     summary = {"data": described, "chip": config.chip, "windows_per_recording": windows,
-               **result.to_dict(), "recording_accuracy": recording_accuracy(result),
+               "whole_recordings": whole_recordings, **result.to_dict(),
+               "recording_accuracy": recording_accuracy(result),
                provenance.KEY: provenance.record(run_dir, [CHIP_CONFIG], engine=engine, **facts)}
     path = run_dir / provenance.data_artifact(SIM_JSON, data, config.meta.get("data_spec", ""))
     previous = {}
@@ -117,7 +157,26 @@ def simulate_run(run_dir: str | Path, data: str | None = None, *, engine: str = 
     kept = {name: entry for name, entry in previous.items()
             if isinstance(entry, dict) and _same_source(run_dir, entry, facts)}
     write_json(path, {**kept, engine: summary})
-    return {**summary, "file": str(path)}
+    out = {**summary, "file": str(path)}
+    if cores:
+        out["monitor_file"] = str(_write_monitor(
+            run_dir, config, items, result, monitor_out, described=described,
+            prov=provenance.record(run_dir, [CHIP_CONFIG], engine=engine, cores=cores, **facts)))
+    return out
+
+
+def _write_monitor(run_dir: Path, config: ChipConfig, items: list[EventWindow], result: SimResult,
+                   monitor_out: str | Path | None, *, described: str, prov: dict) -> Path:
+    data = prov["data"]
+    path = Path(monitor_out) if monitor_out is not None else run_dir / provenance.data_artifact(
+        MONITOR_NPZ, data, config.meta.get("data_spec", ""))
+    previous = engine_of(path) if path.is_file() else None
+    if previous is not None and previous != result.engine:
+        log.warning("replacing %s (engine %s) with engine %s's counts; pass --monitor-out FILE to "
+                    "keep both", path, previous, result.engine)
+    monitor = Monitor.from_windows(config, items, result.monitor, engine=result.engine,
+                                   data=described, provenance=prov)
+    return monitor.save(path)
 
 
 def _same_source(run_dir: Path, entry: dict, facts: dict) -> bool:

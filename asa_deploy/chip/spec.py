@@ -97,19 +97,43 @@ class ReadoutSpec:
 
 @dataclass(frozen=True)
 class PowerModel:
-    """P = resting + e_spike * spikes/s + e_synop * synops/s + e_event * input events/s."""
+    """Processor P = resting + e_spike * spikes/s + e_synop * synops/s + e_event * input events/s, with
+    a band from the spread of e_spike (low..high); the dev kit adds the idle power of its other rails.
+
+    ``idle_rail_mw`` is the measured idle power per supply rail ({} where none was measured);
+    ``processor_rails`` are the rails whose idle sum is the processor's resting power."""
 
     resting_mw: float
     resting_source: str
+    idle_rail_mw: dict[str, float]
+    processor_rails: tuple[str, ...]
+    idle_rails_source: str
     energy_per_spike_nj: float
+    energy_per_spike_low_nj: float
+    energy_per_spike_high_nj: float
     energy_per_synop_nj: float
     energy_per_input_event_nj: float
     dynamic_source: str
 
-    def power_mw(self, spikes_per_s: float, synops_per_s: float, events_per_s: float) -> float:
-        dynamic_nj_per_s = (self.energy_per_spike_nj * spikes_per_s + self.energy_per_synop_nj
+    def power_mw(self, spikes_per_s: float, synops_per_s: float, events_per_s: float,
+                 energy_per_spike_nj: float | None = None) -> float:
+        """The processor's power (mW); ``energy_per_spike_nj`` None: the central value."""
+        e_spike = self.energy_per_spike_nj if energy_per_spike_nj is None else energy_per_spike_nj
+        dynamic_nj_per_s = (e_spike * spikes_per_s + self.energy_per_synop_nj
                             * synops_per_s + self.energy_per_input_event_nj * events_per_s)
         return self.resting_mw + dynamic_nj_per_s * 1e-6
+
+    def band_mw(self, spikes_per_s: float, synops_per_s: float, events_per_s: float) -> tuple[float, float]:
+        """The processor's power at the low and the high energy per spike (mW)."""
+        return (self.power_mw(spikes_per_s, synops_per_s, events_per_s, self.energy_per_spike_low_nj),
+                self.power_mw(spikes_per_s, synops_per_s, events_per_s, self.energy_per_spike_high_nj))
+
+    @property
+    def other_rails_idle_mw(self) -> float | None:
+        """Idle power of the dev kit's rails outside the processor; None: no rail was measured."""
+        if not self.idle_rail_mw:
+            return None
+        return sum(mw for rail, mw in self.idle_rail_mw.items() if rail not in self.processor_rails)
 
 
 @dataclass(frozen=True)
@@ -167,7 +191,10 @@ _RANGES: dict[tuple[str, str], tuple | None] = {
     ("readout", "destination"): (0, None, "a destination id"),
     ("readout", "channel_stride"): _POSITIVE,
     ("power", "resting_mw"): _ENERGY,
+    ("power", "idle_rail_mw"): _ENERGY,
     ("power", "energy_per_spike_nj"): _ENERGY,
+    ("power", "energy_per_spike_low_nj"): _ENERGY,
+    ("power", "energy_per_spike_high_nj"): _ENERGY,
     ("power", "energy_per_synop_nj"): _ENERGY,
     ("power", "energy_per_input_event_nj"): _ENERGY,
 }
@@ -238,6 +265,14 @@ def _section(raw: dict, name: str, cls: type, where: str):
 def _coerce(value: Any, annotation: str, where: str):
     """Check a TOML value against the field's annotation (strings, since annotations are lazy)."""
     kinds = {"int": int, "float": (int, float), "bool": bool, "str": str}
+    if annotation.startswith("dict"):  # dict[str, float]: a table of names to numbers
+        if not isinstance(value, dict) or not all(_is(v, kinds["float"]) for v in value.values()):
+            raise ChipSpecError(f"{where}: expected a table of name = number, got {value!r:.80}")
+        for key, item in value.items():
+            if isinstance(item, int) and not _exact_float(item):
+                raise ChipSpecError(f"{where}: {key} = {item!r:.40} has no exact float value; "
+                                    f"write a float")
+        return {key: float(item) for key, item in value.items()}
     if annotation.startswith("tuple"):
         item = annotation[len("tuple["):].split(",")[0].strip().rstrip("]")
         if not isinstance(value, list) or not all(_is(v, kinds[item]) for v in value):
@@ -255,19 +290,23 @@ def _check_range(value: Any, section: str, name: str, annotation: str, where: st
     if not any(kind in annotation for kind in ("int", "float")):
         return
     allowed = _RANGES[(section, name)]  # KeyError: a new numeric field needs its range above
-    items = value if isinstance(value, tuple) else (value,)
-    if (section, name) in _NON_EMPTY and not items:
+    if isinstance(value, dict):
+        entries = [(f" has entry {key} =", item) for key, item in value.items()]
+    elif isinstance(value, tuple):
+        entries = [(" has entry", item) for item in value]
+    else:
+        entries = [(" =", value)]
+    if (section, name) in _NON_EMPTY and not entries:
         raise ChipSpecError(f"{where}: [{section}] {name} is empty; it needs at least one entry")
     if allowed is None:
         return
     low, high, why = allowed
-    for item in items:
+    for entry, item in entries:
         if (isinstance(item, float) and not math.isfinite(item)) or item < low or (
                 high is not None and item > high):
             span = f"{low}..{high}" if high is not None else f">= {low}"
-            entry = f" has entry {item!r:.40}" if isinstance(value, tuple) else f" = {item!r:.40}"
-            raise ChipSpecError(f"{where}: [{section}] {name}{entry}, outside the allowed range "
-                                f"{span} ({why})")
+            raise ChipSpecError(f"{where}: [{section}] {name}{entry} {item!r:.40}, outside the "
+                                f"allowed range {span} ({why})")
 
 
 def _exact_float(value: int) -> bool:
@@ -298,3 +337,24 @@ def _check(spec: ChipSpec, where: str) -> None:
     if n.bias_quantization_bits > n.bias_bits:
         raise ChipSpecError(f"{where}: [numerics] bias_quantization_bits {n.bias_quantization_bits} "
                             f"exceeds bias_bits {n.bias_bits} (the biases would not fit)")
+    _check_power(spec.power, where)
+
+
+def _check_power(p: PowerModel, where: str) -> None:
+    """The band brackets the central energy; the processor's rails are measured rails."""
+    if not p.energy_per_spike_low_nj <= p.energy_per_spike_nj <= p.energy_per_spike_high_nj:
+        raise ChipSpecError(f"{where}: [power] energy_per_spike_low_nj {p.energy_per_spike_low_nj} <= "
+                            f"energy_per_spike_nj {p.energy_per_spike_nj} <= energy_per_spike_high_nj "
+                            f"{p.energy_per_spike_high_nj} does not hold (the band must bracket the "
+                            f"central value)")
+    rails = list(p.processor_rails)
+    if len(set(rails)) != len(rails):
+        raise ChipSpecError(f"{where}: [power] processor_rails {rails} names a rail twice")
+    unknown = [rail for rail in rails if rail not in p.idle_rail_mw]
+    if unknown:
+        raise ChipSpecError(f"{where}: [power] processor_rails {unknown} are not in idle_rail_mw "
+                            f"{sorted(p.idle_rail_mw)}; name measured rails")
+    if p.idle_rail_mw and not rails:
+        raise ChipSpecError(f"{where}: [power] processor_rails is empty; name the rails of "
+                            f"idle_rail_mw {sorted(p.idle_rail_mw)} that feed the processor (or "
+                            f"leave idle_rail_mw empty when no rail was measured)")

@@ -6,7 +6,9 @@ first output spike (the earliest moment a decision is possible; event timestamps
 measure on chip and in simulation), and how long the decision took on the host. ``ReplayCamera``
 cuts a recording (any format ``asa_deploy.data.readers`` reads) into windows and runs each through
 the ``exact`` simulator, optionally paced to the wall clock (``realtime``); ``DeviceCamera`` reads the
-same decisions from a board's monitored output spikes through the samna adapter.
+same decisions from a board's monitored output spikes through the samna adapter. On a board,
+``spikes`` counts the monitored cores' spikes only (the others never reach the host), and
+``input_events`` the DVS layer's output events (after its pooling and region of interest).
 """
 
 from __future__ import annotations
@@ -97,41 +99,50 @@ class ReplayCamera:
 
 
 class DeviceCamera:
-    """The chip's own DVS: the board computes, we read its monitored output spikes per window."""
+    """The chip's own DVS, decided window by window as the replay is: each window the board's
+    neuron states and time base are reset, it listens one window with its sensor passed into the
+    network (``pass_sensor_events`` True, the only case: NB play_with_speck_dvs), and the class is
+    read from its monitored output spikes. The DVS layer's output is monitored too (layer-13
+    ``Spike``s), so input events and the first-spike latency are counted as the replay counts them.
+    The board listens ``window`` out of every ``window + apply_wait_s`` seconds (the reset's wait).
+    ``session`` options: ``asa_deploy.device.samna_adapter.DeviceSession``."""
 
-    def __init__(self, config: ChipConfig, device: str, *, duration_s: float = 10.0):
+    def __init__(self, config: ChipConfig, device: str, *, duration_s: float = 10.0, **session):
         from asa_deploy.device.samna_adapter import DeviceSession, require_samna
 
         require_samna()
         self.config, self.duration_s = config, duration_s
         self.frames = window_spec(config)
-        self.session = DeviceSession(device, config)
+        self.session = DeviceSession(device, config, sensor_events=True, monitor_input=True,
+                                     **session)
         self.names = config.readout.class_names or [str(i) for i in range(config.readout.num_classes)]
 
+    @property
+    def window_us(self) -> int:
+        return self.frames.T * self.frames.dt_us
+
+    @property
+    def n_windows(self) -> int:
+        return max(1, int(self.duration_s * 1e6) // self.window_us)
+
     def __iter__(self) -> Iterator[WindowDecision]:
-        window_us = self.frames.T * self.frames.dt_us
-        source = self.config.readout.source_core
-        channels = self.config.readout.class_channels()
         with self.session as session:
-            end = time.perf_counter() + self.duration_s
-            index = 0
-            while time.perf_counter() < end:
-                time.sleep(window_us / 1e6)
+            for index in range(self.n_windows):
+                out = session.listen_window(self.window_us)
                 begin = time.perf_counter()
-                spikes = session.read_spikes()
-                out = spikes[spikes["layer"] == source]
-                counts = np.array([(out["feature"] == c).sum() for c in channels])
-                prediction = int(counts.argmax()) if counts.sum() else -1
-                first = (float(out["timestamp"].min() - spikes["timestamp"].min()) / 1e3
-                         if len(out) else None)
+                prediction = out.prediction(self.config)
+                counts = out.class_counts(self.config)
+                first_out = out.spikes["timestamp"][
+                    out.spikes["layer"] == self.config.readout.source_core]
+                latency = None
+                if len(first_out) and len(out.inputs):
+                    latency = float(int(first_out.min()) - int(out.inputs["timestamp"].min())) / 1e3
                 yield WindowDecision(
-                    index=index, t_start_us=int(spikes["timestamp"].min()) if len(spikes) else 0,
-                    prediction=prediction,
+                    index=index, t_start_us=index * self.window_us, prediction=prediction,
                     class_name=self.names[prediction] if prediction >= 0 else "-",
-                    output_spikes=int(counts.sum()), input_events=0, spikes=int(len(spikes)),
-                    first_spike_latency_ms=first,
+                    output_spikes=int(counts.sum()), input_events=int(len(out.inputs)),
+                    spikes=int(len(out.spikes)), first_spike_latency_ms=latency,
                     decision_ms=(time.perf_counter() - begin) * 1e3)
-                index += 1
 
 
 def summarize(decisions: list[WindowDecision], wall_seconds: float, duration_s: float) -> dict:

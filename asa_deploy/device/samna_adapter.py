@@ -2,9 +2,9 @@
 
 Why it exists. ``ChipConfig`` (``asa_deploy/chip/config.py``) is the single source of truth for
 what the cores, the DVS input layer and the readout hold; compile, the simulators and the reports
-read only that. This module turns a ``ChipConfig`` into samna's configuration object and talks to a
-board. Nothing else in the package touches samna, so everything else imports and runs on machines
-without SynSense's software.
+read only that. This module turns a ``ChipConfig`` into samna's configuration object and drives a
+board the way SynSense's own code does. Nothing else in the package touches samna, so everything
+else imports and runs on machines without SynSense's software.
 
 samna detection (``samna_status``, ``require_samna``). ``pip install sinabs`` pulls PyPI's
 ``samna``, which is a stub: its ``__init__.py`` sets ``PYPI_SAMNA = True`` and, when imported,
@@ -15,37 +15,53 @@ samna to find out whether it is real: ``importlib.util.find_spec`` locates the p
 executing it, and its ``__init__.py`` text is searched for the stub's ``PYPI_SAMNA`` mark. Only after
 ``require_samna()`` has passed does a function import samna, lazily, inside itself.
 
-Tested here (tests/test_samna_adapter.py, without samna and without a board):
-  * the translation ``translate`` / ``apply_chip_config`` / ``verify_applied`` /
-    ``pixel_kill_events`` / ``readout_class_channels``, against a recording stand-in for samna's
-    configuration object, not against a chip and not against samna's real classes;
-  * the stub detection and ``require_samna``;
-  * device-string parsing (``parse_device``) and the power-rail arithmetic (``power_by_rail``).
+The runtime (``DeviceSession``) runs one window the way the simulators do: reset the neuron states
+(re-apply the configuration, then wait), reset the board's time base, write the window's events with
+timestamps from 0 (the window's start), wait the window's duration, read until quiet, and hand back
+what came out. Every samna call carries the public source that shows it (sources as in
+shared/reference/samna-usage.md: S = sinabs 3.1.3 ``backend/dynapcnn``, S2 = sinabs 2.x, NB = sinabs
+``docs/speck/notebooks``, DS = the Speck dev kit datasheet, SD = samna's API reference pages,
+3P = third-party code only). Where no source settles a behaviour the session has an explicit option
+with a documented default instead of a guess:
 
-NOT tested, never run against samna or a board here: ``list_devices``, ``open_device`` and
-``DeviceSession`` (graphs, events, stop-watch, power monitor). They follow speck-hardware.md
-sections 5, 7 and 8 and sinabs 3.1.3's ``io.py`` / ``dynapcnn_network.py`` step by step.
+  * ``apply_wait_s`` (default 1 s, sinabs's ``to``/``reset_states``; the notebooks wait 0.1 s);
+  * ``pixel_kill``: whether ``KillSensorPixel`` masks host-written ``DvsEvent``s is unknown, so by
+    default (``"host"``) killed pixels' events are dropped on the host before writing, which gives
+    the simulator's result either way; ``"chip"`` writes ``KillSensorPixel`` (3P) and trusts it;
+  * ``dynapcnn_timer``: DYNAP-CNN has no stop-watch object; sinabs 2.x enables and "resets" its
+    time stamps with ``io.write_config(0x0003, 1)`` (``"sinabs2"``, default); ``"toggle"`` writes 0
+    then 1 (sinabs 2.x's disable then enable) for a board on which writing 1 alone does not reset;
+  * ``slow_clk_hz``: a leaking core or the readout block needs the slow clock; by default one tick
+    per time bin (``1e6 / dt_us``), what the ``fast`` simulator assumes;
+  * ``readout_average``: the readout's low-pass filter over 1 (default, as SynSense's readout
+    notebook: ``low_pass_filter_disable``), 16 or 32 slow-clock ticks.
 
-UNVERIFIED (not confirmed against samna's real bindings or a board):
-  * that nested attribute writes such as ``cnn_layers[0].dimensions.input_shape.size.x = 32``
-    reach samna's object (sinabs assigns whole dicts instead); ``DeviceSession`` therefore reads every
-    written field back with ``verify_applied`` and refuses a configuration that did not take;
-  * the dynapcnn-specific names (``samna.dynapcnn.configuration.DynapcnnConfiguration``, the
-    ``DynapcnnDevKit`` device type, ``BasicSourceNode_dynapcnn_event_input_event``) come from sinabs
-    2.x sources, since sinabs 3.x dropped DYNAP-CNN; the dynapcnn layout of
-    ``neurons_value_kill_bit`` is written as [c][x][y] like ``neurons_initial_value`` (samna's
-    dynapcnn page says "[feature][channel][x][y]");
-  * ``dvs_layer.on_channel`` / ``off_channel`` / ``pass_sensor_events`` on DYNAP-CNN (we write
-    ``pass_sensor_events`` only on chips with an integrated sensor);
-  * the readout's other fields (``readout_configuration_sel``, ``output_mode_sel``, low-pass
-    filter) are left at samna's defaults; only ``enable`` and ``threshold`` are written;
-  * ``KillSensorPixel`` on speck2e/2f (third-party use only; the official page was not retrieved),
-    host ``DvsEvent`` injection into the DVS layer, that re-applying the configuration resets the
-    neuron states to ``neurons_initial_value``, and the power monitor on DYNAP-CNN.
+Tested here without a board (tests/test_samna_adapter.py, tests/test_chip_camera.py): the translation
+against a recording stand-in, and every runtime path (open, reset, windows, camera, power, readout,
+DYNAP-CNN time base) against ``tests/samna_conformance``, a fake ``samna`` that implements only the
+names and behaviours a public source confirms and raises ``AttributeError`` for anything else.
+
+UNCONFIRMED (no public source; the option or check that guards each):
+  * nested attribute writes such as ``cnn_layers[0].dimensions.input_shape.size.x = 32`` (3P; sinabs
+    assigns whole dicts): every written field is read back (``verify_applied``) before applying;
+  * ``destinations[i].feature_shift`` (3P), ``KillSensorPixel`` (3P) and whether it masks host
+    events (``pixel_kill``), ``readout.low_pass_filter32_not16`` (SD only);
+  * the DYNAP-CNN names come from sinabs 2.x (sinabs 3.x dropped DYNAP-CNN), and whether
+    ``write_config(0x0003, 1)`` zeroes the time stamps (``dynapcnn_timer``); no public source
+    writes ``DvsEvent`` into a DYNAP-CNN, so host events there enter the DVS layer's destination
+    cores as ``Spike`` events after the simulator's own DVS-layer mapping on the host; no source
+    shows a DYNAP-CNN power monitor, so power is not read there;
+  * that re-applying the configuration resets the neuron states to ``neurons_initial_value`` and
+    keeps killed sensor pixels (``KillSensorPixel`` events are re-sent after every apply);
+  * the readout's ``ReadoutPinValue.index`` counts channels from 1 (NB: "index of each channel is
+    starting from 1 to 15"), read as class ``index - 1``;
+  * the dynapcnn layout of ``neurons_value_kill_bit`` is written as [c][x][y] like
+    ``neurons_initial_value`` (samna's dynapcnn page says "[feature][channel][x][y]").
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
 import importlib.metadata
 import importlib.util
@@ -253,32 +269,72 @@ def _is_speck(chip: ChipSpec) -> bool:
     return chip.dvs.has_sensor
 
 
-def translate(config: ChipConfig, *, chip: ChipSpec | str,
-              sensor_events: bool = True) -> list[Write]:
+def translate(config: ChipConfig, *, chip: ChipSpec | str, sensor_events: bool = False,
+              monitor_input: bool = False, readout_average: int = 1,
+              monitor_cores: Iterable[int] = ()) -> list[Write]:
     """Every field ``apply_chip_config`` writes, in order, as (path, value) with plain Python
     values (nested lists, ints, bools). Refuses (``ChipConfigError``) a config that uses a
     capability ``chip`` lacks. ``sensor_events``: let the chip's own sensor feed the DVS layer
-    (live camera); False when events come from the host."""
+    (``camera --device`` only); False whenever the host writes the events (DS 3.2.3.8; NB
+    nmnist_quick_start). ``monitor_input``: also send the DVS layer's output back to the host (as
+    layer-13 ``Spike``s), to count input events. ``readout_average``: the readout block's low-pass
+    filter over 1, 16 or 32 slow-clock ticks. ``monitor_cores``: cores whose spikes are sent to
+    the host besides the ChipConfig's own ``monitor_enable`` ones (``deploy --monitor``)."""
     spec = _spec(chip)
     if config.chip != spec.name:
         raise ChipConfigError(f"this config was compiled for {config.chip!r}, not {spec.name!r}; "
                               f"recompile it for {spec.name}")
     config.validate(f"{config.chip} config")
+    if readout_average not in READOUT_AVERAGES:
+        raise ChipConfigError(f"readout average {readout_average!r}: the readout's low-pass filter "
+                              f"averages over {', '.join(map(str, READOUT_AVERAGES))} slow-clock ticks")
     writes: list[Write] = []
     readout = config.readout
+    monitored = {int(c) for c in monitor_cores}
+    unused = sorted(monitored - set(config.core_ids()))
+    if unused:
+        raise ChipConfigError(f"monitor cores {unused}: the config uses cores {config.core_ids()}")
     for core in config.cores:
-        writes += _core_writes(core, config, spec)
-    writes += _dvs_writes(config.dvs, spec, sensor_events)
+        writes += _core_writes(core, config, spec, core.core in monitored)
+    writes += _dvs_writes(config.dvs, spec, sensor_events, monitor_input)
     if readout.use_readout_block:
         readout_class_channels(config, chip=spec)  # refuses a chip without one, and the erratum
     if spec.has("readout"):
         writes.append(Write(("readout", "enable"), bool(readout.use_readout_block)))
         if readout.use_readout_block:
-            writes.append(Write(("readout", "threshold"), int(readout.threshold)))
+            writes += _readout_writes(config, readout_average)
     return writes
 
 
-def _core_writes(core: CoreConfig, config: ChipConfig, spec: ChipSpec) -> list[Write]:
+def _readout_writes(config: ChipConfig, average: int) -> list[Write]:
+    """The readout block as SynSense's readout notebook sets it (NB using_readout_layer cells 9,
+    18): one class per channel of a 1x1 output (``readout_configuration_sel`` 3 = 1x*1y*16f,
+    speck-hardware.md section 5), the class read as ``ReadoutPinValue`` events
+    (``readout_pin_monitor_enable``), and ``readout.monitor_enable`` off, since it would stop every
+    ``Spike`` from being monitored (NB cell 22)."""
+    readout = config.readout
+    source = config.core(readout.source_core)
+    if tuple(source.neuron_shape[1:]) != (1, 1):
+        c, h, w = source.neuron_shape
+        raise ChipConfigError(f"readout block: core {source.core} ({source.name}) outputs {c}x{h}x{w} "
+                              f"(CxHxW); the readout is set up for a 1x1 output (one class per "
+                              f"channel, readout_configuration_sel 3): end the network with a "
+                              f"1x1 layer, or read the classes from monitored spikes "
+                              f"(use_readout_block=False)")
+    base = ("readout",)
+    w = [Write(base + ("threshold",), int(readout.threshold)),
+         Write(base + ("readout_configuration_sel",), 3),
+         Write(base + ("output_mode_sel",), 1),  # NB cell 9 (0b01); shapes ReadoutValue only
+         Write(base + ("low_pass_filter_disable",), average == 1)]
+    if average != 1:  # SD (speck-hardware.md section 5): the moving average over 32, else 16 ticks
+        w.append(Write(base + ("low_pass_filter32_not16",), average == 32))
+    w += [Write(base + ("readout_pin_monitor_enable",), True),
+          Write(base + ("monitor_enable",), False)]
+    return w
+
+
+def _core_writes(core: CoreConfig, config: ChipConfig, spec: ChipSpec,
+                 monitored: bool = False) -> list[Write]:
     where = f"core {core.core} ({core.name})"
     if not 0 <= core.core < spec.cores.count:
         raise ChipConfigError(f"{where}: {spec.name} has cores 0..{spec.cores.count - 1}")
@@ -326,8 +382,8 @@ def _core_writes(core: CoreConfig, config: ChipConfig, spec: ChipSpec) -> list[W
     if _is_speck(spec):
         put("leak_internal_slow_clk_enable", False)
     # without the readout block the classes are the source core's monitored spikes
-    monitor = bool(core.monitor_enable) or (core.core == readout.source_core
-                                            and not readout.use_readout_block)
+    monitor = bool(core.monitor_enable) or monitored or (core.core == readout.source_core
+                                                         and not readout.use_readout_block)
     put("monitor_enable", monitor)
     if core.output_decimator is not None and not spec.has("output_decimator"):
         raise ChipConfigError(f"{where}: uses output_decimator {core.output_decimator}; "
@@ -358,7 +414,8 @@ def _core_writes(core: CoreConfig, config: ChipConfig, spec: ChipSpec) -> list[W
     return w
 
 
-def _dvs_writes(dvs: DvsLayerConfig | None, spec: ChipSpec, sensor_events: bool) -> list[Write]:
+def _dvs_writes(dvs: DvsLayerConfig | None, spec: ChipSpec, sensor_events: bool,
+                monitor_input: bool) -> list[Write]:
     base: FieldPath = ("dvs_layer",)
     fan = spec.dvs.max_destinations
     if dvs is None:
@@ -394,6 +451,8 @@ def _dvs_writes(dvs: DvsLayerConfig | None, spec: ChipSpec, sensor_events: bool)
                        (("destinations", i, "enable"), True)]
         else:
             values.append((("destinations", i, "enable"), False))
+    # S chips/dynapcnn.py monitor_layers(["dvs"]) -> dvs_layer.monitor_enable (every chip sinabs maps)
+    values.append((("monitor_enable",), bool(monitor_input)))
     if _is_speck(spec):
         values.append((("pass_sensor_events",), bool(sensor_events)))
     return [Write(base + path, value) for path, value in values]
@@ -406,12 +465,16 @@ def _walk(target: Any, path: FieldPath) -> Any:
 
 
 def apply_chip_config(config: ChipConfig, target: Any, *, chip: ChipSpec | str,
-                      sensor_events: bool = True) -> None:
+                      sensor_events: bool = False, **options) -> None:
     """Write ``config`` into ``target`` (a samna ``SpeckConfiguration`` / ``DynapcnnConfiguration``,
     or a stand-in), every field by attribute assignment on the object reached by attribute and
     index look-ups (``target.cnn_layers[0].dimensions.stride.x = 1``). Killed pixels are not part of
     it: samna sets those through events (``pixel_kill_events``)."""
-    for write in translate(config, chip=chip, sensor_events=sensor_events):
+    write_fields(target, translate(config, chip=chip, sensor_events=sensor_events, **options))
+
+
+def write_fields(target: Any, writes: Iterable[Write]) -> None:
+    for write in writes:
         setattr(_walk(target, write.path[:-1]), write.path[-1], write.value)
 
 
@@ -481,7 +544,29 @@ def readout_class_channels(config: ChipConfig, *, chip: ChipSpec | str) -> list[
     return channels
 
 
-# ---- runtime (requires samna; NEVER RUN against samna or a board here) -----------------------------
+# ---- runtime: one board, window by window (checked against tests/samna_conformance) ---------------
+
+# How long a board gets after apply_configuration before events are written: sinabs 3.1.3 sleeps
+# 1 s in DynapcnnNetwork.to and reset_states (dynapcnn_network.py:358-359, 576-578); SynSense's
+# notebooks sleep 0.1 s (using_readout_layer cells 18, 22). Default: sinabs's.
+APPLY_WAIT_S = 1.0
+# sinabs hw_forward (dynapcnn_network.py:161-190): sleep the input's duration, then poll every
+# 0.1 s until a poll brings nothing new.
+QUIET_S = 0.1
+MAX_DRAIN_S = 10.0       # stop reading a board that never goes quiet
+UINT32_MAX = 2**32 - 1   # samna event timestamps are uint32 microseconds: they wrap after 71.6 min
+DVS_MONITOR_LAYER = 13   # NB using_readout_layer cell 24: the DVS layer's output is "layer 13"
+DYNAPCNN_TIME_REGISTER = 0x0003  # S2 io.py enable_/reset_/disable_timestamps on dynapcnndevkit
+POWER_RATE_HZ = 100.0    # NB power_monitoring cell 7 (samples per second per rail)
+PIXEL_KILL_MODES = ("host", "chip")
+DYNAPCNN_TIMERS = ("sinabs2", "toggle")
+READOUT_AVERAGES = (1, 16, 32)
+
+
+def _wait(seconds: float) -> None:
+    """Every wait on a board goes through here (the conformance tests put a virtual clock here)."""
+    time.sleep(seconds)
+
 
 @dataclass(frozen=True)
 class _ChipBindings:
@@ -491,7 +576,8 @@ class _ChipBindings:
     output_node: str     # samna.<name>(): model source -> host
 
 
-# sinabs 3.1.3 chips/speck2e.py, speck2f.py; sinabs 2.x chips/dynapcnn.py
+# S chips/speck2e.py, chips/speck2f.py (get_default_config, get_input_buffer, get_output_buffer);
+# S2 chips/dynapcnn.py:313-317
 _BINDINGS = {
     "speck2f": _ChipBindings("speck2f", "SpeckConfiguration",
                              "BasicSourceNode_speck2f_event_input_event",
@@ -507,31 +593,134 @@ _BINDINGS = {
 POWER_RAILS = ("VDD_IO", "VDD_RAM", "VDD_LOGIC", "VDD_PIXEL_DIGITAL", "VDD_PIXEL_ANALOG")
 SPIKE_DTYPE = np.dtype([("layer", np.uint8), ("feature", np.uint16), ("x", np.uint16),
                         ("y", np.uint16), ("timestamp", np.uint64)])
+READOUT_DTYPE = np.dtype([("index", np.int32), ("timestamp", np.uint64)])
+
+
+@dataclass
+class WindowOutput:
+    """What a board sent back for one window; timestamps in us from the window's start."""
+
+    spikes: np.ndarray    # SPIKE_DTYPE: the monitored cores' Spike events
+    inputs: np.ndarray    # SPIKE_DTYPE: the DVS layer's output (layer 13; with monitor_input)
+    readout: np.ndarray   # READOUT_DTYPE: ReadoutPinValue events (readout block only)
+    written: int          # host events written
+
+    def class_counts(self, config: ChipConfig) -> np.ndarray:
+        """Spikes per class: the readout source core's spikes on each class channel."""
+        mine = self.spikes[self.spikes["layer"] == config.readout.source_core]
+        return np.array([(mine["feature"] == c).sum() for c in config.readout.class_channels()],
+                        dtype=np.int64)
+
+    def prediction(self, config: ChipConfig) -> int:
+        """The class with the most spikes (ties: the lowest), -1 when silent, as the simulators."""
+        counts = self.class_counts(config)
+        return int(counts.argmax()) if counts.sum() else -1
+
+    def readout_prediction(self) -> int:
+        """The readout block's class: the most frequent ``ReadoutPinValue.index`` (ties: the
+        lowest) minus 1, since the readout numbers its channels from 1 (NB using_readout_layer
+        cell 2); -1 when it reported nothing."""
+        if not len(self.readout):
+            return -1
+        index, counts = np.unique(self.readout["index"], return_counts=True)
+        return int(index[counts.argmax()]) - 1
+
+
+def slow_clock_hz(config: ChipConfig, slow_clk_hz: int | None = None) -> int | None:
+    """The slow-clock rate a board needs for ``config``: ``slow_clk_hz`` when given; else one tick
+    per time bin when a core leaks or the readout block is used (the leak and the readout run per
+    slow-clock tick, speck-hardware.md sections 3 and 5; the ``fast`` simulator assumes one tick per
+    bin); None when nothing needs it."""
+    if slow_clk_hz is not None:
+        if int(slow_clk_hz) < 1:
+            raise DeviceError(f"slow clock {slow_clk_hz} Hz: give a rate of at least 1 Hz")
+        return int(slow_clk_hz)
+    needs = [what for what, used in (
+        ("a leaking core (leak_enable: the network has biases)", any(c.leak_enable for c in config.cores)),
+        ("the readout block", config.readout.use_readout_block)) if used]
+    if not needs:
+        return None
+    frame = config.meta.get("frame_spec") or {}
+    if not frame.get("dt_us"):
+        raise DeviceError(f"{' and '.join(needs)} need the slow clock, and this chip_config.json has "
+                          f"no frame_spec to take one tick per bin from: pass slow_clk_hz "
+                          f"(--slow-clk-hz HZ)")
+    return max(1, round(1e6 / int(frame["dt_us"])))
 
 
 class DeviceSession:
-    """One board running one ``ChipConfig``; a context manager.
+    """One board running one ``ChipConfig``, window by window; a context manager.
 
-    NEVER RUN here (no samna, no board): written from speck-hardware.md section 8 and sinabs 3.1.3
-    ``DynapcnnNetwork.to`` / ``io.py``. On entering it: opens the device, builds samna's
-    configuration object for the chip, ``apply_chip_config`` + read-back check + samna's
-    ``validate_configuration``, ``apply_configuration``, builds the graph (host source -> model
-    sink, model source -> host sink), enables and resets the stop-watch before any event is written,
-    sets the slow clock when a core leaks, and writes the ``KillSensorPixel`` events.
+    ``run_window`` does what the simulators do with a window, as sinabs's ``hw_forward`` and
+    SynSense's notebooks drive a board: reset the neuron states, reset the time base, write the
+    window's events with timestamps from 0, wait the window, read until quiet. ``listen_window`` is
+    the same for the chip's own sensor (``camera --device``). Options: see the module docstring.
     """
 
     def __init__(self, device: str, config: ChipConfig, *, chip: ChipSpec | str | None = None,
-                 sensor_events: bool = True, slow_clk_hz: int | None = None):
+                 sensor_events: bool = False, monitor_input: bool = False,
+                 apply_wait_s: float = APPLY_WAIT_S, slow_clk_hz: int | None = None,
+                 pixel_kill: str = "host", dynapcnn_timer: str = "sinabs2",
+                 readout_average: int = 1, monitor_cores: Iterable[int] = (),
+                 quiet_s: float = QUIET_S):
         kind = device_kind(device)
         self.spec = _spec(chip if chip is not None else config.chip)
         if kind.chip != self.spec.name or config.chip != self.spec.name:
             raise DeviceError(f"device {device} carries a {kind.chip}; the config is for "
                               f"{config.chip} (chip spec {self.spec.name})")
+        for name, value, allowed in (("pixel_kill", pixel_kill, PIXEL_KILL_MODES),
+                                     ("dynapcnn_timer", dynapcnn_timer, DYNAPCNN_TIMERS)):
+            if value not in allowed:
+                raise DeviceError(f"{name} {value!r}: choose one of {', '.join(allowed)}")
+        if not (apply_wait_s >= 0 and quiet_s > 0):
+            raise DeviceError(f"apply_wait_s {apply_wait_s} and quiet_s {quiet_s}: give a wait >= 0 "
+                              f"and a polling interval > 0 seconds")
+        self.is_speck = _is_speck(self.spec)
+        if sensor_events and (not self.is_speck or config.dvs is None):
+            raise DeviceError(f"{device}: the chip's own sensor can feed the network only on a chip "
+                              f"with a sensor (speck2e/2f) and a config with a DVS input layer; "
+                              f"{config.chip} {'has no sensor' if not self.is_speck else 'config has none'}")
         self.device_name, self.config = device, config
-        self.sensor_events, self.slow_clk_hz = sensor_events, slow_clk_hz
-        self.writes = translate(config, chip=self.spec, sensor_events=sensor_events)
+        self.sensor_events = sensor_events
+        self.monitor_input = monitor_input and config.dvs is not None
+        self.apply_wait_s, self.quiet_s = float(apply_wait_s), float(quiet_s)
+        self.pixel_kill, self.dynapcnn_timer = pixel_kill, dynapcnn_timer
+        self.readout_average = readout_average
+        self.writes = translate(config, chip=self.spec, sensor_events=sensor_events,
+                                monitor_input=self.monitor_input, readout_average=readout_average,
+                                monitor_cores=monitor_cores)
+        self.slow_clk_hz = slow_clock_hz(config, slow_clk_hz)
+        self.killed = pixel_kill_events(config, chip=self.spec)
+        # where host events go: DvsEvents into the DVS layer (Speck: NB using_readout_layer cells
+        # 15-19), Spikes into a core (S chip_factory.py xytp_to_events), or, on a DYNAP-CNN with a
+        # DVS layer (no public source writes its DvsEvent), Spikes into the DVS layer's destination
+        # cores after the simulators' own DVS-layer mapping on the host
+        self.route = "core" if config.dvs is None else ("dvs" if self.is_speck else "dvs-host")
+        self._kills_on_chip = bool(self.killed) and self.route == "dvs" and (
+            pixel_kill == "chip" or sensor_events)
         self.samna = self.device = self.samna_config = self.graph = None
-        self._source = self._sink = None
+        self._mod = self._model = self._source = self._sink = self._power = None
+
+    def describe(self) -> dict:
+        """The runtime settings, for device.json / camera.json."""
+        out = {"apply_wait_s": self.apply_wait_s, "read_until_quiet_s": self.quiet_s,
+               "slow_clk_hz": self.slow_clk_hz,
+               "time_base": ("stop-watch set_enable_value(True) + reset() before each window"
+                             if self.is_speck else
+                             f"io write_config(0x0003, {'0 then 1' if self.dynapcnn_timer == 'toggle' else '1'}) "
+                             f"before each window ({self.dynapcnn_timer})"),
+               "host_input": {"core": f"Spike events into core {self.config.input_core}",
+                              "dvs": "DvsEvent events into the DVS layer",
+                              "dvs-host": "Spike events into the DVS layer's destination cores, "
+                                          "DVS layer applied on the host"}[self.route]}
+        if self.is_speck:
+            out["pass_sensor_events"] = self.sensor_events
+        if self.killed:
+            out["pixel_kill"] = ("KillSensorPixel events" if self._kills_on_chip
+                                 else "killed pixels' events dropped on the host")
+        if self.config.readout.use_readout_block:
+            out["readout_average"] = self.readout_average
+        return out
 
     def __enter__(self) -> DeviceSession:
         self.open()
@@ -547,117 +736,225 @@ class DeviceSession:
             self.close()
             raise
 
-    def _live(self):
+    def _live(self) -> None:
         if self.device is None:
             raise DeviceError(f"the session on {self.device_name} is not open (use it as a context "
                               f"manager)")
-        return getattr(self.samna, _BINDINGS[self.spec.name].module)
 
     def _open(self) -> None:
         samna = self.samna = require_samna()
         bind = _BINDINGS[self.spec.name]
-        mod = getattr(samna, bind.module)
+        self._mod = getattr(samna, bind.module)
         self.device = open_device(self.device_name)
-        self.samna_config = getattr(mod.configuration, bind.configuration)()
-        apply_chip_config(self.config, self.samna_config, chip=self.spec,
-                          sensor_events=self.sensor_events)
+        # S chips/speck2f.py get_default_config; S2 chips/dynapcnn.py
+        self.samna_config = getattr(self._mod.configuration, bind.configuration)()
+        write_fields(self.samna_config, self.writes)
         problems = verify_applied(self.samna_config, self.writes)
         if problems:
             raise DeviceError("samna's configuration object did not take these fields: "
                               + "; ".join(problems[:10]))
-        ok, message = mod.validate_configuration(self.samna_config)
+        ok, message = self._mod.validate_configuration(self.samna_config)  # S config_builder.py:85
         if not ok:
             raise DeviceError(f"samna refused the configuration: {message}")
-        self.device.get_model().apply_configuration(self.samna_config)
+        self._model = self.device.get_model()  # samna "Device Models"; S dynapcnn_network.py:358
+        self._apply(kill=False)
+        if self.slow_clk_hz is not None:  # S dynapcnn_network.py:362-365; NB using_readout_layer 14
+            io = self.device.get_io_module()
+            io.set_slow_clk_rate(self.slow_clk_hz)
+            io.set_slow_clk(True)
         self._source = getattr(samna, bind.input_node)()
         self._sink = getattr(samna, bind.output_node)()
+        # S dynapcnn_network.py:376-392: host source -> model sink, model source -> host sink
         self.graph = samna.graph.EventFilterGraph()
-        self.graph.sequential([self._source, self.device.get_model_sink_node()])
-        self.graph.sequential([self.device.get_model_source_node(), self._sink])
+        self.graph.sequential([self._source, self._model.get_sink_node()])
+        self.graph.sequential([self._model.get_source_node(), self._sink])
         self.graph.start()
-        watch = self.device.get_stop_watch()
-        watch.set_enable_value(True)
-        watch.reset()
-        if self.slow_clk_hz is not None or any(c.leak_enable for c in self.config.cores):
-            if self.slow_clk_hz is None:
-                raise DeviceError("a core leaks (leak_enable) and needs the slow clock: pass "
-                                  "slow_clk_hz")
-            io = self.device.get_io_module()
-            io.set_slow_clk(True)
-            io.set_slow_clk_rate(int(self.slow_clk_hz))
-        pixels = pixel_kill_events(self.config, chip=self.spec)
-        if pixels:
-            kills = []
-            for y, x in pixels:
-                ev = mod.event.KillSensorPixel()
-                ev.y, ev.x = y, x
-                kills.append(ev)
-            self._source.write(kills)
+        if self._kills_on_chip:
+            self._kill_pixels()
         self._sink.get_events()  # drop whatever arrived while configuring
 
-    def reset_states(self) -> None:
-        """Neuron states back to the ChipConfig's ``neurons_initial_value`` (never random), by
-        re-applying the configuration (sinabs does the same with zeros)."""
-        self._live()
-        for core in self.config.cores:
-            self.samna_config.cnn_layers[core.core].neurons_initial_value = (
-                np.asarray(core.neurons_initial_value).astype(np.int64).transpose(0, 2, 1).tolist())
-        self.device.get_model().apply_configuration(self.samna_config)
+    def _apply(self, *, kill: bool = True) -> None:
+        self._model.apply_configuration(self.samna_config)
+        _wait(self.apply_wait_s)
+        if kill and self._kills_on_chip:
+            self._kill_pixels()
 
-    def write_events(self, events: np.ndarray, core: int | None = None) -> None:
-        """Host events (structured x, y, t [us], p) into ``core`` as ``Spike(layer=core,
-        feature=p)``, or, when ``core`` is None and the config has a DVS layer, as ``DvsEvent`` into
-        the DVS layer (sensor coordinates); without a DVS layer they go to ``config.input_core``."""
-        mod = self._live()
-        if core is None and self.config.dvs is None:
-            core = self.config.input_core
+    def _kill_pixels(self) -> None:
+        """``KillSensorPixel`` (x, y) events (3P), re-sent after every apply: whether applying a
+        configuration keeps killed pixels is unconfirmed."""
+        kills = []
+        for y, x in self.killed:
+            event = self._mod.event.KillSensorPixel()
+            event.x, event.y = int(x), int(y)
+            kills.append(event)
+        self._source.write(kills)
+
+    def reset_states(self) -> None:
+        """Neuron states back to the ChipConfig's ``neurons_initial_value`` by re-applying the
+        configuration and waiting, as sinabs's ``reset_states`` does (dynapcnn_network.py:576-578)."""
+        self._live()
+        self._apply()
+
+    def _reset_time(self) -> None:
+        """The board's time base to 0, right before a window's events are written (sinabs
+        hw_forward resets and enables it, then writes; NB using_readout_layer cell 19)."""
+        if self.is_speck:
+            watch = self.device.get_stop_watch()  # NB using_readout_layer cell 19; S io.py
+            watch.set_enable_value(True)
+            watch.reset()
+        else:  # DYNAP-CNN: no stop-watch object; S2 io.py writes register 0x0003
+            io = self.device.get_io_module()
+            if self.dynapcnn_timer == "toggle":
+                io.write_config(DYNAPCNN_TIME_REGISTER, 0)  # S2 disable_timestamps
+            io.write_config(DYNAPCNN_TIME_REGISTER, 1)      # S2 reset_timestamps, enable_timestamps
+
+    def run_window(self, window) -> WindowOutput:
+        """One ``EventWindow`` on the board: reset, write its events from time 0, read until quiet."""
+        self._live()
+        duration = int(window.n_bins) * int(window.dt_us)
+        _check_window(duration, window.recording)
+        self.reset_states()
+        self._sink.get_events()
+        self._reset_time()
+        written = self._write(window)
+        _wait(duration / 1e6)
+        return self._collect(self._drain(), written)
+
+    def listen_window(self, duration_us: int) -> WindowOutput:
+        """One window of the chip's own sensor: reset, listen ``duration_us``, read."""
+        self._live()
+        _check_window(int(duration_us), "the camera window")
+        self.reset_states()
+        self._sink.get_events()
+        self._reset_time()
+        _wait(duration_us / 1e6)
+        return self._collect(list(self._sink.get_events()), 0)
+
+    def _write(self, window) -> int:
+        """The window's events as samna events, timestamps from the window's start (as sinabs's
+        ``xytp_to_events(..., reset_timestamps=True)`` shifts them to start at 0)."""
+        ev = window.events
+        t = ev["t"]
+        ev = ev[(t >= window.t_start) & (t < window.t_start + window.n_bins * window.dt_us)]
+        ev = ev[np.argsort(ev["t"], kind="stable")]
+        stamps = ev["t"].astype(np.int64) - int(window.t_start)
+        event = self._mod.event
         out = []
-        for row in np.asarray(events):
-            if core is None:
-                ev = mod.event.DvsEvent()
-                ev.p = bool(row["p"])
-            else:
-                ev = mod.event.Spike()
-                ev.layer, ev.feature = int(core), int(row["p"])
-            ev.x, ev.y, ev.timestamp = int(row["x"]), int(row["y"]), int(row["t"])
-            out.append(ev)
-        self._source.write(out)
+        if self.route == "dvs-host":
+            from asa_deploy.chip.sim.dvs import prepare_window  # the simulators' DVS layer
+
+            chip_input = prepare_window(self.config, window)
+            times = stamps[chip_input.ordinal - 1]
+            for c, y, x, stamp in zip(chip_input.c, chip_input.y, chip_input.x, times, strict=True):
+                for core in self.config.dvs.destinations:
+                    out.append(_spike(event.Spike(), core, c, x, y, stamp))
+        elif self.route == "core":
+            for row, stamp in zip(ev, stamps, strict=True):
+                out.append(_spike(event.Spike(), self.config.input_core, row["p"], row["x"],
+                                  row["y"], stamp))
+        else:
+            if self.killed and not self._kills_on_chip:  # pixel_kill "host": drop them here
+                dead = {(int(y), int(x)) for y, x in self.killed}
+                keep = np.array([(int(y), int(x)) not in dead for y, x in zip(ev["y"], ev["x"],
+                                                                              strict=True)], bool)
+                ev, stamps = ev[keep], stamps[keep]
+            for row, stamp in zip(ev, stamps, strict=True):
+                dvs = event.DvsEvent()  # NB using_readout_layer cell 15: x, y, p, timestamp
+                dvs.x, dvs.y, dvs.p, dvs.timestamp = int(row["x"]), int(row["y"]), bool(row["p"]), int(stamp)
+                out.append(dvs)
+        if out:
+            self._source.write(out)
+        return len(out)
+
+    def _drain(self) -> list:
+        """Read until a poll ``quiet_s`` later brings nothing new (sinabs hw_forward)."""
+        events, waited = list(self._sink.get_events()), 0.0
+        while waited < MAX_DRAIN_S:
+            _wait(self.quiet_s)
+            waited += self.quiet_s
+            new = list(self._sink.get_events())
+            if not new:
+                break
+            events += new
+        return events
+
+    def _collect(self, events: list, written: int) -> WindowOutput:
+        spike_type = self._mod.event.Spike  # S io.py events_to_xytp: isinstance(..., Spike)
+        pin_type = (self._mod.event.ReadoutPinValue  # NB using_readout_layer cell 20
+                    if self.config.readout.use_readout_block else None)
+        spikes, inputs, pins = [], [], []
+        for e in events:
+            if isinstance(e, spike_type):
+                row = (e.layer, e.feature, e.x, e.y, e.timestamp)
+                (inputs if e.layer == DVS_MONITOR_LAYER else spikes).append(row)
+            elif pin_type is not None and isinstance(e, pin_type):
+                pins.append((e.index, e.timestamp))
+        return WindowOutput(np.array(spikes, dtype=SPIKE_DTYPE), np.array(inputs, dtype=SPIKE_DTYPE),
+                            np.array(pins, dtype=READOUT_DTYPE), written)
 
     def read_spikes(self) -> np.ndarray:
-        """Output ``Spike`` events since the last call: records (layer, feature, x, y, timestamp)."""
-        spike_type = self._live().event.Spike
-        spikes = [e for e in self._sink.get_events() if isinstance(e, spike_type)]
-        out = np.zeros(len(spikes), dtype=SPIKE_DTYPE)
-        for i, e in enumerate(spikes):
-            out[i] = (e.layer, e.feature, e.x, e.y, e.timestamp)
-        return out
-
-    def read_power(self, seconds: float, rate_hz: float = 100.0) -> dict[str, float]:
-        """Mean power per rail in mW over ``seconds`` (samna reports W; max 100 Hz; each trace has
-        about +-50 uW offset), plus ``total`` and ``samples``."""
+        """Monitored ``Spike`` events that arrived since the last read: records (layer, feature, x,
+        y, timestamp)."""
         self._live()
-        samna = self.samna
+        return self._collect(list(self._sink.get_events()), 0).spikes
+
+    def start_power(self, rate_hz: float = POWER_RATE_HZ) -> None:
+        """Start sampling every rail (NB power_monitoring cells 5-7); Speck dev kits only."""
+        self._live()
+        if not self.is_speck:
+            raise DeviceError(f"{self.spec.name}: no public source shows a power monitor on this "
+                              f"board (SynSense's power notebook and samna's PowerMonitor are for "
+                              f"Speck dev kits); power is not measured")
         monitor = self.device.get_power_monitor()
-        sink = samna.BasicSinkNode_unifirm_modules_events_measurement()
-        graph = samna.graph.EventFilterGraph()
+        sink = self.samna.BasicSinkNode_unifirm_modules_events_measurement()
+        graph = self.samna.graph.EventFilterGraph()
         graph.sequential([monitor.get_source_node(), sink])
         graph.start()
+        self._power = (monitor, sink, graph)
+        sink.get_events()
+        monitor.start_auto_power_measurement(rate_hz)
+
+    def stop_power(self) -> dict[str, float]:
+        """Mean power per rail in mW since ``start_power`` (samna reports W), plus ``total`` and
+        ``samples``."""
+        if self._power is None:
+            raise DeviceError("stop_power without start_power")
+        monitor, sink, graph = self._power
+        self._power = None
         try:
-            monitor.start_auto_power_measurement(rate_hz)
-            time.sleep(seconds)
             monitor.stop_auto_power_measurement()
             events = sink.get_events()
         finally:
             graph.stop()
-        return power_by_rail([(e.channel, e.value) for e in events])
+        return power_by_rail([(e.channel, e.value) for e in events])  # NB power_monitoring cell 9
 
     def close(self) -> None:
+        if self._power is not None:
+            monitor, _, graph = self._power
+            self._power = None
+            with contextlib.suppress(Exception):  # closing must not hide the error that got us here
+                monitor.stop_auto_power_measurement()
+            graph.stop()
         if self.graph is not None:
             self.graph.stop()
             self.graph = None
         if self.device is not None:
             device, self.device = self.device, None
-            self.samna.device.close_device(device)
+            self.samna.device.close_device(device)  # S io.py close_device
+
+
+def _spike(spike, layer, feature, x, y, stamp):
+    """Fill a samna ``Spike`` (S chip_factory.py:81-89: layer, x, y, feature, timestamp)."""
+    spike.layer, spike.feature = int(layer), int(feature)
+    spike.x, spike.y, spike.timestamp = int(x), int(y), int(stamp)
+    return spike
+
+
+def _check_window(duration_us: int, where: str) -> None:
+    if duration_us > UINT32_MAX:
+        raise DeviceError(f"{where}: a window of {duration_us} us does not fit samna's uint32 "
+                          f"microsecond timestamps (at most {UINT32_MAX} us, 71.6 min); use "
+                          f"shorter windows")
 
 
 def power_by_rail(samples: Sequence[tuple[int, float]]) -> dict[str, float]:

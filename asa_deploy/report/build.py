@@ -63,9 +63,14 @@ ACTIVATION_SPARSITY_NOTE = (
     "so it can go below 0.")
 FOOTPRINT_NOTE = ("Footprint = int8 weights (1 byte each) + 16-bit biases (2 bytes) + 16-bit initial "
                   "neuron states (2 bytes), as held in chip_config.json.")
-POWER_NOTE = ("Estimated power P = resting + e_spike x spikes/s + e_synop x SynOps/s + e_event x "
-              "input events/s (the chip's hw_config power model), with rates = counts per window / "
-              "window duration; static = resting power, dynamic = P - resting. Energy per "
+POWER_NOTE = ("Estimated processor power P = resting + e_spike x spikes/s + e_synop x SynOps/s + "
+              "e_event x input events/s (the chip's hw_config power model; the processor is its "
+              "processor_rails, VDD_RAM + VDD_LOGIC on Speck), with rates = counts per window / "
+              "window duration; static = resting power, dynamic = P - resting. The band is P at "
+              "the hw_config's lowest and highest energy per spike (the spread of the published "
+              "operating points it was fitted to); it does not cover the reading of their time base "
+              "nor the power monitor's offset. Dev kit = P + the idle power of the other measured "
+              "rails (IO and the sensor's pixel rails on Speck), held at idle. Energy per "
               "inference = P x window duration (one window = one inference).")
 
 
@@ -113,11 +118,15 @@ def _read_json(path: Path, problems: list[dict], produce: str) -> dict | None:
 
 
 def _load_model(run_dir: Path) -> dict:
+    from asa_deploy.export.importer import is_imported, load_imported_record
     from asa_deploy.train.loop import load_model_record
 
+    if is_imported(run_dir):  # asa-deploy import: the same record keys, no training metrics
+        return {k: v for k, v in load_imported_record(run_dir).items() if k != "network"}
     if not (run_dir / MODEL).exists():
         raise AsaDeployError(f"{run_dir}: no {MODEL}, so this is not a trained run; train one first "
-                             f"with `asa-deploy train --out {run_dir} ...`")
+                             f"with `asa-deploy train --out {run_dir} ...` (or bring a model: "
+                             f"`asa-deploy import MODEL --out {run_dir}`)")
     return load_model_record(run_dir)
 
 
@@ -258,9 +267,10 @@ def _simulation(sim: dict | None, fold: dict | None, engine: str | None) -> tupl
 
 def _power_sources(spec) -> dict:
     power = spec.power
-    text = f"{power.resting_source} {power.dynamic_source}"
+    text = f"{power.resting_source} {power.idle_rails_source} {power.dynamic_source}"
     tags = sorted(set(re.findall(r"\bS\d+\b", text)), key=lambda t: int(t[1:]))
-    return {"resting_source": power.resting_source, "dynamic_source": power.dynamic_source,
+    return {"resting_source": power.resting_source, "idle_rails_source": power.idle_rails_source,
+            "dynamic_source": power.dynamic_source,
             "tags": {tag: spec.sources[tag] for tag in tags if tag in spec.sources}}
 
 
@@ -280,38 +290,110 @@ def _power(spec, spikes_per_window: float, synops_per_window: float, events_per_
                      "input-event term is left out"
                      + (" (its energy per event is 0 in this model, so the estimate is unchanged)"
                         if power.energy_per_input_event_nj == 0 else ", so the estimate is low"))
+    band = list(power.band_mw(spikes_s, synops_s, events_s or 0.0))
+    other = power.other_rails_idle_mw
+    devkit = None
+    if other is not None:
+        devkit = {"other_rails": [r for r in power.idle_rail_mw if r not in power.processor_rails],
+                  "other_rails_idle_mw": other, "static_mw": power.resting_mw + other,
+                  "total_mw": total + other, "band_mw": [p + other for p in band],
+                  "energy_per_inference_uj": (total + other) * window_s * 1e3,
+                  "energy_band_uj": [(p + other) * window_s * 1e3 for p in band]}
     return {
         "chip": spec.name, "hw_config": spec.path,
         "model": {"resting_mw": power.resting_mw, "energy_per_spike_nj": power.energy_per_spike_nj,
+                  "energy_per_spike_low_nj": power.energy_per_spike_low_nj,
+                  "energy_per_spike_high_nj": power.energy_per_spike_high_nj,
                   "energy_per_synop_nj": power.energy_per_synop_nj,
-                  "energy_per_input_event_nj": power.energy_per_input_event_nj},
+                  "energy_per_input_event_nj": power.energy_per_input_event_nj,
+                  "idle_rail_mw": dict(power.idle_rail_mw),
+                  "processor_rails": list(power.processor_rails)},
         "rates": {"spikes_per_s": spikes_s, "synops_per_s": synops_s, "input_events_per_s": events_s},
         "static_mw": power.resting_mw,
         "dynamic_mw": total - power.resting_mw,
+        "dynamic_band_mw": [p - power.resting_mw for p in band],
         "dynamic_terms_mw": terms,
-        "total_mw": total,
+        "total_mw": total,  # the processor's
+        "band_mw": band,
         "window_s": window_s,
         "energy_per_inference_uj": total * window_s * 1e3,
+        "energy_band_uj": [p * window_s * 1e3 for p in band],
         "dynamic_energy_per_inference_uj": (total - power.resting_mw) * window_s * 1e3,
+        "devkit": devkit,
         "sources": _power_sources(spec),
         "notes": notes,
     }
 
 
 def _measured(device: dict | None, window_s: float | None, estimate: dict | None) -> dict | None:
+    """device.json's measured rails, with the model's figure beside each rail, the processor and
+    the dev kit."""
     if not device:
         return None
     rails = device.get("power_mw")
     if not isinstance(rails, dict) or not rails:
         return {"error": "device.json has no 'power_mw' {rail: mW} table", "raw": device}
+    bad = {str(k): v for k, v in rails.items() if isinstance(v, bool) or not isinstance(v, int | float)}
+    if bad:
+        return {"error": f"device.json 'power_mw' has rails that are not numbers (mW): {bad}",
+                "raw": device}
     rails = {str(k): float(v) for k, v in rails.items()}
-    total = sum(rails.values())
+    total = sum(v for v in rails.values() if math.isfinite(v))
+    rows, notes = _side_by_side(estimate, rails)
+    devkit = next((r for r in rows if r["rail"] == DEVKIT_ROW), None)
     return {
         "rails_mw": rails, "total_mw": total,
         "energy_per_inference_uj": total * window_s * 1e3 if window_s else None,
-        "estimate_over_measured": _ratio(estimate["total_mw"] if estimate else None, total),
+        "estimate_over_measured": _ratio(devkit["model_mw"], devkit["measured_mw"]) if devkit else None,
+        "side_by_side": rows, "side_by_side_notes": notes,
         "other": {k: v for k, v in device.items() if k != "power_mw"},
     }
+
+
+DEVKIT_ROW = "dev kit (all rails)"
+
+
+def _side_by_side(estimate: dict | None, rails: dict[str, float]) -> tuple[list[dict], list[str]]:
+    """Model and measurement per rail (rail names matched ignoring case), then the processor's rails
+    summed and all rails summed; a sum is compared only where the same rails were measured."""
+    if not estimate:
+        return [], ["no power estimate to compare with (no simulator results or no chip hw_config)"]
+    model = estimate["model"]
+    idle, processor = model["idle_rail_mw"], model["processor_rails"]
+    measured = {rail.upper(): mw for rail, mw in rails.items() if math.isfinite(mw)}
+    known = {rail.upper() for rail in idle}
+    rows = [{"rail": rail, "model_mw": mw, "band_mw": None, "measured_mw": measured.get(rail.upper()),
+             "model": "idle" + (" (processor rail)" if rail in processor else "")}
+            for rail, mw in idle.items()]
+    rows += [{"rail": rail, "model_mw": None, "band_mw": None,
+              "measured_mw": mw if math.isfinite(mw) else None, "model": "not in the hw_config"}
+             for rail, mw in rails.items() if rail.upper() not in known]
+    notes = []
+    if idle:
+        notes.append("Per-rail model figures are idle power: no source splits the dynamic term "
+                     "between rails, so it appears only in the processor and dev-kit rows.")
+    in_processor = [measured.get(rail.upper()) for rail in processor]
+    processor_measured = sum(in_processor) if processor and None not in in_processor else None
+    if processor and processor_measured is None:
+        notes.append(f"device.json lacks a processor rail ({', '.join(processor)}): the processor "
+                     f"is not compared.")
+    rows.append({"rail": f"processor ({' + '.join(processor)})" if processor else "processor",
+                 "model_mw": estimate["total_mw"], "band_mw": estimate["band_mw"],
+                 "measured_mw": processor_measured, "model": "resting + dynamic"})
+    devkit = estimate.get("devkit")
+    if devkit:
+        same = known == set(measured)
+        if not same:
+            notes.append(f"device.json's rails {sorted(rails)} are not the hw_config's "
+                         f"{sorted(idle)}: the dev-kit totals are not compared.")
+        rows.append({"rail": DEVKIT_ROW, "model_mw": devkit["total_mw"], "band_mw": devkit["band_mw"],
+                     "measured_mw": sum(measured.values()) if same else None,
+                     "model": "processor + other rails at idle"})
+    else:
+        notes.append("The hw_config has no per-rail idle figures: no dev-kit estimate to compare.")
+    for row in rows:
+        row["measured_over_model"] = _ratio(row["measured_mw"], row["model_mw"])
+    return rows, notes
 
 
 def _float_metrics(artifact: dict, eval_json: dict | None, analysis: dict | None,
@@ -424,6 +506,7 @@ def _run_entry(run_dir: Path, others: list[Path], engine: str | None) -> dict:
     missing: list[dict] = []
     data = artifact["data"]
     attention = artifact["attention"]
+    imported = artifact.get("kind") == "imported"  # no float stages: evaluate, analyze, fold
 
     fold_cmd_chip = DEFAULT_CHIP
     fold = _read_json(run_dir / FOLD_JSON, problems, "")
@@ -458,6 +541,12 @@ def _run_entry(run_dir: Path, others: list[Path], engine: str | None) -> dict:
                            entry=name) is not None} or None
 
     def lack(artifact_name: str, command: str, effect: str, alternative: str | None = None) -> None:
+        if imported:  # evaluate, analyze and fold need asa_deploy's own trained network
+            if artifact_name in (EVAL_JSON, ANALYSIS_JSON, FOLD_JSON, FOLD_MAPS) \
+                    or artifact_name.startswith("figures/"):
+                return
+            if command == cmd["compile"]:
+                command, alternative = cmd["compile_alt"], None
         missing.append({"artifact": artifact_name, "command": command, "effect": effect,
                         "alternative": alternative})
 
@@ -573,6 +662,9 @@ def _run_entry(run_dir: Path, others: list[Path], engine: str | None) -> dict:
         "run_dir": str(run_dir),
         "attention": attention,
         "model": artifact["model_spec"].get("name"),
+        "imported": ({k: artifact["import"].get(k) for k in ("source", "sha256", "format",
+                                                               "warnings")}
+                     if imported else None),
         "data": {"spec": data.get("spec"), "class_names": list(data.get("class_names", [])),
                  "sensor_size": list(data.get("sensor_size", [])), "frame_spec": frame_spec,
                  "time_steps": T, "window_s": window_s},
@@ -614,12 +706,14 @@ COMPARISON_ROWS = [
      lambda r: (r["activity"] or {}).get("synops_per_window")),
     ("activation_sparsity", "activation sparsity",
      lambda r: (r["activity"] or {}).get("activation_sparsity")),
-    ("power_mw", "estimated power (mW)", lambda r: (r["power"] or {}).get("total_mw")),
+    ("power_mw", "estimated processor power (mW)", lambda r: (r["power"] or {}).get("total_mw")),
+    ("devkit_power_mw", "estimated dev-kit power (mW, all rails)",
+     lambda r: ((r["power"] or {}).get("devkit") or {}).get("total_mw")),
     ("dynamic_power_mw", "estimated dynamic power (mW)",
      lambda r: (r["power"] or {}).get("dynamic_mw")),
     ("energy_per_inference_uj", "energy / inference (uJ)",
      lambda r: (r["power"] or {}).get("energy_per_inference_uj")),
-    ("measured_power_mw", "measured power (mW, device.json)",
+    ("measured_power_mw", "measured power (mW, device.json, all its rails)",
      lambda r: (r["measured"] or {}).get("total_mw")),
 ]
 
@@ -680,7 +774,7 @@ def build_report(run_dirs: list[Path], *, engine: str | None = None) -> dict:
                                  f"`asa-deploy train --out {run_dir} ...`")
         others = [r for r in run_dirs if r != run_dir]
         entries.append(_run_entry(run_dir, others, engine))
-    labels = _labels([(run_dir, attention_label(e["attention"]))
+    labels = _labels([(run_dir, "imported" if e["imported"] else attention_label(e["attention"]))
                       for run_dir, e in zip(run_dirs, entries, strict=True)])
     runs = {}
     for label, entry in zip(labels, entries, strict=True):
@@ -689,7 +783,7 @@ def build_report(run_dirs: list[Path], *, engine: str | None = None) -> dict:
     for entry in runs.values():
         if entry["power"] and entry["chip"] not in chips:
             chips[entry["chip"]] = {"hw_config": entry["power"]["hw_config"],
-                                    **entry["power"]["sources"]}
+                                    "model": entry["power"]["model"], **entry["power"]["sources"]}
     report = {
         "format_version": REPORT_FORMAT,
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017

@@ -174,17 +174,20 @@ def plot_power_split(runs: dict) -> Figure | None:
     dynamic = np.array([p["dynamic_mw"] for p in power], dtype=float)
     total_ax.bar(x, static, 0.6, label="static (resting)", color="0.65")
     total_ax.bar(x, dynamic, 0.6, bottom=static, label="dynamic", color="C3")
-    measured = [(i, runs[label]["measured"].get("total_mw")) for i, label in enumerate(labels)
-                if runs[label].get("measured") and runs[label]["measured"].get("total_mw")]
+    band = np.array([p["band_mw"] for p in power], dtype=float)
+    total_ax.errorbar(x, static + dynamic, yerr=_spans(static + dynamic, band), fmt="none",
+                      ecolor="black", capsize=6, label="band (e_spike low..high)")
+    measured = [(i, value) for i, label in enumerate(labels)
+                if (value := _measured_processor(runs[label])) is not None]
     for j, (i, value) in enumerate(measured):
         total_ax.plot([i - 0.35, i + 0.35], [value, value], color="black", linestyle="--",
-                      label="measured (device.json)" if j == 0 else None)
-    top = max(float((static + dynamic).max()), max((v for _, v in measured), default=0.0))
+                      label="measured processor rails (device.json)" if j == 0 else None)
+    top = max(float(band.max()), max((v for _, v in measured), default=0.0))
     for i, value in enumerate(static + dynamic):
-        total_ax.annotate(f"{value:.3g} mW", (i, value), ha="center", va="bottom", fontsize=9)
+        total_ax.annotate(f"{value:.3g} mW", (i, band[i, 1]), ha="center", va="bottom", fontsize=9)
     total_ax.set_ylim(0, top * 1.4 or 1.0)
-    total_ax.set_title("total = static + dynamic")
-    total_ax.set_ylabel("estimated power (mW)")
+    total_ax.set_title("processor total = static + dynamic")
+    total_ax.set_ylabel("estimated processor power (mW)")
     bottom = np.zeros(len(labels))
     for key, name, colour in terms:
         values = np.array([p["dynamic_terms_mw"][key] for p in power], dtype=float)
@@ -192,9 +195,13 @@ def plot_power_split(runs: dict) -> Figure | None:
             continue
         dynamic_ax.bar(x, values, 0.6, bottom=bottom, label=name, color=colour)
         bottom += values
+    dynamic_band = band - static[:, None]
+    dynamic_ax.errorbar(x, dynamic, yerr=_spans(dynamic, dynamic_band), fmt="none", ecolor="black",
+                        capsize=6, label="band")
     for i, value in enumerate(dynamic):
-        dynamic_ax.annotate(f"{value:.3g} mW", (i, value), ha="center", va="bottom", fontsize=9)
-    dynamic_ax.set_ylim(0, float(dynamic.max()) * 1.4 or 1.0)
+        dynamic_ax.annotate(f"{value:.3g} mW", (i, dynamic_band[i, 1]), ha="center", va="bottom",
+                            fontsize=9)
+    dynamic_ax.set_ylim(0, float(dynamic_band.max()) * 1.4 or 1.0)
     dynamic_ax.set_title("dynamic terms only")
     dynamic_ax.set_ylabel("estimated dynamic power (mW)")
     for ax in (total_ax, dynamic_ax):
@@ -203,6 +210,17 @@ def plot_power_split(runs: dict) -> Figure | None:
         ax.legend(fontsize=8, loc="upper right")
     fig.suptitle("Estimated chip power (hw_config power model)")
     return fig
+
+
+def _spans(value: np.ndarray, band: np.ndarray) -> np.ndarray:
+    """Error-bar lengths below and above ``value`` (clipped at 0: value and band differ by an ulp)."""
+    return np.clip(np.stack([value - band[:, 0], band[:, 1] - value]), 0.0, None)
+
+
+def _measured_processor(run: dict) -> float | None:
+    """The measured power of the processor's rails (device.json), where all were measured."""
+    rows = (run.get("measured") or {}).get("side_by_side") or []
+    return next((r["measured_mw"] for r in rows if r["rail"].startswith("processor")), None)
 
 
 def report_plots(report: dict) -> list[Image]:
@@ -379,35 +397,69 @@ def _power(run: dict) -> list[Block]:
     p = run["power"]
     if not p:
         return []
-    m, r, t = p["model"], p["rates"], p["dynamic_terms_mw"]
+    m, r, t, w = p["model"], p["rates"], p["dynamic_terms_mw"], p["window_s"] * 1e3
+    rails = m["processor_rails"]
+    processor = f"processor ({' + '.join(rails)})" if rails else "processor"
     rows = [
-        ["static (resting)", num(p["static_mw"], 4), num(p["static_mw"] * p["window_s"] * 1e3, 4),
+        [f"static: {processor} resting", num(p["static_mw"], 4), "", num(p["static_mw"] * w, 4),
          f"resting_mw = {m['resting_mw']}"],
-        ["dynamic: spikes", num(t["spikes"], 4), num(t["spikes"] * p["window_s"] * 1e3, 4),
-         f"{m['energy_per_spike_nj']} nJ x {num(r['spikes_per_s'])} spikes/s"],
-        ["dynamic: SynOps", num(t["synops"], 4), num(t["synops"] * p["window_s"] * 1e3, 4),
+        ["dynamic: spikes", num(t["spikes"], 4),
+         _band([e * r["spikes_per_s"] * 1e-6 for e in (m["energy_per_spike_low_nj"],
+                                                       m["energy_per_spike_high_nj"])]),
+         num(t["spikes"] * w, 4),
+         f"{m['energy_per_spike_nj']} nJ (band {m['energy_per_spike_low_nj']}.."
+         f"{m['energy_per_spike_high_nj']}) x {num(r['spikes_per_s'])} spikes/s"],
+        ["dynamic: SynOps", num(t["synops"], 4), "", num(t["synops"] * w, 4),
          f"{m['energy_per_synop_nj']} nJ x {num(r['synops_per_s'])} SynOps/s"],
-        ["dynamic: input events", num(t["input_events"], 4),
-         num(t["input_events"] * p["window_s"] * 1e3, 4),
+        ["dynamic: input events", num(t["input_events"], 4), "", num(t["input_events"] * w, 4),
          f"{m['energy_per_input_event_nj']} nJ x {num(r['input_events_per_s'])} events/s"],
-        ["dynamic (total)", num(p["dynamic_mw"], 4), num(p["dynamic_energy_per_inference_uj"], 4),
-         "P - resting"],
-        ["total", num(p["total_mw"], 4), num(p["energy_per_inference_uj"], 4),
-         f"energy / inference = P x {num(p['window_s'] * 1000)} ms"],
+        ["dynamic (total)", num(p["dynamic_mw"], 4), _band(p["dynamic_band_mw"]),
+         num(p["dynamic_energy_per_inference_uj"], 4), "P - resting"],
+        [f"{processor} total", num(p["total_mw"], 4), _band(p["band_mw"]),
+         num(p["energy_per_inference_uj"], 4),
+         f"energy / inference = P x {num(w)} ms (band {_band(p['energy_band_uj'])} uJ)"],
     ]
+    devkit = p.get("devkit")
+    if devkit:
+        rows += [
+            [f"other rails at idle ({' + '.join(devkit['other_rails'])})",
+             num(devkit["other_rails_idle_mw"], 4), "", num(devkit["other_rails_idle_mw"] * w, 4),
+             "idle_rail_mw"],
+            ["dev kit total (all rails)", num(devkit["total_mw"], 4), _band(devkit["band_mw"]),
+             num(devkit["energy_per_inference_uj"], 4),
+             f"processor + other rails (band {_band(devkit['energy_band_uj'])} uJ)"],
+        ]
     blocks: list[Block] = [
         Heading(3, "Estimated power and energy"),
-        Table(["term", "power (mW)", "energy / inference (uJ)", "from"], rows,
-              numeric=[False, True, True, False]),
-        Para(f"Power model of {p['chip']} ({_code(p['hw_config'])}), sources quoted verbatim:"),
-        Para(f"resting_source: \"{p['sources']['resting_source']}\"", "quote"),
-        Para(f"dynamic_source: \"{p['sources']['dynamic_source']}\"", "quote"),
+        Table(["term", "power (mW)", "band (mW)", "energy / inference (uJ)", "from"], rows,
+              numeric=[False, True, True, True, False]),
+        Para(f"Band: the power at the lowest and the highest energy per spike of the hw_config "
+             f"({m['energy_per_spike_low_nj']}..{m['energy_per_spike_high_nj']} nJ, the spread of "
+             f"the operating points it was fitted to); the central value uses "
+             f"{m['energy_per_spike_nj']} nJ.", "note"),
     ]
+    if m["idle_rail_mw"]:
+        idle_rows = [[rail, num(mw, 4), "processor" if rail in rails else "dev kit"]
+                     for rail, mw in m["idle_rail_mw"].items()]
+        idle_rows.append(["all rails", num(sum(m["idle_rail_mw"].values()), 4), ""])
+        blocks.append(Table(["rail", "idle power (mW)", "counted in"], idle_rows,
+                            numeric=[False, True, False], caption="Measured idle power per rail"))
+    else:
+        blocks.append(Para("No per-rail idle power for this chip, so no dev-kit total: "
+                           f"{p['sources']['idle_rails_source']}", "warn"))
+    blocks.append(Para(f"Power model of {p['chip']} ({_code(p['hw_config'])}), sources quoted "
+                       "verbatim:"))
+    for key in ("resting_source", "idle_rails_source", "dynamic_source"):
+        blocks.append(Para(f"{key}: \"{p['sources'][key]}\"", "quote"))
     for tag, text in p["sources"]["tags"].items():
         blocks.append(Para(f"{tag}: \"{text}\"", "quote"))
     for note in p["notes"]:
         blocks.append(Para(note, "warn"))
     return blocks
+
+
+def _band(values: list | None, digits: int = 4) -> str:
+    return "" if values is None else f"{num(values[0], digits)}..{num(values[1], digits)}"
 
 
 def _measured(run: dict) -> list[Block]:
@@ -416,13 +468,25 @@ def _measured(run: dict) -> list[Block]:
         return []
     if "error" in m:
         return [Heading(3, "Measured power (device.json)"), Para(m["error"], "warn")]
-    rows = [[rail, num(mw, 4)] for rail, mw in m["rails_mw"].items()]
-    rows.append(["total", num(m["total_mw"], 4)])
-    text = f"Energy per inference at the measured power: {num(m['energy_per_inference_uj'], 4)} uJ."
+    text = (f"Energy per inference at the measured power (all rails of device.json, "
+            f"{num(m['total_mw'], 4)} mW): {num(m['energy_per_inference_uj'], 4)} uJ.")
     if m["estimate_over_measured"] is not None:
-        text += f" Estimate / measured: {ratio(m['estimate_over_measured'])}."
-    return [Heading(3, "Measured power (device.json)"),
-            Table(["rail", "power (mW)"], rows, numeric=[False, True]), Para(text)]
+        text += f" Dev-kit estimate / measured: {ratio(m['estimate_over_measured'])}."
+    rows = [[row["rail"], num(row["model_mw"], 4), _band(row["band_mw"]),
+             num(row["measured_mw"], 4), ratio(row["measured_over_model"]), row["model"]]
+            for row in m["side_by_side"]]
+    blocks: list[Block] = [Heading(3, "Measured power (device.json) beside the model")]
+    if rows:
+        blocks.append(Table(["rail", "model (mW)", "model band (mW)", "measured (mW)",
+                             "measured / model", "model term"], rows,
+                            numeric=[False, True, True, True, True, False]))
+    else:
+        blocks.append(Table(["rail", "measured (mW)"],
+                            [[rail, num(mw, 4)] for rail, mw in m["rails_mw"].items()],
+                            numeric=[False, True]))
+    blocks += [Para(note, "note") for note in m["side_by_side_notes"]]
+    blocks.append(Para(text))
+    return blocks
 
 
 def _ladder(run: dict) -> list[Block]:
@@ -540,8 +604,15 @@ def _analysis_figures(report: dict) -> list[Block]:
 def _sources(report: dict) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Power model sources and definitions", "sources")]
     for chip, src in report["power_model_sources"].items():
-        blocks += [Para(f"{chip} ({_code(src['hw_config'])}), [power] section, verbatim:"),
+        m = src["model"]
+        rails = ", ".join(f"{rail} {num(mw, 4)} mW" for rail, mw in m["idle_rail_mw"].items())
+        blocks += [Para(f"{chip} ({_code(src['hw_config'])}): processor resting {m['resting_mw']} mW "
+                        f"({' + '.join(m['processor_rails']) or 'no measured rails'}), energy per "
+                        f"spike {m['energy_per_spike_nj']} nJ (band {m['energy_per_spike_low_nj']}.."
+                        f"{m['energy_per_spike_high_nj']} nJ); idle rails: {rails or 'none known'}. "
+                        f"[power] section, verbatim:"),
                    Items([f"resting_source: \"{src['resting_source']}\"",
+                          f"idle_rails_source: \"{src['idle_rails_source']}\"",
                           f"dynamic_source: \"{src['dynamic_source']}\"",
                           *[f"{tag}: \"{text}\"" for tag, text in src["tags"].items()]])]
     if not report["power_model_sources"]:

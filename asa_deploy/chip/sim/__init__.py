@@ -21,10 +21,11 @@ __all__ = ["ENGINES", "EventWindow", "SimResult", "simulate"]
 
 
 def simulate(config: ChipConfig, windows: Sequence[EventWindow], engine: str = "fast", *,
-             progress: bool = False) -> SimResult:
-    """Run ``windows`` through ``config`` on ``engine``; each window starts from reset states."""
+             progress: bool = False, monitor: Sequence[int] = ()) -> SimResult:
+    """Run ``windows`` through ``config`` on ``engine``; each window starts from reset states.
+    ``monitor``: cores whose per-neuron output spike counts ``SimResult.monitor`` keeps."""
     if engine == "fast":
-        return simulate_fast(config, windows, progress=progress)
+        return simulate_fast(config, windows, progress=progress, monitor=monitor)
     if engine == "exact":
-        return simulate_exact(config, windows, progress=progress)
+        return simulate_exact(config, windows, progress=progress, monitor=monitor)
     raise ValueError(f"unknown simulation engine {engine!r}; choose one of {ENGINES}")

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from asa_deploy.chip.config import READOUT_CORE, ChipConfig
 from asa_deploy.chip.sim.dvs import check_windows, prepare_window
-from asa_deploy.chip.sim.result import EventWindow, SimResult, assemble
+from asa_deploy.chip.sim.result import EventWindow, MonitorCounts, SimResult, assemble
 from asa_deploy.errors import ChipConfigError
 
 DECIMATION = (2, 4, 8, 16, 32, 128, 256, 512)  # output_decimator 0..7 -> pass 1 of N
@@ -111,8 +111,11 @@ def _pack(config: ChipConfig) -> _Packed:
 
 @numba.njit(cache=True)
 def _run_window(ev_c, ev_y, ev_x, ev_bin, ev_ord, geom, weights, init, killed, dest, n_dest,
-                entry, readout, class_of, stack, fired, out_spikes, spikes, synops):
+                entry, readout, class_of, stack, fired, out_spikes, spikes, synops, mon_off, mon):
     """Process one window's events depth-first; return the latency in input events (-1: silent).
+
+    A core k with ``mon_off[k] >= 0`` also counts each spike per neuron and bin in
+    ``mon[mon_off[k]:]``, laid out [bin, y, x, channel], where ``spikes[k]`` counts it.
 
     Each neuron is updated at most once per incoming event, so the updates commute: pass 1 updates
     all of them in memory order (vectorised) and flags the ones that fire; pass 2 emits the flagged
@@ -228,6 +231,8 @@ def _run_window(ev_c, ev_y, ev_x, ev_bin, ev_ord, geom, weights, init, killed, d
                         continue
                     decim[k] = 0
                 spikes[k] += 1
+                if mon_off[k] >= 0:
+                    mon[mon_off[k] + ((b * h_out + oy) * w_out + ox) * c_out + o] += 1
                 if k == readout and class_of[o] >= 0:
                     out_spikes[b, class_of[o]] += 1
                     if latency < 0:
@@ -260,7 +265,8 @@ def _run_window(ev_c, ev_y, ev_x, ev_bin, ev_ord, geom, weights, init, killed, d
 
 
 def simulate_exact(config: ChipConfig, windows: Sequence[EventWindow], *,
-                   progress: bool = False) -> SimResult:
+                   progress: bool = False, monitor: Sequence[int] = ()) -> SimResult:
+    """``monitor``: cores whose per-neuron spike counts to keep (``SimResult.monitor``)."""
     config.validate()
     for core in config.cores:
         if core.leak_enable:
@@ -278,6 +284,14 @@ def simulate_exact(config: ChipConfig, windows: Sequence[EventWindow], *,
     spikes = np.zeros((n, n_cores), dtype=np.int64)
     synops = np.zeros((n, n_cores), dtype=np.int64)
     latency = np.zeros(n, dtype=np.int64)
+    monitored = MonitorCounts(config, monitor, n, n_bins)
+    index = {c: i for i, c in enumerate(config.core_ids())}
+    mon_off = np.full(n_cores, -1, dtype=np.int64)
+    size = 0
+    for c, counts in monitored.arrays.items():
+        mon_off[index[c]] = size
+        size += counts[0].size
+    mon = np.zeros(max(size, 1), dtype=np.int64)
     inputs = []
     bar = tqdm(windows, disable=None if progress else True, desc="simulate exact", unit="window")
     for i, window in enumerate(bar):  # no bar off a terminal
@@ -286,6 +300,12 @@ def simulate_exact(config: ChipConfig, windows: Sequence[EventWindow], *,
         latency[i] = _run_window(
             ci.c, ci.y, ci.x, ci.bin, ci.ordinal, packed.geom, packed.weights, packed.init,
             packed.killed, packed.dest, packed.n_dest, packed.entry, packed.readout, packed.class_of,
-            stack, fired, output_spikes[i], spikes[i], synops[i])
+            stack, fired, output_spikes[i], spikes[i], synops[i], mon_off, mon)
+        for c, counts in monitored.arrays.items():
+            b, ch, h, w = counts.shape[1:]
+            block = mon[mon_off[index[c]]:mon_off[index[c]] + counts[0].size]
+            monitored.put(c, i, block.reshape(1, b, h, w, ch).transpose(0, 1, 4, 2, 3))
+        if size:
+            mon[:] = 0
     return assemble("exact", config, windows, output_spikes, spikes, synops, inputs, latency,
-                    time.perf_counter() - start)
+                    time.perf_counter() - start, monitored)

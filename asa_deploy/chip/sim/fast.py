@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from asa_deploy.chip.config import READOUT_CORE, ChipConfig, CoreConfig
 from asa_deploy.chip.sim.dvs import ChipInput, check_windows, prepare_window
-from asa_deploy.chip.sim.result import EventWindow, SimResult, assemble
+from asa_deploy.chip.sim.result import EventWindow, MonitorCounts, SimResult, assemble
 from asa_deploy.errors import ChipConfigError
 
 FRAME_BUDGET_BYTES = 512 * 2**20  # float32 tensors alive per chunk of windows, roughly
@@ -127,7 +127,8 @@ def _sum_pool(x: torch.Tensor, pooling: int) -> torch.Tensor:
 
 
 def simulate_fast(config: ChipConfig, windows: Sequence[EventWindow], *,
-                  progress: bool = False) -> SimResult:
+                  progress: bool = False, monitor: Sequence[int] = ()) -> SimResult:
+    """``monitor``: cores whose per-neuron spike counts to keep (``SimResult.monitor``)."""
     config.validate()
     for core in config.cores:
         if core.output_decimator is not None:
@@ -141,6 +142,7 @@ def simulate_fast(config: ChipConfig, windows: Sequence[EventWindow], *,
     entry_shape = tuple(config.core(config.entry_cores()[0]).input_shape)
     chunk = _chunk_size(config, n_bins)
     core_ids = config.core_ids()
+    monitored = MonitorCounts(config, monitor, len(windows), n_bins)
     outputs, spikes, synops, inputs = [], [], [], []
     with tqdm(total=len(windows), disable=None if progress else True, desc="simulate fast", unit="window") as bar:
         for first in range(0, len(windows), chunk):
@@ -151,12 +153,14 @@ def simulate_fast(config: ChipConfig, windows: Sequence[EventWindow], *,
             spikes.append(np.stack([result["spikes"][c].sum(dim=(1, 2, 3, 4), dtype=torch.float64)
                                     .numpy().astype(np.int64) for c in core_ids], axis=1))
             synops.append(np.stack([result["synops"][c] for c in core_ids], axis=1))
+            for c in monitored.arrays:
+                monitored.put(c, first, result["spikes"][c].numpy())
             inputs.extend(part)
             bar.update(len(part))
     output_spikes = np.concatenate(outputs)
     latency = np.array([_latency(o, ci) for o, ci in zip(output_spikes, inputs, strict=True)], dtype=np.int64)
     return assemble("fast", config, windows, output_spikes, np.concatenate(spikes),
-                    np.concatenate(synops), inputs, latency, time.perf_counter() - start)
+                    np.concatenate(synops), inputs, latency, time.perf_counter() - start, monitored)
 
 
 def _frames(inputs: list[ChipInput], n_bins: int, shape: tuple[int, int, int]) -> torch.Tensor:

@@ -55,6 +55,9 @@ class SimResult:
     latency_events: np.ndarray     # [N] input events processed until the first output spike; -1: none
     wall_seconds: float
     recordings: list[str] = field(default_factory=list)
+    # Per-neuron output spikes of the monitored cores: {core: uint [N, n_bins, C, H, W]}, counted
+    # where ``spikes_per_core`` is (after decimation, before destination pooling), so they sum to it.
+    monitor: dict[int, np.ndarray] = field(default_factory=dict)
 
     def accuracy(self) -> float:
         """Mean of ``predictions == labels`` over labelled windows (NaN when none is labelled)."""
@@ -105,6 +108,9 @@ class SimResult:
             if (r.engine, r.core_ids, r.class_names) != (first.engine, first.core_ids, first.class_names):
                 raise ValueError("SimResult.concatenate: results differ in engine, cores or classes "
                                  f"({r.engine}, {r.core_ids} vs {first.engine}, {first.core_ids})")
+            if sorted(r.monitor) != sorted(first.monitor):
+                raise ValueError(f"SimResult.concatenate: results monitor different cores "
+                                 f"({sorted(r.monitor)} vs {sorted(first.monitor)})")
 
         def cat(name: str) -> np.ndarray:
             return np.concatenate([getattr(r, name) for r in results], axis=0)
@@ -117,12 +123,14 @@ class SimResult:
             latency_events=cat("latency_events"),
             wall_seconds=float(sum(r.wall_seconds for r in results)),
             recordings=[name for r in results for name in r.recordings],
+            monitor={core: np.concatenate([r.monitor[core] for r in results]) for core in first.monitor},
         )
 
 
 def assemble(engine: str, config: ChipConfig, windows: Sequence[EventWindow], output_spikes: np.ndarray,
              spikes_per_core: np.ndarray, synops_per_core: np.ndarray, inputs: Sequence[ChipInput],
-             latency_events: np.ndarray, wall_seconds: float) -> SimResult:
+             latency_events: np.ndarray, wall_seconds: float,
+             monitor: MonitorCounts | None = None) -> SimResult:
     """The one place both engines turn their counts into a ``SimResult``."""
     readout = config.readout
     return SimResult(
@@ -139,7 +147,37 @@ def assemble(engine: str, config: ChipConfig, windows: Sequence[EventWindow], ou
         latency_events=latency_events,
         wall_seconds=wall_seconds,
         recordings=[w.recording for w in windows],
+        monitor={} if monitor is None else monitor.arrays,
     )
+
+
+def count_dtype(largest: int) -> np.dtype:
+    """The smallest unsigned integer type that holds counts up to ``largest``."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if largest <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.uint64)
+
+
+class MonitorCounts:
+    """Per-neuron spike counts of some cores, filled window by window.
+
+    Each array [N, n_bins, C, H, W] starts as uint8 and is widened only when a count needs it, so a
+    monitored neuron costs one byte per window and bin unless it fires more than 255 times in a bin;
+    unmonitored cores cost nothing."""
+
+    def __init__(self, config: ChipConfig, cores: Sequence[int], n_windows: int, n_bins: int):
+        self.arrays = {int(c): np.zeros((n_windows, n_bins, *config.core(c).neuron_shape), np.uint8)
+                       for c in cores}
+
+    def put(self, core: int, first: int, counts: np.ndarray) -> None:
+        """Store ``counts`` [n, n_bins, C, H, W] (non-negative integers, any numeric dtype) as
+        windows ``first .. first + n - 1`` of ``core``."""
+        target = self.arrays[core]
+        largest = counts.max(initial=0)
+        if largest > np.iinfo(target.dtype).max:
+            target = self.arrays[core] = target.astype(count_dtype(int(largest)))
+        target[first:first + len(counts)] = counts
 
 
 def predict(output_spikes: np.ndarray) -> np.ndarray:
