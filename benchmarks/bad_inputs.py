@@ -394,13 +394,15 @@ def cases_1(h: Harness) -> None:
         now = {name: _sha(run / name) for name in artifacts}
         return {"model_pt_changed": now["model.pt"] != hashes["model.pt"],
                 "left_from_old_model": [n for n in artifacts[1:] if now[n] and now[n] == hashes[n]],
-                "removed": [n for n in artifacts if hashes[n] and not now[n]]}
+                "removed": [n for n in artifacts if hashes[n] and not now[n]],
+                "superseded": (run / "superseded").is_dir()}
 
     h.case("1.2", "retrain into the same folder (checkpoint.pt deleted, --seed 1): old artifacts left?",
            *TRAIN_TINY, "--seed", "1", "--out", str(run), observe=observe_retrain,
            summary=lambda r, o: (f"model.pt changed: {o.get('model_pt_changed')}; left unchanged from "
                                  f"the old model: {', '.join(o.get('left_from_old_model', [])) or 'none'}; "
-                                 f"removed: {', '.join(o.get('removed', [])) or 'none'}"))
+                                 f"no longer in the folder: {', '.join(o.get('removed', [])) or 'none'}"
+                                 + (" (moved to superseded/)" if o.get("superseded") else "")))
 
     def observe_report(res):
         report = _json(run / "report.json")
@@ -411,6 +413,25 @@ def cases_1(h: Harness) -> None:
            summary=lambda r, o: ("no warning printed" if not _warning_lines(r) else
                                  "printed: " + " / ".join(_warning_lines(r))[:200])
            + f"; report.json problems: {o.get('report_problems') or 'none'}")
+
+    # Another model's model.pt copied over a compiled and simulated run's (no retraining there).
+    swapped = h.copy_run("base", "c1_swapped")
+    shutil.copy2(run / "model.pt", swapped / "model.pt")
+    sim_sha = _sha(swapped / "sim.json")
+    h.case("1.4", "simulate a run whose model.pt was replaced by another model's after compiling",
+           "simulate", str(swapped), "--max-recordings", "2",
+           observe=lambda _res: {"sim_json_rewritten": _sha(swapped / "sim.json") != sim_sha},
+           summary=lambda r, o: ("" if r["exit_code"] else
+                                 f"accepted: sim.json rewritten from the older model's chip config: "
+                                 f"{o.get('sim_json_rewritten')}"))
+
+    def observe_swapped_report(_res):
+        report = _json(swapped / "report.json")
+        return {"report_problems": _problems(report) if report else ["no report.json"]}
+
+    h.case("1.5", "report on that run: are the older model's chip figures shown?",
+           "report", str(swapped), observe=observe_swapped_report,
+           summary=lambda r, o: f"report.json problems: {o.get('report_problems') or 'none'}")
 
 
 def cases_2(h: Harness) -> None:
