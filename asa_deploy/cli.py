@@ -283,7 +283,7 @@ def cmd_camera(args) -> int:
 
 
 def _board_options(args) -> dict:
-    options = {"slow_clk_hz": args.slow_clk_hz, "readout_average": args.readout_average,
+    options = {"slow_clk_hz": args.slow_clk_hz, "readout_average": int(args.readout_average),
                "dynapcnn_timer": args.dynapcnn_timer}
     if args.apply_wait is not None:
         options["apply_wait_s"] = args.apply_wait
@@ -469,8 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--slow-clk-hz", type=cli_args.positive_int, default=None, metavar="HZ",
                        help="slow clock for leaking cores and the readout block (default: one tick "
                             "per time bin, as the fast simulator)")
-        p.add_argument("--readout-average", type=cli_args.positive_int, choices=[1, 16, 32],
-                       default=1, help="readout block: low-pass filter over this many slow-clock "
+        p.add_argument("--readout-average", choices=["1", "16", "32"], default="1",
+                       help="readout block: low-pass filter over this many slow-clock "
                                        "ticks (1: off, as SynSense's readout notebook)")
         p.add_argument("--dynapcnn-timer", choices=["sinabs2", "toggle"], default="sinabs2",
                        help="DYNAP-CNN time-stamp reset before each window: write 1 to register "

@@ -199,10 +199,13 @@ def load_npz(path: str | Path, kind: str, *, remedy: str, required_keys: Iterabl
     import numpy as np
 
     path = _existing(path, kind, remedy, if_missing)
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if not magic.startswith(b"PK"):  # numpy would try to unpickle it and say so
+        what = "a single array (.npy)" if magic == b"\x93NUMPY" else "not a zip archive"
+        raise artifact_error(path, f"the {kind} is not an .npz file: {what}", remedy)
     try:
         found = np.load(path, allow_pickle=False)
-        if not isinstance(found, np.lib.npyio.NpzFile):
-            raise ValueError("a single array (.npy), not an .npz archive")
         with found:
             arrays = {name: found[name] for name in found.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:

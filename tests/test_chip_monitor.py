@@ -257,8 +257,10 @@ def _rewrite(**changes):
 DAMAGES = {
     "empty": (lambda p: p.write_bytes(b""), "the monitor file is empty"),
     "truncated": (lambda p: p.write_bytes(p.read_bytes()[:300]), "cannot be read: truncated"),
-    "random bytes": (lambda p: p.write_bytes(np.random.default_rng(0).bytes(500)), "cannot be read"),
-    "one array": (lambda p: p.write_bytes(_npy_bytes(np.arange(3))), "a single array (.npy)"),
+    "random bytes": (lambda p: p.write_bytes(np.random.default_rng(0).bytes(500)), "not a zip archive"),
+    "zip, then garbage": (lambda p: p.write_bytes(b"PK\x03\x04" + bytes(300)), "cannot be read: truncated"),
+    "one array": (lambda p: p.write_bytes(_npy_bytes(np.arange(3))), "not an .npz file: a single array (.npy)"),
+    "JSON": (lambda p: p.write_text("{}"), "the monitor file is not an .npz file: not a zip archive"),
     "no format": (_rewrite(format=None), "not the monitor file: no format"),
     "another format": (_rewrite(format=np.array("x/2")), "format 'x/2', this asa_deploy reads"),
     "signed counts": (_rewrite(core0=np.zeros((4, 3, 2, 3, 3), np.int8)),

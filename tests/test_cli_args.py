@@ -302,6 +302,8 @@ CONSTRAINTS = {
     "max_recordings": lambda v: v is None or _is_int(v, 1),
     "lr": lambda v: _is_float(v, lambda x: x > 0), "finetune_lr": lambda v: _is_float(v, lambda x: x > 0),
     "dt": lambda v: _is_float(v, lambda x: x > 0), "seconds": lambda v: _is_float(v, lambda x: x > 0),
+    "apply_wait": lambda v: v is None or _is_float(v, lambda x: x >= 0),
+    "slow_clk_hz": lambda v: v is None or _is_int(v, 1),
     "weight_decay": lambda v: _is_float(v, lambda x: x >= 0),
     "val_fraction": lambda v: _is_float(v, lambda x: 0 <= x < 1),
     "asa_lambda": lambda v: v is None or _is_float(v, lambda x: 0 < x < 1),

@@ -16,15 +16,20 @@ import pytest
 import sinabs.layers as sl
 import torch
 import torch.nn as nn
+from samna_conformance import install
 
 from asa_deploy.chip.compile import SensorInput, compile_network
 from asa_deploy.chip.config import Destination
+from asa_deploy.chip.sim import EventWindow
 from asa_deploy.chip.spec import load_chip_spec
+from asa_deploy.data.events import EVENT_DTYPE
+from asa_deploy.device import samna_adapter
 from asa_deploy.device.samna_adapter import (
     DEVICE_KINDS,
     DeviceError,
     DeviceSession,
     apply_chip_config,
+    list_devices,
     parse_device,
     pixel_kill_events,
     power_by_rail,
@@ -330,3 +335,263 @@ def test_samna_status_looks_past_a_stand_in_module_in_sys_modules(monkeypatch):
     real = samna_status()
     monkeypatch.setitem(sys.modules, "samna", types.ModuleType("samna"))  # no __spec__
     assert samna_status() == real  # still judged from the installed files
+
+
+# ---- the runtime against the samna conformance stand-in ---------------------------------------------
+
+FRAME = {"T": 10, "dt_us": 10_000, "downsample": 4, "binarize": False}
+
+
+@pytest.fixture
+def board(monkeypatch):
+    """The samna conformance stand-in in place of samna; its World (boards, clock, records)."""
+    return install(monkeypatch)
+
+
+def _timed(config, **meta):
+    cfg = copy.deepcopy(config)
+    cfg.meta.update({"frame_spec": dict(FRAME), **meta})
+    return cfg
+
+
+def _segment(xs, t0: int, n: int = 300, y: int = 7, duration_us: int = 90_000, seed: int = 0):
+    """n events from t0 over duration_us, cycling through the sensor columns xs."""
+    rng = np.random.default_rng(seed)
+    ev = np.zeros(n, dtype=EVENT_DTYPE)
+    ev["x"] = np.resize(np.asarray(xs), n)
+    ev["y"] = y
+    ev["t"] = t0 + np.sort(rng.integers(0, duration_us, n))
+    ev["p"] = rng.integers(0, 2, n)
+    return ev
+
+
+def _recording(classes, *, spacing_us: int = 1_000_000, xs_of=lambda k: [3 * j + k for j in range(20)]):
+    """One recording with a segment per class, far apart in time (raw timestamps up to seconds)."""
+    events = np.concatenate([_segment(xs_of(k), i * spacing_us, seed=i) for i, k in enumerate(classes)])
+    windows = [EventWindow(events, i * spacing_us, FRAME["T"], FRAME["dt_us"], k, "rec")
+               for i, k in enumerate(classes)]
+    return events, windows
+
+
+def _between(log, first: str, then: str) -> list[float]:
+    """For each `then` entry, the time since the latest `first` entry before it."""
+    out, last = [], None
+    for entry in log:
+        if entry[1] == first:
+            last = entry[0]
+        elif entry[1] == then:
+            out.append(entry[0] - last)
+    return out
+
+
+def test_each_window_runs_like_the_simulator_reset_wait_write_from_zero_read(board, speck2f_config):
+    board.add_board("Speck2fDevKit")
+    board.see(x=1, y=3, rate_hz=5000)  # the camera sees "class 1" the whole time
+    cfg = _timed(speck2f_config)
+    events, windows = _recording([0, 2, 1, 0])  # raw timestamps 0 s, 1 s, 2 s, 3 s
+    with DeviceSession("speck2fdevkit:0", cfg, apply_wait_s=0.1) as session:
+        outs = [session.run_window(w) for w in windows]
+    # the host's events alone decide: pass_sensor_events False kept the camera out (fix 2)
+    assert [o.prediction(cfg) for o in outs] == [0, 2, 1, 0]
+    assert board.problems == []
+    assert max(board.lateness_us) == 0  # every event released exactly at its own timestamp (fix 1)
+    for out, w in zip(outs, windows, strict=True):
+        inside = w.events["t"][(w.events["t"] >= w.t_start) & (w.events["t"] < w.t_end)]
+        assert out.written == len(inside)
+        # one monitored spike per input event, stamped with the event's time from the window start
+        np.testing.assert_array_equal(np.sort(out.spikes["timestamp"]), np.sort(inside - w.t_start))
+        assert set(out.spikes["layer"]) == {cfg.readout.source_core}
+    log = board.log
+    assert len(board.calls("apply")) == 1 + len(windows)  # open, then one state reset per window
+    assert [e[2] for e in board.calls("write")] == [len(w.events[(w.events["t"] >= w.t_start) & (
+        w.events["t"] < w.t_end)]) for w in windows]
+    assert all(0 <= e[3] < FRAME["dt_us"] for e in board.calls("write"))  # from the window start
+    assert all(gap >= 0.1 - 1e-9 for gap in _between(log, "apply", "write"))  # waited (fix 4)
+    assert _between(log, "time_reset", "write") == [0.0] * len(windows)  # reset right before writing
+    applied = session.samna_config
+    assert applied.dvs_layer.pass_sensor_events is False and applied.dvs_layer.monitor_enable is False
+
+
+def test_the_stand_in_catches_a_stop_watch_that_is_not_reset_per_window(board, speck2f_config,
+                                                                         monkeypatch):
+    """Negative control: the runtime as it was (stop-watch reset once) loses the later windows'
+    timing, and the stand-in says so."""
+    board.add_board("Speck2fDevKit")
+    started = []
+
+    def reset_once(self):
+        if not started:
+            watch = self.device.get_stop_watch()
+            watch.set_enable_value(True)
+            watch.reset()
+            started.append(True)
+
+    monkeypatch.setattr(DeviceSession, "_reset_time", reset_once)
+    _, windows = _recording([0, 1])
+    with DeviceSession("speck2fdevkit:0", _timed(speck2f_config), apply_wait_s=0.1) as session:
+        for w in windows:
+            session.run_window(w)
+    assert any("its timing lost" in p for p in board.problems)
+
+
+def test_the_stand_in_refuses_what_no_source_confirms(board):
+    import samna
+
+    board.add_board("DynapcnnDevKit")
+    with pytest.raises(AttributeError, match="not confirmed"):
+        samna.speck2f.event.Spike().polarity = 1
+    with pytest.raises(AttributeError):
+        samna.BasicSourceNode_speck2f_event_input  # noqa: B018 - a misspelt node name
+    handle = samna.device.open_device(samna.device.get_all_devices()[0])
+    with pytest.raises(AttributeError, match="get_stop_watch"):
+        handle.get_stop_watch()  # DYNAP-CNN: sinabs 2.x writes a register instead
+    with pytest.raises(AttributeError, match="get_power_monitor"):
+        handle.get_power_monitor()
+    with pytest.raises(TypeError, match="u32"):
+        samna.dynapcnn.event.Spike().timestamp = 2**32  # uint32 microseconds
+    config = samna.speck2f.configuration.SpeckConfiguration()
+    config.cnn_layers[0].monitor_enable = True
+    ok, message = samna.speck2f.validate_configuration(config)
+    assert not ok and "threshold_low is 0" in message
+    samna.device.close_device(handle)
+
+
+def test_a_window_longer_than_uint32_microseconds_is_refused(board, speck2f_config):
+    board.add_board("Speck2fDevKit")
+    window = EventWindow(_segment([0], 0), 0, 2, 2**31, -1, "long.npy")
+    with DeviceSession("speck2fdevkit:0", _timed(speck2f_config), apply_wait_s=0) as session:
+        with pytest.raises(DeviceError, match=r"long.npy: a window of 4294967296 us .* uint32"):
+            session.run_window(window)
+
+
+def test_dynapcnn_time_base_is_the_io_register_and_power_is_not_read(board, dynapcnn_config):
+    board.add_board("DynapcnnDevKit")
+    # DYNAP-CNN: events enter the DVS layer's destination cores as Spikes after the host's DVS
+    # layer (pooling 4), so the stand-in's class is (x // 4) % 3
+    _, windows = _recording([1, 2], xs_of=lambda k: [4 * (3 * j + k) for j in range(10)])
+    for timer, register in (("sinabs2", [1]), ("toggle", [0, 1])):
+        board.log.clear()
+        with DeviceSession("dynapcnndevkit:0", dynapcnn_config, apply_wait_s=0.1,
+                           dynapcnn_timer=timer) as session:
+            outs = [session.run_window(w) for w in windows]
+            with pytest.raises(DeviceError, match="no public source shows a power monitor"):
+                session.start_power()
+        assert [o.prediction(dynapcnn_config) for o in outs] == [1, 2]
+        writes = [(e[2], e[3]) for e in board.calls("write_config")]
+        assert writes == [(0x0003, v) for v in register] * len(windows)
+        assert "DVS layer applied on the host" in session.describe()["host_input"]
+        assert timer in session.describe()["time_base"]
+    assert board.problems == [] and max(board.lateness_us) == 0
+
+
+def test_a_leaking_network_gets_a_slow_clock_of_one_tick_per_bin(board, speck2f_config, monkeypatch):
+    board.add_board("Speck2fDevKit")
+    cfg = _timed(speck2f_config)
+    cfg.cores[0].leak_enable = True
+    _, windows = _recording([2])
+    with DeviceSession("speck2fdevkit:0", cfg, apply_wait_s=0.1) as session:
+        session.run_window(windows[0])
+    assert [e[2] for e in board.calls("set_slow_clk_rate")] == [100]  # 1e6 / dt_us (fix 5)
+    assert [e[2] for e in board.calls("set_slow_clk")] == [True]
+    assert board.problems == [] and session.describe()["slow_clk_hz"] == 100
+    with DeviceSession("speck2fdevkit:0", cfg, apply_wait_s=0, slow_clk_hz=7) as session:
+        pass
+    assert board.calls("set_slow_clk_rate")[-1][2] == 7
+    no_frames = copy.deepcopy(cfg)
+    no_frames.meta.pop("frame_spec")
+    with pytest.raises(DeviceError, match="slow-clk-hz"):
+        DeviceSession("speck2fdevkit:0", no_frames)
+    # negative control: without the slow clock the stand-in reports the leaking core
+    monkeypatch.setattr(samna_adapter, "slow_clock_hz", lambda *a, **k: None)
+    with DeviceSession("speck2fdevkit:0", cfg, apply_wait_s=0) as session:
+        session.run_window(windows[0])
+    assert any("leaks" in p for p in board.problems)
+
+
+def _readout_config():
+    cfg = _timed(_compile("speck2f", n_out=9))
+    cfg.readout.num_classes, cfg.readout.use_readout_block = 3, True
+    cfg.readout.channel_stride, cfg.readout.threshold = 4, 2
+    cfg.core(cfg.readout.source_core).destinations = [Destination(12)]
+    return cfg
+
+
+def test_the_readout_block_is_configured_and_its_events_read(board):
+    board.add_board("Speck2fDevKit")
+    cfg = _readout_config()
+    # class k sits on the source core's channel 4k (erratum); the stand-in's channel is x % 9
+    _, windows = _recording([2, 0, 1], xs_of=lambda k: [4 * k + 9 * j for j in range(10)])
+    with DeviceSession("speck2fdevkit:0", cfg, apply_wait_s=0.1) as session:
+        outs = [session.run_window(w) for w in windows]
+    assert [o.readout_prediction() for o in outs] == [2, 0, 1]
+    assert [o.prediction(cfg) for o in outs] == [2, 0, 1]  # spikes still monitored alongside
+    assert all(len(o.readout) >= 5 for o in outs)  # about one pin event per 10 ms tick
+    readout = session.samna_config.readout
+    assert (readout.enable, readout.readout_configuration_sel, readout.low_pass_filter_disable,
+            readout.readout_pin_monitor_enable, readout.monitor_enable) == (True, 3, True, True, False)
+    assert [e[2] for e in board.calls("set_slow_clk_rate")] == [100]  # the readout needs the clock
+    assert session.describe()["readout_average"] == 1 and board.problems == []
+
+
+def test_the_readout_block_needs_a_1x1_output():
+    cfg = _readout_config()
+    first = cfg.cores[0]
+    first.destinations = [*first.destinations, Destination(12)]
+    cfg.readout.source_core, cfg.readout.num_classes = first.core, 1
+    with pytest.raises(ChipConfigError, match=r"outputs 4x32x32 .* 1x1 output"):
+        translate(cfg, chip="speck2f")
+
+
+def test_power_is_read_per_rail_while_the_windows_run(board, speck2f_config):
+    board.add_board("Speck2fDevKit")
+    _, windows = _recording([1])
+    with DeviceSession("speck2fdevkit:0", _timed(speck2f_config), apply_wait_s=0.1) as session:
+        session.start_power()
+        session.run_window(windows[0])
+        rails = session.stop_power()
+    assert rails["VDD_IO"] == pytest.approx(0.0617) and rails["VDD_LOGIC"] == pytest.approx(0.367)
+    assert rails["samples"] >= 5 * 100 * 0.2 and rails["samples"] % 5 == 0  # 100 Hz, 5 rails
+    assert [e[2] for e in board.calls("start_power")] == [100.0]
+    board.power_fails = True
+    with DeviceSession("speck2fdevkit:0", _timed(speck2f_config), apply_wait_s=0) as session:
+        with pytest.raises(RuntimeError, match="stand-in board fault"):
+            session.start_power()
+        session.run_window(windows[0])  # the board still runs after a failed power monitor
+
+
+@pytest.mark.parametrize("masks", [True, False])
+def test_killed_pixels_are_dropped_on_the_host_whatever_the_chip_does(board, speck2f_config, masks):
+    """Whether KillSensorPixel masks host-written events is unknown (the stand-in can do either):
+    the default (pixel_kill="host") gives the simulators' answer both ways; "chip" depends on it."""
+    board.add_board("Speck2fDevKit")
+    board.kill_masks_host_events = masks
+    cfg = _timed(speck2f_config)
+    cfg.dvs.killed_pixels = [(7, 2)]  # (y, x): a hot pixel of "class 2" (x % 3 == 2)
+    events = np.concatenate([_segment([2], 0, n=400), _segment([0, 3], 0, n=100, y=9, seed=1)])
+    events = events[np.argsort(events["t"], kind="stable")]
+    window = EventWindow(events, 0, FRAME["T"], FRAME["dt_us"], 0, "hot")
+    predictions = {}
+    for mode in ("host", "chip"):
+        with DeviceSession("speck2fdevkit:0", cfg, apply_wait_s=0, pixel_kill=mode) as session:
+            out = session.run_window(window)
+        predictions[mode] = out.prediction(cfg)
+        assert out.written == {"host": 100, "chip": 500}[mode]  # host: the hot pixel's 400 dropped
+    assert predictions["host"] == 0
+    assert predictions["chip"] == (0 if masks else 2)
+    assert board.problems == []
+
+
+def test_an_absent_board_is_refused_listing_the_boards_found(board, speck2f_config):
+    board.add_board("Speck2eDevKit")
+    board.add_board("Speck2fDevKit", usb_device_address=9)
+    board.add_board("Speck2fDevKit", usb_device_address=3)
+    names = [(d.name, d.device_type_name, d.info.usb_device_address) for d in list_devices()]
+    assert names == [("speck2edevkit:0", "Speck2eDevKit", 1), ("speck2fdevkit:0", "Speck2fDevKit", 3),
+                     ("speck2fdevkit:1", "Speck2fDevKit", 9)]
+    session = DeviceSession("speck2fdevkit:2", _timed(speck2f_config))
+    with pytest.raises(DeviceError) as info:
+        session.open()
+    assert str(info.value).startswith(
+        "no connected device speck2fdevkit:2; devices found: speck2edevkit:0 (Speck2eDevKit), "
+        "speck2fdevkit:0 (Speck2fDevKit), speck2fdevkit:1 (Speck2fDevKit)")
+    assert session.device is None

@@ -100,6 +100,7 @@ def deploy_run(run_dir: str | Path, device: str, *, data: str | None = None, win
         summary["readout_accuracy"] = float(np.mean(np.array(readout_predictions) == labels)) \
             if len(items) else None
     if rails is not None:
+        summary["power_over"] = "the whole evaluation: the windows and the waits between them"
         summary["power_samples"] = int(rails.pop("samples", 0))
         rails.pop("total", None)
         summary["power_mw"] = {k: v for k, v in rails.items() if not math.isnan(v)}

@@ -642,7 +642,8 @@ def slow_clock_hz(config: ChipConfig, slow_clk_hz: int | None = None) -> int | N
         return None
     frame = config.meta.get("frame_spec") or {}
     if not frame.get("dt_us"):
-        raise DeviceError(f"{' and '.join(needs)} need the slow clock, and this chip_config.json has "
+        raise DeviceError(f"{' and '.join(needs)} need{'s' if len(needs) == 1 else ''} the slow "
+                          f"clock, and this chip_config.json has "
                           f"no frame_spec to take one tick per bin from: pass slow_clk_hz "
                           f"(--slow-clk-hz HZ)")
     return max(1, round(1e6 / int(frame["dt_us"])))
@@ -810,9 +811,12 @@ class DeviceSession:
 
     def run_window(self, window) -> WindowOutput:
         """One ``EventWindow`` on the board: reset, write its events from time 0, read until quiet."""
+        from asa_deploy.chip.sim.dvs import check_windows  # the simulators' input checks
+
         self._live()
         duration = int(window.n_bins) * int(window.dt_us)
         _check_window(duration, window.recording)
+        check_windows(self.config, [window])
         self.reset_states()
         self._sink.get_events()
         self._reset_time()

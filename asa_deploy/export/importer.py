@@ -604,6 +604,23 @@ def nir_to_network(graph: nir.NIRGraph, *, dt: float | None = None, reset: str =
                      "notes": importer.notes, "warnings": importer.warnings}
 
 
+def complete_shapes(graph: nir.NIRGraph, **options) -> nir.NIRGraph:
+    """Fill in, from the chain's shapes, what ``nir.write`` needs and some exporters leave unset:
+    ``Conv2d.input_shape`` and ``Flatten``'s input type (snnTorch 0.9.4's and Norse 1.1's exporters
+    leave them None, and nir 1.0.4's ``infer_types`` fails on their scalar neuron parameters).
+    Changes nothing else; ``options`` as for ``nir_to_network``. Returns ``graph``."""
+    _, info = nir_to_network(graph, **options)
+    nodes, _ = _flat_graph(graph)
+    for record in info["nodes"]:
+        node = nodes[record["node"]]
+        if isinstance(node, nir.Conv2d) and node.input_shape is None:
+            node.input_shape = tuple(record["input"][1:])
+        if isinstance(node, nir.Flatten) and node.input_type.get("input") is None:
+            node.input_type = {"input": np.array(record["input"])}
+            node.output_type = {"output": np.array(record["output"])}
+    return graph
+
+
 # ---- torch.save'd models ------------------------------------------------------------------------------
 
 def load_torch_model(path: Path) -> nn.Sequential:

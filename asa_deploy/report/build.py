@@ -332,7 +332,8 @@ def _measured(device: dict | None, window_s: float | None, estimate: dict | None
         return None
     rails = device.get("power_mw")
     if not isinstance(rails, dict) or not rails:
-        return {"error": "device.json has no 'power_mw' {rail: mW} table", "raw": device}
+        why = f": {device['power_error']}" if device.get("power_error") else ""
+        return {"error": f"device.json has no 'power_mw' {{rail: mW}} table{why}", "raw": device}
     bad = {str(k): v for k, v in rails.items() if isinstance(v, bool) or not isinstance(v, int | float)}
     if bad:
         return {"error": f"device.json 'power_mw' has rails that are not numbers (mW): {bad}",

@@ -56,6 +56,10 @@ class World:
         self.boards.append(info)
         return info
 
+    def see(self, x: int, y: int, p: bool = True, rate_hz: float = 1000.0) -> None:
+        """Let the chip's own sensor see ``rate_hz`` events per second at (x, y)."""
+        self.scene = Scene(x, y, p, rate_hz)
+
     def sleep(self, seconds: float) -> None:
         if seconds < 0:
             raise ValueError(f"sleep({seconds}): negative")
