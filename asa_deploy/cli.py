@@ -372,7 +372,7 @@ def cmd_import(args) -> int:
     from asa_deploy.export.importer import IMPORTED, import_model
 
     record = import_model(args.model, args.out, data=args.data, input_shape=args.input_shape,
-                          dt=args.dt, reset=args.reset, T=args.T,
+                          dt=args.dt, reset=args.reset, floor=args.floor, T=args.T,
                           dt_us=round(args.dt_ms * 1000) if args.dt_ms is not None else None,
                           downsample=args.downsample)
     info, data = record["import"], record["data"]
@@ -666,6 +666,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reset", choices=["auto", "subtract", "zero"], default="auto",
                    help="the neurons' reset; auto: v_reset = 0 in the graph means zero, else "
                         "NIR 1.0.4's subtraction (Norse's IAF resets to zero: pass zero)")
+    p.add_argument("--floor", choices=["none", "threshold"], default="none",
+                   help="membrane floor; none: as in NIR, snnTorch, Norse, Rockpool (the chip "
+                        "state's limit); threshold: -threshold, for a sinabs network trained "
+                        "with min_v_mem = -spike_threshold (as sinabs.from_nir sets it)")
     p.add_argument("--T", type=cli_args.positive_int, default=None,
                    help="time bins per window; None: the data's default (10 without --data)")
     p.add_argument("--dt-ms", type=cli_args.bin_ms, default=None,

@@ -87,7 +87,7 @@ def test_sinabs_graph_imports_to_the_same_network(tmp_path):
     net = tutorial_net()
     path = tmp_path / "sinabs.nir"
     nir.write(path, sinabs_graph(net, (2, 34, 34)))
-    record = import_model(path, tmp_path / "run")
+    record = import_model(path, tmp_path / "run", floor="threshold")  # trained with min_v_mem -1
     imported, saved, shape, sensor = load_imported(tmp_path / "run")
     assert shape == (2, 34, 34) and sensor.shape == (2, 34, 34)
     assert record["num_classes"] == 10 and saved["import"]["format"] == "nir"
@@ -109,11 +109,11 @@ def test_round_trip_into_sinabs_importer(tmp_path):
     from asa_deploy.chip.lower import lower
 
     net = tutorial_net(seed=3)
-    network, info = nir_to_network(sinabs_graph(net, (2, 34, 34)))
+    network, info = nir_to_network(sinabs_graph(net, (2, 34, 34)), floor="threshold")
     graph = lowered_to_nir(lower(network, tuple(info["input_shape"])))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        theirs = sinabs.from_nir(graph, batch_size=1)
+        theirs = sinabs.from_nir(graph, batch_size=1)  # min_v_mem = -v_threshold, as ours
     x = spikes_in((2, 34, 34), seed=4)
     with torch.no_grad():
         out, _ = theirs(x)
@@ -169,6 +169,26 @@ def test_compile_simulate_export_report_an_imported_run(tmp_path):
     (label, entry), = report["runs"].items()
     assert label == "imported" and entry["imported"]["format"] == "nir"
     assert not [m for m in entry["missing"] if m["artifact"] in ("eval.json", "fold.json")]
+
+
+def test_no_membrane_floor_by_default(tmp_path):
+    """NIR has no floor (nor have snnTorch, Norse, Rockpool): threshold_low goes to the int16
+    state's limit, and the weights keep the scale they would have with a -threshold floor."""
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, bias=False), iaf(), nn.Flatten(),
+                        nn.Linear(4 * 6 * 6, 3, bias=False), iaf())
+    path = tmp_path / "m.nir"
+    nir.write(path, sinabs_graph(net, (2, 8, 8)))
+    for floor, low in (("none", -32768), ("threshold", None)):
+        record = import_model(path, tmp_path / floor, floor=floor)
+        network = load_imported(tmp_path / floor)[0]
+        assert float(network[1].min_v_mem) == (-np.inf if floor == "none" else -1.0)
+        compiled = compile_run(tmp_path / floor, "speck2f")
+        core = compiled.config.cores[0]
+        assert core.threshold_low == (low if low is not None else -core.threshold_high)
+        assert f"({'none, as in NIR' if floor == 'none' else '--floor threshold'})" in \
+            record["import"]["notes"][0]
+    scales = [compile_run(tmp_path / f, "speck2f").quantized[0].scale for f in ("none", "threshold")]
+    assert scales[0] == scales[1]
 
 
 def test_import_without_data_needs_data_to_simulate(tmp_path, capsys):
@@ -351,8 +371,7 @@ def test_recurrent_edge_is_named():
                                              ("w_rec", "lif"), ("lif", "output")])
     graph = chain(("fc", nir.Affine(weight=np.ones((3, 32)), bias=np.zeros(3))),
                   ("rleaky", inner), shape=(32,))
-    with pytest.raises(CompileError, match=r"recurrent edge 'rleaky.(lif|w_rec)' -> "
-                                           r"'rleaky.(w_rec|lif)'"):
+    with pytest.raises(CompileError, match=r"recurrent edge 'rleaky.w_rec' -> 'rleaky.lif'"):
         nir_to_network(graph)
 
 
@@ -381,6 +400,15 @@ def test_shapes_that_do_not_chain_are_named():
     with pytest.raises(CompileError, match=r"node 'a' takes 10 inputs but receives 48"):
         nir_to_network(chain(("c", conv()), ("n", if_node()), ("f", nir.Flatten(input_type=None, start_dim=0)),
                              ("a", nir.Affine(weight=np.ones((3, 10)), bias=np.zeros(3)))))
+
+
+def test_pooling_larger_than_its_input_is_named():
+    """Found by the fuzz test: a 2x2 pooling of a 1x1 map left a 0x0 layer (IndexError)."""
+    pool = nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                         padding=np.array([0, 0]))
+    with pytest.raises(CompileError, match=r"node 'p' \(SumPool2d\): pooling 2 does not fit its "
+                                           r"1x1 input"):
+        nir_to_network(chain(("p", pool), shape=(1, 1, 1)))
 
 
 def test_per_neuron_thresholds_collapse_with_a_warning():
@@ -458,3 +486,66 @@ def test_whole_recording_windows_cover_every_event():
         events, label = dataset[i]
         assert w.label == label and w.t_start == events["t"][0]
         assert w.t_end > events["t"][-1]
+
+
+# ---- fuzz: any chain of NIR nodes imports or is refused with an AsaDeployError --------------------
+
+def _random_node(draw, st):
+    kind = draw(st.sampled_from(["conv", "if", "lif", "cuba", "sum", "avg", "flatten", "affine",
+                                 "li", "scale"]))
+    c = draw(st.integers(1, 4))
+    shape = tuple(draw(st.lists(st.integers(1, 5), min_size=1, max_size=3)))
+    values = st.floats(-2, 3, allow_nan=False)
+    if kind == "conv":
+        k = draw(st.integers(1, 3))
+        return nir.Conv2d(input_shape=None, weight=np.full((draw(st.integers(1, 4)), c, k, k),
+                                                           draw(values), np.float32),
+                          stride=draw(st.integers(1, 2)), padding=draw(st.integers(0, 2)),
+                          dilation=1, groups=draw(st.sampled_from([1, 1, 2])),
+                          bias=np.zeros(1, np.float32))
+    if kind in ("if", "lif", "cuba"):
+        full = lambda: np.full(shape, draw(values))  # noqa: E731
+        if kind == "if":
+            return nir.IF(r=full(), v_threshold=full())
+        if kind == "lif":
+            return nir.LIF(tau=full(), r=full(), v_leak=np.zeros(shape), v_threshold=full())
+        return nir.CubaLIF(tau_syn=full(), tau_mem=full(), r=full(), v_leak=np.zeros(shape),
+                           v_threshold=full())
+    if kind in ("sum", "avg"):
+        k = draw(st.integers(1, 3))
+        cls = nir.SumPool2d if kind == "sum" else nir.AvgPool2d
+        return cls(kernel_size=np.array([k, k]), stride=np.array([k, draw(st.integers(1, 3))]),
+                   padding=np.array([0, 0]))
+    if kind == "flatten":
+        return nir.Flatten(input_type=None, start_dim=draw(st.integers(-3, 1)), end_dim=-1)
+    if kind == "affine":
+        return nir.Affine(weight=np.full((draw(st.integers(1, 4)), draw(st.integers(1, 40))),
+                                         draw(values)), bias=np.zeros(1))
+    if kind == "li":
+        return nir.LI(tau=np.ones(shape), r=np.ones(shape), v_leak=np.zeros(shape))
+    return nir.Scale(scale=np.ones(shape))
+
+
+def test_fuzz_nir_chains_import_or_are_refused():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from asa_deploy.chip.lower import lower
+
+    @st.composite
+    def graphs(draw):
+        nodes = [(f"n{i}", _random_node(draw, st)) for i in range(draw(st.integers(1, 5)))]
+        shape = tuple(draw(st.lists(st.integers(1, 9), min_size=1, max_size=4)))
+        return chain(*nodes, shape=shape)
+
+    # HYPOTHESIS_PROFILE=fuzz (tests/conftest.py) raises the count to its thousands
+    @settings(max_examples=max(300, settings.default.max_examples), deadline=None)
+    @given(graphs())
+    def check(graph):
+        try:
+            network, info = nir_to_network(graph)
+            lower(network, tuple(info["input_shape"]), bias_policy="leak")
+        except AsaDeployError:
+            pass
+
+    check()

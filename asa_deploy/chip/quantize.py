@@ -5,10 +5,14 @@ scale: the largest that keeps weights (and bias) in ``bias_quantization_bits`` /
 threshold pair (threshold, min_v_mem) and initial states in 16 bits, rounded half to even. This is
 sinabs's ``discretize_conv_spike_`` rule, computed the same way in float32, so our integers equal
 ``DynapcnnNetwork``'s (tested against it); we own the code because sinabs's backend imports samna.
+A layer without a membrane floor (``min_v_mem`` -inf: NIR graphs from frameworks that have none)
+takes the scale from the rest and ``threshold_low`` at the state's most negative value, where the
+chip's state saturates anyway.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -46,7 +50,9 @@ def quantize_layer(layer: ChipLayer, numerics: Numerics) -> QuantizedLayer:
                            f"has one threshold. Lower them first (asa-deploy fold --strategy ...)")
     weight = layer.weight.float()
     bias = layer.bias.float() if layer.bias is not None else torch.zeros(weight.shape[0])
-    thresholds = torch.tensor((layer.min_v_mem, layer.threshold), dtype=torch.float32)
+    no_floor = layer.min_v_mem == -math.inf
+    thresholds = torch.tensor((-layer.threshold if no_floor else layer.min_v_mem, layer.threshold),
+                              dtype=torch.float32)
     if layer.threshold <= 0 or layer.min_v_mem >= layer.threshold:
         raise CompileError(f"layer {layer.name}: threshold {layer.threshold:g} with min_v_mem "
                            f"{layer.min_v_mem:g}; need 0 < threshold and min_v_mem < threshold")
@@ -65,6 +71,9 @@ def quantize_layer(layer: ChipLayer, numerics: Numerics) -> QuantizedLayer:
     shape = layer.neuron_shape
     s_q = torch.round(state.float() * scale) if state is not None else torch.zeros(shape)
     notes = []
+    if no_floor:
+        low_q = numerics.int_range(numerics.state_bits)[0]
+        notes.append(f"no membrane floor: threshold_low {low_q}, the state's limit")
     if low_q == 0:
         low_q = -1
         notes.append("threshold_low rounded to 0, set to -1 (chip bug with 0)")

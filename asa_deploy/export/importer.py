@@ -57,8 +57,11 @@ the threshold or resets to 0, with no leak. Per node of the graph (nested subgra
   newer writers (nir >= 1.0.6, e.g. snnTorch 1.0) add ``v_reset`` (reset to that value): 0 means the
   chip's reset to zero, anything else is refused. ``--reset subtract|zero`` overrides both (Norse's
   IAF resets to 0 but its nir 1.0.4 graph cannot say so). Graphs written by asa_deploy keep their
-  reset mode and ``min_v_mem`` from the metadata; elsewhere the membrane floor is ``-threshold``
-  (as ``sinabs.from_nir`` sets it; without a floor quantization rounds most weights to zero).
+  reset mode and ``min_v_mem`` from the metadata.
+- Membrane floor: NIR has none, nor do snnTorch, Norse and Rockpool, so by default none
+  (``min_v_mem`` -inf: ``threshold_low`` at the chip state's most negative value, where it saturates
+  anyway). ``--floor threshold`` sets ``-threshold`` instead, as ``sinabs.from_nir`` and SynSense's
+  tutorial do: right for a sinabs network trained with ``min_v_mem = -spike_threshold``.
 - Anything else is refused naming the node and the reason: ``LI`` / ``I`` / ``CubaLI`` (non-spiking
   readouts), ``Scale``, ``Threshold``, ``Delay``, ``Conv1d``, empty nodes (an exporter with no
   mapping for a module, e.g. Norse's for ``nn.Flatten``), branches, recurrent edges, and shapes that
@@ -95,6 +98,7 @@ log = logging.getLogger("asa_deploy.import")
 IMPORTED = "imported.pt"
 IMPORT_FORMAT = 1
 RESETS = ("auto", "subtract", "zero")
+FLOORS = ("none", "threshold")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 DEFAULT_FRAME = FrameSpec(T=10, dt_us=10_000)  # without --data: 100 ms windows of 10 ms bins
 UNIFORM_RTOL = 1e-5
@@ -268,6 +272,25 @@ def _reaches(succ: dict, start: str, target: str) -> bool:
     return False
 
 
+def _back_edge(succ: dict, start: str) -> tuple[str, str] | None:
+    """The first edge, in a depth-first walk from ``start``, that leads back to a node on the
+    current path (the edge that closes a recurrent loop)."""
+    state = {start: "open"}
+    stack = [(start, iter(succ.get(start, [])))]
+    while stack:
+        node, targets = stack[-1]
+        nxt = next(targets, None)
+        if nxt is None:
+            state[node] = "done"
+            stack.pop()
+        elif state.get(nxt) == "open":
+            return node, nxt
+        elif nxt not in state:
+            state[nxt] = "open"
+            stack.append((nxt, iter(succ.get(nxt, []))))
+    return None
+
+
 def chain_order(graph: nir.NIRGraph) -> tuple[list[str], dict]:
     """The node names from the Input to the Output (nested graphs inlined) and the node table;
     refuses empty nodes, branches, recurrent edges and nodes off the chain, naming them."""
@@ -283,13 +306,15 @@ def chain_order(graph: nir.NIRGraph) -> tuple[list[str], dict]:
     for a, b in edges:
         succ.setdefault(a, []).append(b)
         pred.setdefault(b, []).append(a)
-    for a, targets in succ.items():
-        for b in targets:
-            if a == b or _reaches(succ, b, a):
-                raise CompileError(f"NIR import: recurrent edge {a!r} -> {b!r} (a loop through "
-                                   f"{b!r}); a chip core feeds only later cores, so asa-deploy "
-                                   f"imports feed-forward chains")
     inputs = [n for n in graph.nodes if isinstance(graph.nodes[n], nir.Input)]
+    back = _back_edge(succ, inputs[0]) if len(inputs) == 1 else None
+    if back is None:  # a loop the input does not reach
+        back = next(((a, b) for a, targets in succ.items() for b in targets
+                     if a == b or _reaches(succ, b, a)), None)
+    if back is not None:
+        raise CompileError(f"NIR import: recurrent edge {back[0]!r} -> {back[1]!r} (back to a "
+                           f"node before it); a chip core feeds only later cores, so asa-deploy "
+                           f"imports feed-forward chains")
     if len(inputs) != 1:
         raise CompileError(f"NIR import: the graph has {len(inputs)} Input nodes {inputs}; a chip "
                            f"network takes one input (the event sensor)")
@@ -318,10 +343,13 @@ def chain_order(graph: nir.NIRGraph) -> tuple[list[str], dict]:
 class _GraphImporter:
     """Walks the chain, tracking the shape, and builds the Sequential (see the module docstring)."""
 
-    def __init__(self, graph: nir.NIRGraph, *, dt: float | None, reset: str,
+    def __init__(self, graph: nir.NIRGraph, *, dt: float | None, reset: str, floor: str,
                  input_shape: tuple[int, ...] | None):
         if reset not in RESETS:
             raise AsaDeployError(f"reset {reset!r} unknown; use one of {RESETS}")
+        if floor not in FLOORS:
+            raise AsaDeployError(f"floor {floor!r} unknown; use one of {FLOORS}")
+        self.floor = floor
         if dt is not None and not (np.isfinite(dt) and dt > 0):
             raise AsaDeployError(f"dt must be a positive number, got {dt!r}")
         self.graph, self.dt, self.reset = graph, dt, reset
@@ -474,6 +502,9 @@ class _GraphImporter:
             raise CompileError(f"NIR import: node {name!r} ({kind}) receives a flat "
                                f"{list(self.shape)} input; pooling needs a [C, H, W] map")
         c, h, w = self.shape
+        if h // k[0] < 1 or w // k[0] < 1:
+            raise CompileError(f"NIR import: node {name!r} ({kind}): pooling {k[0]} does not fit "
+                               f"its {h}x{w} input")
         self._add(name, module(k[0]))
         self.shape = (c, h // k[0], w // k[0])
 
@@ -582,10 +613,15 @@ class _GraphImporter:
                                f"kill bits (an asa_deploy fold); compile the run it was exported "
                                f"from instead")
         zero, why = self._reset_mode(name, node, meta)
-        floor = float(meta["min_v_mem"]) if meta is not None else -value
+        if meta is not None:
+            floor, where = float(meta["min_v_mem"]), "asa_deploy metadata"
+        elif self.floor == "threshold":
+            floor, where = -value, "--floor threshold"
+        else:
+            floor, where = -np.inf, "none, as in NIR"
         self.notes.append(f"{name}: threshold {value:.6g} ({how}); reset "
                           f"{'to zero' if zero else 'by subtraction'} ({why}); membrane floor "
-                          f"{floor:.6g}" + ("" if meta is not None else " (-threshold; NIR has none)"))
+                          f"{floor:.6g} ({where})")
         self._add(name, sl.IAFSqueeze(
             batch_size=1, spike_threshold=torch.tensor(value), min_v_mem=torch.tensor(floor),
             spike_fn=sa.MultiSpike,
@@ -593,12 +629,13 @@ class _GraphImporter:
 
 
 def nir_to_network(graph: nir.NIRGraph, *, dt: float | None = None, reset: str = "auto",
-                   input_shape: tuple[int, int, int] | None = None) -> tuple[nn.Sequential, dict]:
+                   floor: str = "none", input_shape: tuple[int, int, int] | None = None
+                   ) -> tuple[nn.Sequential, dict]:
     """A NIR graph (nir.read, or any framework's exporter) as an ``nn.Sequential`` of torch / sinabs
     layers and a record: input shape, per-node mapping, notes and warnings."""
     if not isinstance(graph, nir.NIRGraph):
         raise CompileError(f"NIR import: got a {type(graph).__name__}, not a NIRGraph")
-    importer = _GraphImporter(graph, dt=dt, reset=reset, input_shape=input_shape)
+    importer = _GraphImporter(graph, dt=dt, reset=reset, floor=floor, input_shape=input_shape)
     network, shape = importer.run()
     return network, {"input_shape": list(shape), "nodes": importer.records,
                      "notes": importer.notes, "warnings": importer.warnings}
@@ -711,8 +748,8 @@ def data_record(data: str | None, input_shape: tuple[int, int, int], num_classes
 
 def import_model(model: str | Path, out_dir: str | Path, *, data: str | None = None,
                  input_shape: tuple[int, int, int] | None = None, dt: float | None = None,
-                 reset: str = "auto", T: int | None = None, dt_us: int | None = None,
-                 downsample: int | None = None) -> dict:
+                 reset: str = "auto", floor: str = "none", T: int | None = None,
+                 dt_us: int | None = None, downsample: int | None = None) -> dict:
     """The import stage: read ``model`` (.nir graph or torch.save'd nn.Sequential), map it onto
     chip layers, check that the chip lowering accepts it, and write ``OUT/imported.pt``. Returns
     the record (without the network)."""
@@ -721,7 +758,8 @@ def import_model(model: str | Path, out_dir: str | Path, *, data: str | None = N
     notes: list[str] = []
     if kind == "nir":
         graph, notes = read_nir_file(path)
-        network, info = nir_to_network(graph, dt=dt, reset=reset, input_shape=input_shape)
+        network, info = nir_to_network(graph, dt=dt, reset=reset, floor=floor,
+                                       input_shape=input_shape)
         shape = tuple(info["input_shape"])
     else:
         network = load_torch_model(path)
@@ -744,7 +782,7 @@ def import_model(model: str | Path, out_dir: str | Path, *, data: str | None = N
         "model_spec": {"name": path.stem, "input": {"channels": c, "height": h, "width": w}},
         "attention": "none", "num_classes": num_classes, "metrics": None, "data": record_data,
         "import": {"source": str(path), "sha256": sha256(path), "format": kind,
-                   "dt": dt, "reset": reset, "nodes": info["nodes"],
+                   "dt": dt, "reset": reset, "floor": floor, "nodes": info["nodes"],
                    "notes": notes + info["notes"], "warnings": info["warnings"]},
         provenance.KEY: provenance.record(out_dir, source=str(path), source_sha256=sha256(path),
                                           data=data),
