@@ -170,6 +170,16 @@ def cmd_compile(args) -> int:
               f"{st['relative_weight_error']:.2%}, {st['weights_zeroed']} weights rounded to 0")
     for note in compiled.notes:
         print(f"  note: {note}")
+    from asa_deploy.chip.synops import event_costs, input_cuts
+
+    print("synops per event (from the mapping alone; how many events come is known only after "
+          "simulate):")
+    for cost in event_costs(compiled.config):
+        source = "one input event" if cost.source is None else f"one spike of core {cost.source}"
+        print(f"  core {cost.target}: {source} -> {cost.mean:,.1f} synops on average over "
+              f"positions, {cost.max:,} at most")
+    for line in input_cuts(compiled.config):
+        print(f"  {line}")
     print(f"wrote {run_dir / CHIP_CONFIG} and {run_dir / MAPPING}")
     return 0
 
@@ -189,11 +199,12 @@ def cmd_fold(args) -> int:
     print(f"{args.run_dir} ({report['attention']}) on {report['chip']}: strategy "
           f"{report['strategy']}; accuracy per recording on the validation split, "
           f"{args.eval_windows} windows per recording")
-    print(f"{'step':52s} {'acc':>6s} {'NASFR':>7s} {'synops/window':>14s}")
+    print(f"{'step':52s} {'acc':>6s} {'NASFR':>7s} {'synops/window':>14s} {'input-driven':>13s}")
     for row in report["ladder"]:
         nasfr = f"{row['nasfr']:.4f}" if "nasfr" in row else "-"
         synops = f"{row['synops_per_window']:,.0f}" if "synops_per_window" in row else "-"
-        print(f"{row['step']:52s} {row['accuracy']:6.3f} {nasfr:>7s} {synops:>14s}")
+        fed = f"{row['input_synops_per_window']:,.0f}" if "input_synops_per_window" in row else "-"
+        print(f"{row['step']:52s} {row['accuracy']:6.3f} {nasfr:>7s} {synops:>14s} {fed:>13s}")
     run = Path(args.run_dir)
     print(f"wrote {run / FOLDED}, {run / FOLD_JSON}, chip_config.json, mapping.json")
     return 0
@@ -344,9 +355,18 @@ def cmd_simulate(args) -> int:
               f"more than half of its windows are, a silent window is wrong)")
     print(f"input events {summary['input_events']:,} ({summary['dropped_events']:,} dropped by the "
           f"DVS layer); {summary['events_per_second']:,.0f} events/s simulated")
+    synops = summary["synops_per_core"]["total"]
+    fed, network = summary["input_synops_per_core"]["total"], summary["network_synops_per_core"]["total"]
     for core, spikes in summary["spikes_per_core"]["total"].items():
-        print(f"  core {core}: {spikes:,} spikes, {summary['synops_per_core']['total'][core]:,} "
-              f"synops")
+        print(f"  core {core}: {spikes:,} spikes, {synops[core]:,} synops ({fed[core]:,} "
+              f"input-driven, {network[core]:,} network-driven)")
+    total = sum(synops.values())
+    if total:
+        top = max(synops, key=synops.get)
+        print(f"synops: {sum(fed.values()) / total:.1%} input-driven (events entering the chip), "
+              f"{sum(network.values()) / total:.1%} network-driven; core {top} dominates with "
+              f"{synops[top] / total:.1%} of all synops, {fed[top] / max(synops[top], 1):.1%} of "
+              f"them input-driven")
     print(f"wrote {summary['file']}")
     if "monitor_file" in summary:
         print(f"wrote {summary['monitor_file']} (per-neuron spikes of the monitored cores; "

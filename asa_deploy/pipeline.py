@@ -78,8 +78,12 @@ def _sim_row(step: str, result) -> dict:
             "window_accuracy": summary["accuracy"],
             "spikes_per_window": float(result.spikes_per_core.sum() / n),
             "synops_per_window": float(result.synops_per_core.sum() / n),
+            "input_synops_per_window": float(result.input_synops_per_core.sum() / n),
+            "network_synops_per_window": float(result.network_synops_per_core.sum() / n),
             "spikes_per_core": summary["spikes_per_core"]["mean"],
-            "synops_per_core": summary["synops_per_core"]["mean"]}
+            "synops_per_core": summary["synops_per_core"]["mean"],
+            "input_synops_per_core": summary["input_synops_per_core"]["mean"],
+            "network_synops_per_core": summary["network_synops_per_core"]["mean"]}
 
 
 def fold_run(run_dir: str | Path, chip: str = "speck2f", *, eval_windows: int = TEST_WINDOWS,

@@ -38,6 +38,9 @@ def test_compile_check_then_compile_then_simulate_both_engines(speck_run, capsys
     assert main(["compile", str(speck_run), "--chip", "speck2f", "--bias", "drop"]) == 0
     out = capsys.readouterr().out
     assert "block0.conv" in out and "wrote" in out
+    assert "core 0 (block0.conv) takes the input events" in out
+    assert "core 0: one input event ->" in out and "core 1: one spike of core 0 ->" in out
+    assert "pixel kill / ROI" in out and "input pooling (DVS layer, now 4x4, the chip's maximum)" in out
     config = ChipConfig.load(speck_run / "chip_config.json")
     mapping = json.loads((speck_run / "mapping.json").read_text())
     assert [a["core"] for a in mapping["assignment"]] == [c.core for c in config.cores]
@@ -55,6 +58,17 @@ def test_compile_check_then_compile_then_simulate_both_engines(speck_run, capsys
         assert {k: sim[engine][k] for k in summary} == summary
     assert printed["fast"]["input_events"] == printed["exact"]["input_events"]  # the same windows
     assert sim["fast"]["synops_per_core"]["total"]["0"] == sim["exact"]["synops_per_core"]["total"]["0"]
+    for summary in sim.values():  # the split adds up; the input core takes every input-driven synop
+        fed, network = (summary[k]["total"] for k in ("input_synops_per_core", "network_synops_per_core"))
+        assert {c: fed[c] + network[c] for c in fed} == summary["synops_per_core"]["total"]
+        assert fed["0"] == summary["synops_per_core"]["total"]["0"] > 0
+        assert not any(v for c, v in fed.items() if c != "0")
+
+    assert main(["simulate", str(speck_run), "--engine", "exact", "--windows", "1"]) == 0
+    out = capsys.readouterr().out
+    fed = sim["exact"]["input_synops_per_core"]["total"]["0"]
+    assert f"({fed:,} input-driven, 0 network-driven)" in out
+    assert "input-driven (events entering the chip)" in out and "dominates with" in out
 
 
 def test_compile_errors_are_one_clear_line(speck_run, tmp_path, capsys):

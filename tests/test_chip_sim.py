@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asa_deploy.chip.config import (
     READOUT_CORE,
@@ -353,3 +355,93 @@ def test_result_summary_concatenate_and_silence(engine):
     assert summary["synops_per_core"]["total"] == {"0": 5}
     assert summary["input_events"] == 5 and summary["dropped_events"] == 0
     assert summary["mean_latency_events"] == 2.0
+
+
+# ---- input-driven vs network-driven synops ------------------------------------------------------------
+
+def _random_window(rng: np.random.Generator, config: ChipConfig, n: int) -> EventWindow:
+    p, h, w = config.input_shape()
+    return EventWindow(make_events(rng.integers(0, w, n), rng.integers(0, h, n), rng.integers(0, p, n),
+                                   np.sort(rng.integers(0, 3000, n))), 0, 30, 100)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), branch=st.booleans(), w_low=st.sampled_from([-40, 0]),
+       n=st.integers(0, 200))
+def test_synops_split_sums_to_synops_on_random_configs(seed, branch, w_low, n):
+    """Input-driven + network-driven = all synops per window and core, in both engines; cores fed
+    only by the input (or only by cores) have no synops of the other kind."""
+    rng = np.random.default_rng(seed)
+    config = (_branch_merge if branch else _chain)(rng, thr=40, w_max=60)
+    for core in config.cores:  # some negative weights too
+        core.weights = np.asarray(rng.integers(w_low, 61, core.weights.shape), np.int8)
+    windows = [_random_window(rng, config, n) for _ in range(2)]
+    entry = [config.core_ids().index(c) for c in config.entry_cores()]
+    inner = [i for i in range(len(config.cores)) if i not in entry]
+    for engine in ENGINES:
+        result = simulate(config, windows, engine)
+        np.testing.assert_array_equal(result.input_synops_per_core + result.network_synops_per_core,
+                                      result.synops_per_core)
+        assert np.all(result.network_synops_per_core[:, entry] == 0)
+        assert np.all(result.input_synops_per_core[:, inner] == 0)
+        assert np.all(result.network_synops_per_core >= 0)
+        summary = result.to_dict()
+        for key in ("input_synops_per_core", "network_synops_per_core"):
+            column = getattr(result, key)
+            assert summary[key]["total"] == {str(c): int(column[:, i].sum())
+                                             for i, c in enumerate(result.core_ids)}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_input_only_network_has_no_network_driven_synops(engine):
+    rng = np.random.default_rng(5)
+    config = make_config([make_core(0, (2, 8, 8), rng.integers(0, 30, (4, 2, 3, 3)), padding=1, thr=20)], 0, 4)
+    result = simulate(config, [_random_window(rng, config, 100)], engine)
+    assert result.synops_per_core.sum() > 0
+    np.testing.assert_array_equal(result.input_synops_per_core, result.synops_per_core)
+    assert result.network_synops_per_core.tolist() == [[0]]
+
+
+def _hand_config() -> ChipConfig:
+    """Core 0: (1,5,5) -3x3 p1-> 4x5x5, only channel 0's kernel centre is non-zero (= threshold),
+    so an input event at (y, x) fires exactly neuron (0, y, x). Core 1 takes it pooled by 2 on a
+    (4,2,2) input, 3x3 p1 -> 2x2x2, silent (threshold out of reach)."""
+    w0 = np.zeros((4, 1, 3, 3), np.int64)
+    w0[0, 0, 1, 1] = 5
+    return make_config([
+        make_core(0, (1, 5, 5), w0, padding=1, thr=5, destinations=[Destination(1, pooling=2)]),
+        make_core(1, (4, 2, 2), np.ones((2, 4, 3, 3), np.int64), padding=1, thr=100),
+    ], 1, 2)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_synops_split_hand_computed(engine):
+    """Event at (2, 2): 4 channels x 3x3 offsets = 36 input-driven synops; its spike lands on core 1
+    at (1, 1): offsets ky, kx in {1, 2} stay inside the 2x2 map, 2 channels x 2x2 = 8. Event at the
+    corner (0, 0): 4 x 2x2 = 16 (padding), its spike at (0, 0) of core 1: 2 x 2x2 = 8 again. A
+    corner event (4, 4): 16 more, but its spike pools to (2, 2), beyond core 1's input: dropped."""
+    config = _hand_config()
+    window = EventWindow(make_events([2, 0, 4], [2, 0, 4], [0, 0, 0], [0, 10, 20]), 0, 3, 10)
+    result = simulate(config, [window], engine)
+    assert result.spikes_per_core.tolist() == [[3, 0]]
+    assert result.input_synops_per_core.tolist() == [[36 + 16 + 16, 0]]
+    assert result.network_synops_per_core.tolist() == [[0, 8 + 8]]
+    assert result.synops_per_core.tolist() == [[68, 16]]
+
+
+def test_event_costs_from_the_config_alone():
+    """What compile prints: per input event into core 0, 4 x (2+3+3+3+2)^2 / 25 on average and 36 at
+    most; per spike of core 0 into core 1, 8 for the 4x4 source positions that land (pooling 2 on a
+    5x5 map drops the last row and column), so 16 x 8 / 25 on average."""
+    from asa_deploy.chip.synops import event_costs, input_cuts
+
+    costs = event_costs(_hand_config())
+    assert [(c.source, c.target, c.max) for c in costs] == [(None, 0, 36), (0, 1, 8)]
+    assert costs[0].mean == pytest.approx(4 * 13 * 13 / 25)
+    assert costs[1].mean == pytest.approx(16 * 8 / 25)
+    lines = input_cuts(_hand_config())
+    assert lines[0] == ("core 0 (core0) takes the input events: 4 channels x 3x3 kernel offsets = 36 "
+                        "synops per event (kernel 3, stride 1x1)")
+    assert "stride 2 in core0: 16 per event (x0.44)" in lines[1]
+    assert "2 channels -> 18 per event" in lines[2]
+    assert "no DVS layer" in lines[3]

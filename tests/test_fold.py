@@ -153,6 +153,13 @@ def test_fold_cli_writes_the_ladder_and_compile_uses_folded_layers(tiny_runs, ca
     assert steps[:3] == ["dynamic float", "static (mean gain)", "folded (per-neuron thresholds)"]
     assert steps[-2:] == ["quantized, fast simulator", "quantized, exact simulator"]
     assert report["ladder"][1]["accuracy"] == report["ladder"][2]["accuracy"]  # folding is exact
+    for row in report["ladder"][-2:]:  # simulator rows split synops by cause; core 0 takes the input
+        fed, network = row["input_synops_per_core"], row["network_synops_per_core"]
+        assert row["input_synops_per_window"] == pytest.approx(sum(fed.values())) == fed["0"] > 0
+        assert row["input_synops_per_window"] + row["network_synops_per_window"] == pytest.approx(
+            row["synops_per_window"])
+        assert {c: fed[c] + network[c] for c in fed} == pytest.approx(row["synops_per_core"])
+    assert "input-driven" in capsys.readouterr().out
     assert set(report["strategies"]) == {"channel", "offset", "kill", "offset+kill"}
     if report["strategies"]["kill"]["layers"]["block0.conv"]["killed"] == 0:
         assert report["strategies"]["kill"]["same_as"] == "channel"  # not trained twice

@@ -75,11 +75,21 @@ def test_report_has_both_runs_with_the_simulator_counts(runs, written):
         for core, row in cores.items():
             assert row["spikes_per_window"] == pytest.approx(sim["spikes_per_core"]["mean"][core])
             assert row["synops_per_window"] == pytest.approx(sim["synops_per_core"]["mean"][core])
+            for part in ("input", "network"):
+                assert row[f"{part}_synops_per_window"] == pytest.approx(
+                    sim[f"{part}_synops_per_core"]["mean"][core])
+        assert run["activity"]["input_synops_per_window"] > 0
+        assert run["activity"]["input_synops_per_window"] == pytest.approx(
+            sum(sim["input_synops_per_core"]["mean"].values()))
+        assert run["activity"]["input_synops_per_window"] + run["activity"][
+            "network_synops_per_window"] == pytest.approx(run["activity"]["synops_per_window"])
         assert run["activity"]["synops_per_window"] == pytest.approx(
             sum(sim["synops_per_core"]["mean"].values()))
         assert run["accuracy"]["chip"]["window"] == sim["accuracy"]
         assert run["accuracy"]["chip"]["recording"] == sim["recording_accuracy"]
         assert run["activity"]["bandwidth_limit_synops_per_s"] is None
+    md = written["md"].read_text()
+    assert "input-driven SynOps / window" in md and "of which input-driven" in md
     comparison = report["comparison"]
     assert comparison["baseline"] == "vanilla"
     synops = next(r for r in comparison["rows"] if r["key"] == "synops_per_window")

@@ -217,6 +217,14 @@ def _cores_static(config) -> list[dict]:
     return rows
 
 
+SPLIT_KEYS = ("input_synops_per_core", "network_synops_per_core")
+
+
+def _per_core(values: dict | None) -> dict | None:
+    """Per-core means keyed by core id string; None where the artifact predates the split."""
+    return None if values is None else {str(k): float(v) for k, v in values.items()}
+
+
 def _simulation(sim: dict | None, fold: dict | None, engine: str | None) -> tuple[dict | None, str | None]:
     """The simulator summary the report uses, in one shape, and why none was found (if so)."""
     if sim:
@@ -233,6 +241,7 @@ def _simulation(sim: dict | None, fold: dict | None, engine: str | None) -> tupl
                                         for k, v in entry["spikes_per_core"]["mean"].items()},
                     "synops_per_core": {str(k): float(v)
                                         for k, v in entry["synops_per_core"]["mean"].items()},
+                    **{key: _per_core((entry.get(key) or {}).get("mean")) for key in SPLIT_KEYS},
                     "input_events_per_window": entry["input_events"] / n
                     if entry.get("input_events") is not None else None,
                     "dropped_events_per_window": entry["dropped_events"] / n
@@ -255,6 +264,7 @@ def _simulation(sim: dict | None, fold: dict | None, engine: str | None) -> tupl
                         "chip": fold.get("chip"),
                         "spikes_per_core": {str(k): float(v) for k, v in row["spikes_per_core"].items()},
                         "synops_per_core": {str(k): float(v) for k, v in row["synops_per_core"].items()},
+                        **{key: _per_core(row.get(key)) for key in SPLIT_KEYS},
                         "input_events_per_window": None, "dropped_events_per_window": None,
                         "mean_latency_events": None, "silent_windows": None,
                         "window_accuracy": row.get("window_accuracy"),
@@ -455,11 +465,13 @@ def _activity(simulation: dict, static: list[dict] | None, T: int | None,
         info = by_core.get(core, {})
         spikes = simulation["spikes_per_core"].get(str(core))
         synops = simulation["synops_per_core"].get(str(core))
+        fed, network = ((simulation.get(key) or {}).get(str(core)) for key in SPLIT_KEYS)
         neurons = info.get("neurons")
         sparsity = (1 - spikes / (neurons * T)) if spikes is not None and neurons and T else None
         cores.append({
             "core": core, "layer": info.get("layer"), "neurons": neurons,
             "spikes_per_window": spikes, "synops_per_window": synops,
+            "input_synops_per_window": fed, "network_synops_per_window": network,
             "spikes_per_s": spikes / window_s if spikes is not None and window_s else None,
             "synops_per_s": synops / window_s if synops is not None and window_s else None,
             "activation_sparsity": sparsity,
@@ -468,11 +480,15 @@ def _activity(simulation: dict, static: list[dict] | None, T: int | None,
         })
     spikes = sum(c["spikes_per_window"] or 0.0 for c in cores)
     synops = sum(c["synops_per_window"] or 0.0 for c in cores)
+    split = {f"{part}_synops_per_window": sum(c[f"{part}_synops_per_window"] for c in cores)
+             if cores and all(c[f"{part}_synops_per_window"] is not None for c in cores) else None
+             for part in ("input", "network")}
     neurons = sum(c["neurons"] or 0 for c in cores) if static else None
     return {
         "cores": cores,
         "spikes_per_window": spikes,
         "synops_per_window": synops,
+        **split,
         "spikes_per_s": spikes / window_s if window_s else None,
         "synops_per_s": synops / window_s if window_s else None,
         "input_events_per_window": simulation["input_events_per_window"],

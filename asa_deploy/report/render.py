@@ -342,12 +342,15 @@ def _activity(run: dict) -> list[Block]:
     for c in act["cores"]:
         rows.append([str(c["core"]), c["layer"] or NA, count(c["neurons"]),
                      num(c["spikes_per_window"]), num(c["synops_per_window"]),
+                     num(c.get("input_synops_per_window")), num(c.get("network_synops_per_window")),
                      num(c["spikes_per_s"]), num(c["synops_per_s"]),
                      pct(c["activation_sparsity"]), pct(c["connection_sparsity"]),
                      count(c["footprint_bytes"])])
     total_fp = ((run["neurobench"] or {}).get("footprint_bytes") or {}).get("total")
     rows.append(["all", "", count(act["neurons"]), num(act["spikes_per_window"]),
-                 num(act["synops_per_window"]), num(act["spikes_per_s"]), num(act["synops_per_s"]),
+                 num(act["synops_per_window"]), num(act.get("input_synops_per_window")),
+                 num(act.get("network_synops_per_window")), num(act["spikes_per_s"]),
+                 num(act["synops_per_s"]),
                  pct(act["activation_sparsity"]), pct(run["neurobench"]["connection_sparsity"]
                                                       if run["neurobench"] else None),
                  count(total_fp)])
@@ -363,9 +366,13 @@ def _activity(run: dict) -> list[Block]:
         Para(f"Source: {sim['source']}{windows}; data: {sim.get('data') or NA}. Mean per window "
              f"(window = {num(run['data']['window_s'] * 1000)} ms); rates = per window / window "
              f"duration.{extra}"),
-        Table(["core", "layer", "neurons", "spikes / window", "SynOps / window", "spikes / s",
+        Table(["core", "layer", "neurons", "spikes / window", "SynOps / window",
+               "input-driven SynOps / window", "network-driven SynOps / window", "spikes / s",
                "SynOps / s", "activation sparsity (%)", "connection sparsity (%)",
-               "footprint (bytes)"], rows, numeric=[False, False] + [True] * 8),
+               "footprint (bytes)"], rows, numeric=[False, False] + [True] * 10),
+        Para("Input-driven SynOps are caused by events entering the chip (the DVS layer or the "
+             "host); whatever the network learns, each costs the input core's channels x kernel "
+             "offsets. Network-driven SynOps are caused by other cores' spikes.", "note"),
         Para(act["bandwidth_note"], "note"),
     ]
 
@@ -503,12 +510,13 @@ def _ladder(run: dict) -> list[Block]:
         else:
             spikes = NA
         rows.append([row["step"], pct(row.get("accuracy")), pct(row.get("window_accuracy")),
-                     num(row.get("nasfr"), 4), spikes, num(row.get("synops_per_window"))])
+                     num(row.get("nasfr"), 4), spikes, num(row.get("synops_per_window")),
+                     num(row.get("input_synops_per_window"))])
     blocks: list[Block] = [
         Heading(3, f"Fidelity ladder (fold.json, {fold['chip']})"),
         Table(["step", "accuracy per recording (%)", "accuracy per window (%)",
-               "NASFR (spikes / neuron / step)", "spikes / window", "SynOps / window"], rows,
-              numeric=[False] + [True] * 5),
+               "NASFR (spikes / neuron / step)", "spikes / window", "SynOps / window",
+               "of which input-driven"], rows, numeric=[False] + [True] * 6),
         Para(f"* float rows: spikes per step x T ({T}); simulator rows count the chip cores' "
              "spikes. NASFR is defined for the float rows only.", "note"),
     ]

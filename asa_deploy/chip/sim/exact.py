@@ -111,8 +111,12 @@ def _pack(config: ChipConfig) -> _Packed:
 
 @numba.njit(cache=True)
 def _run_window(ev_c, ev_y, ev_x, ev_bin, ev_ord, geom, weights, init, killed, dest, n_dest,
-                entry, readout, class_of, stack, fired, out_spikes, spikes, synops, mon_off, mon):
+                entry, readout, class_of, stack, fired, out_spikes, spikes, synops, synops_in, mon_off,
+                mon):
     """Process one window's events depth-first; return the latency in input events (-1: silent).
+
+    ``synops_in[k]`` counts the part of ``synops[k]`` caused by input events themselves (stack
+    column 4 is 1 for an input event, 0 for a core's spike).
 
     A core k with ``mon_off[k] >= 0`` also counts each spike per neuron and bin in
     ``mon[mon_off[k]:]``, laid out [bin, y, x, channel], where ``spikes[k]`` counts it.
@@ -141,6 +145,7 @@ def _run_window(ev_c, ev_y, ev_x, ev_bin, ev_ord, geom, weights, init, killed, d
             stack[top, 1] = ev_c[e]
             stack[top, 2] = ev_y[e]
             stack[top, 3] = ev_x[e]
+            stack[top, 4] = 1
             top += 1
         while top > 0:
             top -= 1
@@ -148,6 +153,7 @@ def _run_window(ev_c, ev_y, ev_x, ev_bin, ev_ord, geom, weights, init, killed, d
             c = stack[top, 1]
             y = stack[top, 2]
             x = stack[top, 3]
+            from_input = stack[top, 4]
             base = top
             ks = geom[k, K]
             c_out = geom[k, COUT]
@@ -171,6 +177,8 @@ def _run_window(ev_c, ev_y, ev_x, ev_bin, ev_ord, geom, weights, init, killed, d
                     vkx[nx] = kx
                     nx += 1
             synops[k] += c_out * ny * nx
+            if from_input != 0:
+                synops_in[k] += c_out * ny * nx
             # int32 throughout and selects as arithmetic: this keeps the channel loop vectorised.
             thr_hi = np.int32(geom[k, THR_HI])
             thr_lo = np.int32(geom[k, THR_LO])
@@ -250,12 +258,13 @@ def _run_window(ev_c, ev_y, ev_x, ev_bin, ev_ord, geom, weights, init, killed, d
                     stack[top, 1] = o + dest[k, d, D_SHIFT]
                     stack[top, 2] = ty
                     stack[top, 3] = tx
+                    stack[top, 4] = 0
                     top += 1
             # Reverse this event's children so the first emitted is popped (propagated) first.
             lo = base
             hi = top - 1
             while lo < hi:
-                for col in range(4):
+                for col in range(5):
                     tmp = stack[lo, col]
                     stack[lo, col] = stack[hi, col]
                     stack[hi, col] = tmp
@@ -276,13 +285,14 @@ def simulate_exact(config: ChipConfig, windows: Sequence[EventWindow], *,
     n_bins = check_windows(config, windows)
     start = time.perf_counter()
     packed = _pack(config)
-    stack = np.zeros((packed.stack_size, 4), dtype=np.int64)
+    stack = np.zeros((packed.stack_size, 5), dtype=np.int64)
     fired = np.zeros(-(-packed.max_updates // 8) * 8, dtype=np.uint8)
     n_cores = len(config.cores)
     n = len(windows)
     output_spikes = np.zeros((n, n_bins, config.readout.num_classes), dtype=np.int64)
     spikes = np.zeros((n, n_cores), dtype=np.int64)
     synops = np.zeros((n, n_cores), dtype=np.int64)
+    synops_in = np.zeros((n, n_cores), dtype=np.int64)
     latency = np.zeros(n, dtype=np.int64)
     monitored = MonitorCounts(config, monitor, n, n_bins)
     index = {c: i for i, c in enumerate(config.core_ids())}
@@ -300,12 +310,12 @@ def simulate_exact(config: ChipConfig, windows: Sequence[EventWindow], *,
         latency[i] = _run_window(
             ci.c, ci.y, ci.x, ci.bin, ci.ordinal, packed.geom, packed.weights, packed.init,
             packed.killed, packed.dest, packed.n_dest, packed.entry, packed.readout, packed.class_of,
-            stack, fired, output_spikes[i], spikes[i], synops[i], mon_off, mon)
+            stack, fired, output_spikes[i], spikes[i], synops[i], synops_in[i], mon_off, mon)
         for c, counts in monitored.arrays.items():
             b, ch, h, w = counts.shape[1:]
             block = mon[mon_off[index[c]]:mon_off[index[c]] + counts[0].size]
             monitored.put(c, i, block.reshape(1, b, h, w, ch).transpose(0, 1, 4, 2, 3))
         if size:
             mon[:] = 0
-    return assemble("exact", config, windows, output_spikes, spikes, synops, inputs, latency,
-                    time.perf_counter() - start, monitored)
+    return assemble("exact", config, windows, output_spikes, spikes, synops, synops_in, inputs,
+                    latency, time.perf_counter() - start, monitored)

@@ -62,22 +62,26 @@ def run_frames(config: ChipConfig, frames: torch.Tensor) -> dict:
     """Run all cores on ``frames`` [N, T, C, H, W] given to the entry core(s), bypassing the DVS layer.
 
     Returns ``{"spikes": {core_id: float32 [N, T, C_out, H_out, W_out]}, "synops": {core_id: int64
-    [N]}}``; spikes are before destination pooling."""
+    [N]}, "input_synops": {core_id: int64 [N]}}``; spikes are before destination pooling;
+    ``input_synops`` is the part of ``synops`` caused by ``frames`` (the rest: other cores' spikes)."""
     frames = frames.to(torch.float32)
     n, t = frames.shape[:2]
     entry = set(config.entry_cores())
     pending: dict[int, torch.Tensor] = {}
     spikes: dict[int, torch.Tensor] = {}
     synops: dict[int, np.ndarray] = {}
+    input_synops: dict[int, np.ndarray] = {}
     with torch.no_grad():
         for cid in config.topological_order():
             core = config.core(cid)
             x = pending.pop(cid, None)
+            network = np.zeros(n, dtype=np.int64) if x is None else _synops(core, x)
+            input_synops[cid] = _synops(core, frames) if cid in entry else np.zeros(n, dtype=np.int64)
+            synops[cid] = network + input_synops[cid]  # synops are linear in the input counts
             if cid in entry:
                 x = frames if x is None else x + frames
             if x is None:
                 x = frames.new_zeros((n, t, *core.input_shape))
-            synops[cid] = _synops(core, x)
             out = _run_core(core, x)
             spikes[cid] = out
             for d in core.destinations:
@@ -86,7 +90,7 @@ def run_frames(config: ChipConfig, frames: torch.Tensor) -> dict:
                 pooled = _sum_pool(out, d.pooling)
                 target = pending.setdefault(d.core, frames.new_zeros((n, t, *config.core(d.core).input_shape)))
                 target[:, :, d.feature_shift:d.feature_shift + pooled.shape[2]] += pooled
-    return {"spikes": spikes, "synops": synops}
+    return {"spikes": spikes, "synops": synops, "input_synops": input_synops}
 
 
 def _synops(core: CoreConfig, x: torch.Tensor) -> np.ndarray:
@@ -143,7 +147,7 @@ def simulate_fast(config: ChipConfig, windows: Sequence[EventWindow], *,
     chunk = _chunk_size(config, n_bins)
     core_ids = config.core_ids()
     monitored = MonitorCounts(config, monitor, len(windows), n_bins)
-    outputs, spikes, synops, inputs = [], [], [], []
+    outputs, spikes, synops, input_synops, inputs = [], [], [], [], []
     with tqdm(total=len(windows), disable=None if progress else True, desc="simulate fast", unit="window") as bar:
         for first in range(0, len(windows), chunk):
             part = [prepare_window(config, w) for w in windows[first:first + chunk]]
@@ -153,6 +157,7 @@ def simulate_fast(config: ChipConfig, windows: Sequence[EventWindow], *,
             spikes.append(np.stack([result["spikes"][c].sum(dim=(1, 2, 3, 4), dtype=torch.float64)
                                     .numpy().astype(np.int64) for c in core_ids], axis=1))
             synops.append(np.stack([result["synops"][c] for c in core_ids], axis=1))
+            input_synops.append(np.stack([result["input_synops"][c] for c in core_ids], axis=1))
             for c in monitored.arrays:
                 monitored.put(c, first, result["spikes"][c].numpy())
             inputs.extend(part)
@@ -160,7 +165,8 @@ def simulate_fast(config: ChipConfig, windows: Sequence[EventWindow], *,
     output_spikes = np.concatenate(outputs)
     latency = np.array([_latency(o, ci) for o, ci in zip(output_spikes, inputs, strict=True)], dtype=np.int64)
     return assemble("fast", config, windows, output_spikes, np.concatenate(spikes),
-                    np.concatenate(synops), inputs, latency, time.perf_counter() - start, monitored)
+                    np.concatenate(synops), np.concatenate(input_synops), inputs, latency,
+                    time.perf_counter() - start, monitored)
 
 
 def _frames(inputs: list[ChipInput], n_bins: int, shape: tuple[int, int, int]) -> torch.Tensor:

@@ -50,6 +50,10 @@ class SimResult:
     labels: np.ndarray             # [N]
     spikes_per_core: np.ndarray    # [N, n_cores] after decimation, before destination pooling
     synops_per_core: np.ndarray    # [N, n_cores] neuron updates (zero weights, killed neurons included)
+    # synops_per_core split by what caused the update: an event entering the chip (from the DVS
+    # layer or the host) or a spike of another core; the two sum to synops_per_core.
+    input_synops_per_core: np.ndarray    # [N, n_cores]
+    network_synops_per_core: np.ndarray  # [N, n_cores]
     input_events: np.ndarray       # [N] events inside the window
     dropped_events: np.ndarray     # [N] of those, removed by the DVS layer
     latency_events: np.ndarray     # [N] input events processed until the first output spike; -1: none
@@ -89,6 +93,8 @@ class SimResult:
             "accuracy": None if math.isnan(accuracy) else accuracy,
             "spikes_per_core": per_core(self.spikes_per_core),
             "synops_per_core": per_core(self.synops_per_core),
+            "input_synops_per_core": per_core(self.input_synops_per_core),
+            "network_synops_per_core": per_core(self.network_synops_per_core),
             "input_events": total_events,
             "dropped_events": int(self.dropped_events.sum()),
             "mean_latency_events": float(self.latency_events[spiked].mean()) if spiked.any() else None,
@@ -119,6 +125,8 @@ class SimResult:
             engine=first.engine, core_ids=list(first.core_ids), class_names=list(first.class_names),
             output_spikes=cat("output_spikes"), predictions=cat("predictions"), labels=cat("labels"),
             spikes_per_core=cat("spikes_per_core"), synops_per_core=cat("synops_per_core"),
+            input_synops_per_core=cat("input_synops_per_core"),
+            network_synops_per_core=cat("network_synops_per_core"),
             input_events=cat("input_events"), dropped_events=cat("dropped_events"),
             latency_events=cat("latency_events"),
             wall_seconds=float(sum(r.wall_seconds for r in results)),
@@ -128,10 +136,11 @@ class SimResult:
 
 
 def assemble(engine: str, config: ChipConfig, windows: Sequence[EventWindow], output_spikes: np.ndarray,
-             spikes_per_core: np.ndarray, synops_per_core: np.ndarray, inputs: Sequence[ChipInput],
-             latency_events: np.ndarray, wall_seconds: float,
+             spikes_per_core: np.ndarray, synops_per_core: np.ndarray, input_synops: np.ndarray,
+             inputs: Sequence[ChipInput], latency_events: np.ndarray, wall_seconds: float,
              monitor: MonitorCounts | None = None) -> SimResult:
-    """The one place both engines turn their counts into a ``SimResult``."""
+    """The one place both engines turn their counts into a ``SimResult``; ``input_synops``
+    [N, n_cores] is the input-driven part of ``synops_per_core``, the rest is network-driven."""
     readout = config.readout
     return SimResult(
         engine=engine,
@@ -142,6 +151,8 @@ def assemble(engine: str, config: ChipConfig, windows: Sequence[EventWindow], ou
         labels=np.array([w.label for w in windows], dtype=np.int64),
         spikes_per_core=spikes_per_core,
         synops_per_core=synops_per_core,
+        input_synops_per_core=input_synops,
+        network_synops_per_core=synops_per_core - input_synops,
         input_events=np.array([ci.n_input for ci in inputs], dtype=np.int64),
         dropped_events=np.array([ci.n_dropped for ci in inputs], dtype=np.int64),
         latency_events=latency_events,
