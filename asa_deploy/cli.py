@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from asa_deploy import __version__, cli_args
-from asa_deploy.defaults import TEST_WINDOWS
+from asa_deploy.defaults import HOT_PIXEL_FACTOR, TEST_WINDOWS
 from asa_deploy.errors import AsaDeployError
 
 DATA_HELP = ("data spec: nmnist:PATH, dvsgesture:PATH, events:PATH (folder with labels.csv) or "
@@ -32,12 +32,21 @@ def _add_train_args(p: argparse.ArgumentParser, *, with_model_defaults: bool = T
     p.add_argument("--epochs", type=cli_args.positive_int, default=10, help="training epochs")
     p.add_argument("--batch-size", type=cli_args.positive_int, default=32,
                    help="global batch (all processes)")
-    p.add_argument("--lr", type=cli_args.positive_float, default=1e-3,
-                   help="Adam learning rate (cosine decay)")
+    p.add_argument("--recipe", default="default", choices=["default", "paper"],
+                   help="default: BN weight starts at the threshold, surrogate 1.0 wide, lr 1e-3; "
+                        "paper: as Yao et al. 2023 (BN weight 1, rectangular surrogate 0.5 wide "
+                        "and 2 high, reset gradient kept, arch-A dropout, lr 1e-4); explicit "
+                        "--lr / --loss win")
+    p.add_argument("--release-masks", action="store_true",
+                   help="ASA: the authors' release masks (every sample gets the batch's union of "
+                        "top-k marks; the importance MLP gets no gradient), to measure their effect")
+    p.add_argument("--lr", type=cli_args.positive_float, default=None,
+                   help="Adam learning rate (cosine decay); None: the recipe's")
     p.add_argument("--weight-decay", type=cli_args.non_negative_float, default=1e-4,
                    help="Adam weight decay")
-    p.add_argument("--loss", default="mse", choices=["mse", "ce"],
-                   help="mse on output rates (the paper's) or cross-entropy on spike counts")
+    p.add_argument("--loss", default=None, choices=["mse", "ce"],
+                   help="mse on output rates (the paper's) or cross-entropy on spike counts; "
+                        "None: the recipe's (mse)")
     p.add_argument("--seed", type=cli_args.seed, default=0,
                    help="seeds weights, split, windows, dropout")
     p.add_argument("--n-val", type=cli_args.non_negative_int, default=None,
@@ -75,7 +84,8 @@ def _config(args, **overrides):
         dt_us=round(args.dt_ms * 1000) if args.dt_ms is not None else None,
         downsample=args.downsample,
         binarize=args.binarize, eval_windows=args.eval_windows, params=dict(args.param),
-        asa_lambda=args.asa_lambda, asa_r=args.asa_r)
+        asa_lambda=args.asa_lambda, asa_r=args.asa_r, recipe=args.recipe,
+        release_masks=args.release_masks)
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -161,7 +171,8 @@ def cmd_compile(args) -> int:
         print(f"{run_dir}: {'fits' if ok else 'does not fit'} {spec.name}")
         return 0 if ok else 1
     compiled = compile_run(run_dir, args.chip, bias_policy=args.bias, use_sensor=not args.no_dvs,
-                           use_folded=not args.unfolded)
+                           use_folded=not args.unfolded, kill_hot_pixels=args.kill_hot_pixels,
+                           hot_pixel_factor=args.hot_pixel_factor)
     print(format_table(compiled.mapping.table(spec)))
     for q in compiled.quantized:
         st = q.stats
@@ -193,6 +204,7 @@ def cmd_fold(args) -> int:
                       strategy=args.strategy, bias_policy=args.bias,
                       use_input_mask=args.input_mask, input_mask_keep=args.input_mask_keep,
                       balance=not args.no_balance,
+                      kill_hot_pixels=args.kill_hot_pixels, hot_pixel_factor=args.hot_pixel_factor,
                       finetune_epochs=args.finetune_epochs,
                       finetune_lr=args.finetune_lr, finetune_loss=args.finetune_loss,
                       seed=args.seed, progress=not args.no_progress)
@@ -477,6 +489,14 @@ def build_parser() -> argparse.ArgumentParser:
     def chip(p, help_text="hw_config name (speck2f, speck2e, dynapcnn) or path of a .toml file"):
         p.add_argument("--chip", type=cli_args.chip, default="speck2f", help=help_text)
 
+    def hot_pixel_args(p):
+        p.add_argument("--kill-hot-pixels", action="store_true",
+                       help="find hot pixels (firing far above their neighbours) in the run's "
+                            "training split and kill them in the DVS layer (Speck chips)")
+        p.add_argument("--hot-pixel-factor", type=cli_args.hot_pixel_factor,
+                       default=HOT_PIXEL_FACTOR,
+                       help="hot: rate above this many times the neighbours' median + 10 Hz")
+
     def max_recordings(p):
         p.add_argument("--max-recordings", type=cli_args.positive_int, default=None,
                        help="None: all")
@@ -552,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-mask-keep", type=cli_args.share, default=0.1,
                    help="keep input pixels whose first-layer gain reaches this share of its "
                         "maximum, in (0, 1]")
+    hot_pixel_args(p)
     p.add_argument("--finetune-epochs", type=cli_args.non_negative_int, default=3,
                    help="0: no fine-tuning")
     p.add_argument("--finetune-lr", type=cli_args.positive_float, default=1e-4,
@@ -578,6 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only validate: print every design-rule violation and the core table")
     p.add_argument("--unfolded", action="store_true",
                    help="compile model.pt even when the fold stage wrote folded.pt")
+    hot_pixel_args(p)
     p.set_defaults(func=cmd_compile)
 
     p = command("export", "write the run's chip layers (folded.pt, else model.pt) as RUN_DIR/model.nir "

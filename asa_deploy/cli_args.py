@@ -67,6 +67,8 @@ open_share = _real("open_share", "a number in (0, 1), both ends excluded", lambd
 # A validation share: 0 holds out nothing (training keeps its last epoch); 1 would leave no training.
 val_share = _real("val_share", "a number in [0, 1)", lambda v: 0 <= v < 1)
 share = _real("share", "a number in (0, 1]", lambda v: 0 < v <= 1)
+# Below 1 a pixel merely as busy as its neighbours would count as hot.
+hot_pixel_factor = _real("hot_pixel_factor", "a number >= 1", lambda v: v >= 1)
 bin_ms = _real("bin_ms", f"a bin width of at least {MIN_BIN_MS} ms (1 us, the timestamp unit)",
                lambda v: v >= MIN_BIN_MS)
 

@@ -12,6 +12,10 @@ analyze, fold's ladder, simulate and deploy. The paper evaluates 10 windows; 5 k
 event-driven simulator affordable on 2 CPU cores. One value everywhere, so that accuracies and
 figures from different commands describe the same windows and can be compared."""
 
+HOT_PIXEL_FACTOR = 10.0
+"""A hot pixel fires more than this many times its neighbours' median rate (plus a margin; see
+asa_deploy.data.hot_pixels)."""
+
 _REPOSITORY = Path(__file__).resolve().parents[1]
 
 

@@ -20,6 +20,7 @@ from asa_deploy.chip.compile import (
 from asa_deploy.chip.sim import simulate
 from asa_deploy.chip.simulate import event_windows, recording_accuracy, simulate_run
 from asa_deploy.chip.spec import load_chip_spec
+from asa_deploy.data.hot_pixels import FACTOR, detect_in_split
 from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.errors import CompileError
 from asa_deploy.export.importer import IMPORTED, is_imported, load_imported
@@ -39,9 +40,11 @@ def load_network_for_compile(run_dir: str | Path):
 
 
 def compile_run(run_dir: str | Path, chip: str, *, bias_policy: str | None = None,
-                use_sensor: bool = True, use_folded: bool = True) -> CompiledNetwork:
+                use_sensor: bool = True, use_folded: bool = True, kill_hot_pixels: bool = False,
+                hot_pixel_factor: float = FACTOR) -> CompiledNetwork:
     """Compile ``RUN_DIR/folded.pt`` (the fold stage's chip layers) when present and
-    ``use_folded``, else the trained ``model.pt``; writes ``chip_config.json`` and ``mapping.json``."""
+    ``use_folded``, else the trained ``model.pt``; writes ``chip_config.json`` and ``mapping.json``.
+    ``kill_hot_pixels``: find hot pixels in the run's training split and kill them on the chip."""
     run_dir = Path(run_dir)
     model, artifact, input_shape, sensor = load_network_for_compile(run_dir)
     data = artifact["data"]
@@ -62,13 +65,32 @@ def compile_run(run_dir: str | Path, chip: str, *, bias_policy: str | None = Non
     if data["frame_spec"].get("binarize"):
         meta["warning"] = ("trained on binarized frames; the chip sums every event, so expect a "
                            "gap until fine-tuned without binarize")
+    hot = _hot_pixels(data, kill_hot_pixels, hot_pixel_factor, meta, chip)
     compiled = compile_network(model, chip, input_shape=input_shape,
                                sensor=sensor if use_sensor else None, bias_policy=bias_policy,
-                               class_names=list(data["class_names"]), meta=meta)
+                               class_names=list(data["class_names"]), meta=meta, hot_pixels=hot)
     compiled.config.save(run_dir / CHIP_CONFIG)
     io.write_json(run_dir / MAPPING, {**compiled.report(load_chip_spec(chip)),
                                       provenance.KEY: meta[provenance.KEY]})
     return compiled
+
+
+def _require_pixel_kill(chip: str) -> None:
+    spec = load_chip_spec(chip)
+    if not spec.has("input_pixel_kill"):
+        raise CompileError(f"--kill-hot-pixels: {spec.name} cannot kill input pixels (no "
+                           f"input_pixel_kill in {spec.path}); drop the option or use a Speck chip")
+
+
+def _hot_pixels(data: dict, kill: bool, factor: float, meta: dict,
+                chip: str) -> list[tuple[int, int]] | None:
+    """The run's hot pixels (training split) when asked for, recorded in ``meta``."""
+    if not kill:
+        return None
+    _require_pixel_kill(chip)
+    found = detect_in_split(data, factor=factor)
+    meta["hot_pixels"] = found.to_dict()
+    return found.pixels
 
 
 def _sim_row(step: str, result) -> dict:
@@ -87,21 +109,26 @@ def _sim_row(step: str, result) -> dict:
 
 
 def fold_run(run_dir: str | Path, chip: str = "speck2f", *, eval_windows: int = TEST_WINDOWS,
-             bias_policy: str = "drop", progress: bool = False, **fold_options) -> dict:
+             bias_policy: str = "drop", progress: bool = False, kill_hot_pixels: bool = False,
+             hot_pixel_factor: float = FACTOR, **fold_options) -> dict:
     """The ``fold`` command: the fold stage (``asa_deploy.fold.stage.fold``: calibrate, fold,
     lower, fine-tune -> ``folded.pt``), then compile (``chip_config.json``, ``mapping.json``) and
     both simulators on the validation split; the whole ladder goes to ``fold.json``."""
     run_dir = Path(run_dir)
+    if kill_hot_pixels:
+        _require_pixel_kill(chip)  # before minutes of calibration
     folded = fold(run_dir, chip, eval_windows=eval_windows, bias_policy=bias_policy,
                   progress=progress, **fold_options)
     data, report, ladder = folded.artifact["data"], folded.report, folded.ladder
+    meta = {"source": str(run_dir / FOLDED), "model": folded.artifact["model_spec"]["name"],
+            "attention": folded.artifact["attention"], "fold_strategy": report["strategy"],
+            "frame_spec": data["frame_spec"], "data_spec": data["spec"], "split": data["split"],
+            provenance.KEY: provenance.record(run_dir, [FOLDED])}
+    hot = _hot_pixels(data, kill_hot_pixels, hot_pixel_factor, meta, chip)
     compiled = compile_network(
         folded.layers, folded.spec, input_shape=folded.input_shape, sensor=folded.sensor,
-        bias_policy=bias_policy, class_names=list(data["class_names"]),
-        meta={"source": str(run_dir / FOLDED), "model": folded.artifact["model_spec"]["name"],
-              "attention": folded.artifact["attention"], "fold_strategy": report["strategy"],
-              "frame_spec": data["frame_spec"], "data_spec": data["spec"], "split": data["split"],
-              provenance.KEY: provenance.record(run_dir, [FOLDED])})
+        bias_policy=bias_policy, class_names=list(data["class_names"]), meta=meta, hot_pixels=hot)
+    report["hot_pixels"] = meta.get("hot_pixels")  # killed in the quantized rungs only
     compiled.config.save(run_dir / CHIP_CONFIG)
     io.write_json(run_dir / MAPPING, {**compiled.report(folded.spec),
                                       provenance.KEY: provenance.record(run_dir, [FOLDED])})

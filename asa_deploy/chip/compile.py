@@ -77,9 +77,11 @@ def check_network(model: nn.Module | LoweredNetwork, chip: str | ChipSpec, *,
 
 def compile_network(model: nn.Module | LoweredNetwork, chip: str | ChipSpec, *, input_shape: tuple[int, int, int],
                     sensor: SensorInput | None = None, bias_policy: str | None = None,
-                    class_names: list[str] | None = None, meta: dict | None = None) -> CompiledNetwork:
+                    class_names: list[str] | None = None, meta: dict | None = None,
+                    hot_pixels: list[tuple[int, int]] | None = None) -> CompiledNetwork:
     """Everything ``asa-deploy compile`` does, in memory. Raises ``CompileError`` listing every
-    design-rule violation, or the mapper's shortfall."""
+    design-rule violation, or the mapper's shortfall. ``hot_pixels`` ((y, x) on the sensor, from
+    ``asa_deploy.data.hot_pixels``) are killed in the DVS layer, with the input mask's pixels."""
     spec = chip if isinstance(chip, ChipSpec) else load_chip_spec(chip)
     lowered, violations, mapping, mapping_error = check_network(
         model, spec, input_shape=input_shape, sensor=sensor, bias_policy=bias_policy)
@@ -136,6 +138,19 @@ def compile_network(model: nn.Module | LoweredNetwork, chip: str | ChipSpec, *, 
                 notes.append(f"input mask: {len(dvs.killed_pixels)} sensor pixels killed")
             else:
                 notes.append(f"input mask ignored: {spec.name} cannot kill input pixels")
+    if hot_pixels:
+        if dvs is None:
+            raise CompileError("hot pixels are killed in the DVS input layer: compile with the "
+                               "sensor input (drop --no-dvs) or drop --kill-hot-pixels")
+        if not spec.has("input_pixel_kill"):
+            raise CompileError(f"{spec.name} cannot kill input pixels (no input_pixel_kill in "
+                               f"{spec.path}): drop --kill-hot-pixels or compile for a Speck chip")
+        masked = len(dvs.killed_pixels)
+        dvs.killed_pixels = sorted(set(dvs.killed_pixels) | {(int(y), int(x)) for y, x in hot_pixels})
+        notes.append(f"hot pixels: {len(hot_pixels)} sensor pixels killed "
+                     f"({len(dvs.killed_pixels) - masked} not already masked)")
+    if dvs is not None and dvs.killed_pixels:
+        _refuse_all_killed(dvs)
     config = ChipConfig(chip=spec.name, cores=cores, readout=readout, dvs=dvs,
                         input_core=None if dvs is not None else first_core,
                         meta={**(meta or {}), "bias_policy": bias_policy, "notes": notes,
@@ -170,6 +185,19 @@ def _dvs_layer(sensor: SensorInput, lowered: LoweredNetwork, first_core: int) ->
     return DvsLayerConfig(sensor_shape=tuple(sensor.shape), destinations=[first_core],
                           merge=c == 1 and sensor.shape[0] == 2, pooling=(pool, pool),
                           cut=(h - 1, w - 1))
+
+
+def _refuse_all_killed(dvs: DvsLayerConfig) -> None:
+    """A DVS layer whose killed pixels cover every sensor pixel that reaches the network would feed
+    it nothing: refuse it."""
+    (py, px), (oy, ox) = dvs.pooling, dvs.origin
+    h, w = dvs.pooled_shape()
+    cy, cx = dvs.cut if dvs.cut is not None else (h - 1, w - 1)
+    feeding = {(y, x) for y in range(oy * py, (cy + 1) * py) for x in range(ox * px, (cx + 1) * px)}
+    if feeding <= set(map(tuple, dvs.killed_pixels)):
+        raise CompileError(f"the pixel kills (input mask and hot pixels) cover all {len(feeding)} "
+                           f"sensor pixels that reach the network, which would see no input: "
+                           f"lower --input-mask-keep, or raise --hot-pixel-factor")
 
 
 def _killed_pixels(mask, sensor: SensorInput, input_pool: int) -> list[tuple[int, int]]:

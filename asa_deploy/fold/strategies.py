@@ -105,4 +105,9 @@ def input_mask(gain: torch.Tensor, input_shape: tuple[int, int, int], *,
     channel-mean gain, resized to the input, reaches ``keep_above`` of its maximum."""
     mean = gain.mean(0)
     resized = nn.functional.interpolate(mean[None, None], size=input_shape[1:], mode="nearest")[0, 0]
-    return resized >= keep_above * resized.max()
+    keep = resized >= keep_above * resized.max()
+    if not keep.any():
+        raise AsaDeployError(f"the input mask would kill every input pixel (first-layer gain max "
+                             f"{float(resized.max()):.3g}, keep threshold {keep_above}): lower "
+                             f"--input-mask-keep or drop --input-mask")
+    return keep

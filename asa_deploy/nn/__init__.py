@@ -3,8 +3,10 @@
 from asa_deploy.nn.attention import AdvancedSpatialAttention, SpatialAttention, make_attention
 from asa_deploy.nn.network import (
     ATTENTION_KINDS,
+    RECIPES,
     ModelSpec,
     SpikingNetwork,
+    apply_recipe,
     build_network,
     list_models,
     load_model_spec,
@@ -13,7 +15,7 @@ from asa_deploy.nn.network import (
 from asa_deploy.nn.neurons import Rectangular, make_neuron
 
 __all__ = [
-    "ATTENTION_KINDS", "AdvancedSpatialAttention", "ModelSpec", "Rectangular", "SpatialAttention",
-    "SpikingNetwork", "build_network", "list_models", "load_model_spec", "make_attention",
+    "ATTENTION_KINDS", "AdvancedSpatialAttention", "ModelSpec", "RECIPES", "Rectangular",
+    "SpatialAttention", "SpikingNetwork", "apply_recipe", "build_network", "list_models", "load_model_spec", "make_attention",
     "make_neuron", "models_dir",
 ]

@@ -10,6 +10,9 @@ All take and return [N, T, C, H, W] (the neuron's input current).
     pooling weights a, b and the temporal MLP receive gradient. In the release they received none.
   * ``asa2`` takes importance straight from pooling (avg + max) with no MLP and no dead parameters.
   * batch size 1 and T = 1 work (the release squeezed unguarded).
+  ``release_masks=True`` reproduces the release instead, to measure its effect: every sample gets
+  the union over the batch of all samples' top-k marks (over channels and over time), and the
+  marks are hard top-k, so the importance MLP and a, b get no gradient.
 """
 
 from __future__ import annotations
@@ -76,16 +79,19 @@ class AdvancedSpatialAttention(nn.Module):
         lam: lambda, the share of channels (and of steps) marked important.
         r: reduction ratio of the temporal MLP (asa1 only).
         kernel_size: of the two spatial convolutions (3 in the paper).
+        release_masks: the authors' release behaviour (batch-union marks, no gradient to the
+            importance scores) instead of per-sample marks.
     """
 
     def __init__(self, T: int, variant: str = "asa2", lam: float = 0.5, r: int = 4,
-                 kernel_size: int = 3):
+                 kernel_size: int = 3, release_masks: bool = False):
         super().__init__()
         if variant not in ("asa1", "asa2"):
             raise ValueError(f"ASA variant must be 'asa1' or 'asa2', not {variant!r}")
         if not 0.0 < lam < 1.0:
             raise ValueError(f"ASA lambda must lie in (0, 1), got {lam}")
         self.T, self.variant, self.lam, self.r = T, variant, lam, r
+        self.release_masks = release_masks
         if variant == "asa1":
             self.a = nn.Parameter(torch.tensor(0.5))
             self.b = nn.Parameter(torch.tensor(0.5))
@@ -97,13 +103,13 @@ class AdvancedSpatialAttention(nn.Module):
 
     def importance(self, x: torch.Tensor) -> torch.Tensor:
         """Importance score per sample, step and channel: [N, T, C]."""
-        if self.variant == "asa2":  # top-k of these scores passes no gradient: skip the graph
-            with torch.no_grad():
-                avg, mx = _pool_channels_time(x)
+        hard = self.variant == "asa2" or self.release_masks  # hard top-k passes no gradient:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not hard):  # skip the graph
+            avg, mx = _pool_channels_time(x)
+            if self.variant == "asa2":
                 return avg + mx
-        avg, mx = _pool_channels_time(x)
-        score = (0.5 + self.a) * avg + (0.5 + self.b) * mx
-        return self.mlp(score.transpose(1, 2)).transpose(1, 2)
+            score = (0.5 + self.a) * avg + (0.5 + self.b) * mx
+            return self.mlp(score.transpose(1, 2)).transpose(1, 2)
 
     def masks(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """M1 (XOR of "important over channels" and "important over time") and M2 = 1 - M1,
@@ -112,9 +118,12 @@ class AdvancedSpatialAttention(nn.Module):
         if t != self.T:
             raise ValueError(f"ASA was built for T={self.T} steps but got an input with T={t}")
         scores = self.importance(x)
-        select = soft_top_k_mask if self.variant == "asa1" else top_k_mask
+        select = soft_top_k_mask if self.variant == "asa1" and not self.release_masks else top_k_mask
         over_channels = select(scores, math.floor(c * self.lam), dim=2)
         over_time = select(scores, math.floor(t * self.lam), dim=1)
+        if self.release_masks:  # the release marks every sample with the whole batch's top-k
+            over_channels = over_channels.amax(dim=0, keepdim=True).expand_as(over_channels)
+            over_time = over_time.amax(dim=0, keepdim=True).expand_as(over_time)
         m1 = over_channels + over_time - 2 * over_channels * over_time
         return m1[..., None, None], (1 - m1)[..., None, None]
 
@@ -154,12 +163,12 @@ class AdvancedSpatialAttention(nn.Module):
 
 
 def make_attention(kind: str, *, T: int, lam: float = 0.5, r: int = 4,
-                   kernel_size: int | None = None) -> nn.Module | None:
+                   kernel_size: int | None = None, release_masks: bool = False) -> nn.Module | None:
     """``none`` -> None; ``sa``, ``asa1``, ``asa2`` -> the module."""
     if kind == "none":
         return None
     if kind == "sa":
         return SpatialAttention(kernel_size or 7)
     if kind in ("asa1", "asa2"):
-        return AdvancedSpatialAttention(T, kind, lam, r, kernel_size or 3)
+        return AdvancedSpatialAttention(T, kind, lam, r, kernel_size or 3, release_masks)
     raise ValueError(f"unknown attention {kind!r}; choose one of none, sa, asa1, asa2")

@@ -12,7 +12,8 @@ Spec keys::
     T: 10                        # time steps the spec was designed for (ASA needs it)
     neuron: lif | iaf            # default neuron, options under neuron_options
     params: {c1: 16, ...}        # named numbers that blocks may use; overridable (--param c1=32)
-    asa: {lambda: 0.5, r: 4}
+    asa: {lambda: 0.5, r: 4}      # release_masks: true -> the authors' batch-union masks
+    bn_init: threshold           # BN weight starts at the threshold; "one": PyTorch's 1 (the paper)
     blocks:
       - {type: conv, out: c1, kernel: 3, stride: 1, padding: 1, pool: 2, bn: true, dropout: 0.0}
       - {type: pool, kernel: 4}
@@ -37,6 +38,12 @@ from asa_deploy.nn.attention import make_attention
 from asa_deploy.nn.neurons import NEURON_DEFAULTS, make_neuron
 
 ATTENTION_KINDS = ("none", "sa", "asa1", "asa2")
+BN_INITS = ("threshold", "one")
+RECIPES = ("default", "paper")
+# The paper's recipe at the network level (asa-method.md section 5): rectangular surrogate 0.5 wide
+# (height 2), reset gradient through the spike, BN weight 1, dropout 0.1 as in arch A.
+_PAPER_NEURON = {"lif": {"surrogate_width": 0.5, "reset_grad": True}, "iaf": {"surrogate_width": 0.5}}
+_PAPER_DROPOUT = 0.1
 _BLOCK_KEYS = {
     "conv": {"type", "out", "kernel", "stride", "padding", "pool", "pool_type", "bn", "bias",
              "dropout", "attention"},
@@ -68,6 +75,7 @@ class ModelSpec:
     neuron_options: dict = field(default_factory=dict)
     asa: dict = field(default_factory=lambda: {"lambda": 0.5, "r": 4})
     description: str = ""
+    bn_init: str = "threshold"
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "<dict>") -> ModelSpec:
@@ -79,17 +87,26 @@ class ModelSpec:
                    params=dict(raw.get("params", {})),
                    neuron_options=dict(raw.get("neuron_options", {})),
                    asa={"lambda": 0.5, "r": 4, **raw.get("asa", {})},
-                   description=str(raw.get("description", "")))
+                   description=str(raw.get("description", "")),
+                   bn_init=str(raw.get("bn_init", "threshold")))
         spec.validate(source)
         return spec
 
     def to_dict(self) -> dict:
-        return copy.deepcopy(self.__dict__)
+        """Keys at their defaults that older specs lacked are left out, so older checkpoints
+        still compare equal on resume."""
+        out = copy.deepcopy(self.__dict__)
+        if out["bn_init"] == "threshold":
+            del out["bn_init"]
+        return out
 
     def validate(self, source: str) -> None:
         if self.neuron not in NEURON_DEFAULTS:
             raise ModelSpecError(f"{source}: neuron {self.neuron!r} unknown; use one of "
                                  f"{sorted(NEURON_DEFAULTS)}")
+        if self.bn_init not in BN_INITS:
+            raise ModelSpecError(f"{source}: bn_init {self.bn_init!r} unknown; use one of "
+                                 f"{list(BN_INITS)}")
         for i, block in enumerate(self.blocks):
             kind = block.get("type")
             if kind not in _BLOCK_KEYS:
@@ -112,6 +129,27 @@ class ModelSpec:
         spec.neuron = neuron or spec.neuron
         spec.validate(self.name)
         return spec
+
+
+def apply_recipe(spec: ModelSpec, recipe: str, *, release_masks: bool = False) -> ModelSpec:
+    """A copy of ``spec`` set up for a training recipe: ``default`` leaves it as it is, ``paper``
+    sets the paper's BN start, surrogate, reset gradient and arch-A dropout (0.1 on the last conv
+    block and every fc block whose spec sets none). ``release_masks`` turns on the authors'
+    batch-union ASA masks."""
+    if recipe not in RECIPES:
+        raise ModelSpecError(f"recipe {recipe!r} unknown; use one of {list(RECIPES)}")
+    spec = ModelSpec.from_dict(spec.to_dict(), spec.name)
+    if release_masks:
+        spec.asa["release_masks"] = True
+    if recipe == "paper":
+        spec.bn_init = "one"
+        spec.neuron_options.update(_PAPER_NEURON[spec.neuron])
+        convs = [b for b in spec.blocks if b["type"] == "conv"]
+        for block in spec.blocks:
+            if (block["type"] == "fc" or (convs and block is convs[-1])) and not block.get("dropout"):
+                block["dropout"] = _PAPER_DROPOUT
+    spec.validate(spec.name)
+    return spec
 
 
 def load_model_spec(name_or_path: str) -> ModelSpec:
@@ -209,6 +247,8 @@ class SpikingNetwork(nn.Module):
         rescale their input by themselves, so without this the comparison favours ASA unfairly.
         """
         bn = nn.BatchNorm2d(channels)
+        if self.spec.bn_init == "one":  # the paper's (PyTorch's default)
+            return bn
         threshold = {**NEURON_DEFAULTS[self.spec.neuron], **self.spec.neuron_options}["threshold"]
         nn.init.constant_(bn.weight, float(threshold))
         return bn
@@ -252,7 +292,8 @@ class SpikingNetwork(nn.Module):
         attention = None
         if block.get("attention", True):
             attention = make_attention(self.attention_kind, T=self.spec.T,
-                                       lam=self.spec.asa["lambda"], r=self.spec.asa["r"])
+                                       lam=self.spec.asa["lambda"], r=self.spec.asa["r"],
+                                       release_masks=bool(self.spec.asa.get("release_masks", False)))
         return Block(kind, nn.Sequential(*layers), attention, self._neuron(),
                      block.get("dropout", 0.0)), (out, h, w)
 

@@ -6,6 +6,9 @@
   |u - 0.3| < 0.5), not the paper's 0.5: with our short CPU budgets (a few hundred steps instead of
   200 epochs) the paper's window left the output layer silent on N-MNIST (train accuracy 0.32 after
   150 steps, against 0.55 with width 1.0). ``neuron_options: {surrogate_width: 0.5}`` restores it.
+  Its reset is sinabs's ``v * (s == 0)``, whose gradient does not reach the spike (the reset is cut
+  from the graph); ``reset_grad: true`` resets as ``v * (1 - s)``, so the gradient flows through
+  the spike as in the paper's code (``--recipe paper`` sets both).
 - ``iaf``: the chip's neuron: no leak, subtract reset, a finite ``min_v_mem`` (sinabs's default of
   None makes chip discretization round small weights to zero; see ecosystem.md). Its surrogate is
   2.0 wide (|v - 1| < 1): without a leak the membrane wanders far from threshold, and with width 1.0
@@ -33,8 +36,17 @@ class Rectangular:
         return ((v_mem - spike_threshold).abs() < self.width / 2).float() / self.width
 
 
+@dataclass
+class SpikeGradReset(sa.MembraneReset):
+    """Hard reset to 0 written as v * (1 - s): the gradient reaches the spike (the paper's reset).
+    A ``MembraneReset`` to 0 in the forward pass, so the chip lowering treats it as one."""
+
+    def __call__(self, spikes: torch.Tensor, state: dict, spike_threshold: torch.Tensor) -> dict:
+        return {**state, "v_mem": state["v_mem"] * (1 - spikes)}
+
+
 NEURON_DEFAULTS = {
-    "lif": {"decay": 0.3, "threshold": 0.3, "surrogate_width": 1.0},
+    "lif": {"decay": 0.3, "threshold": 0.3, "surrogate_width": 1.0, "reset_grad": False},
     "iaf": {"threshold": 1.0, "min_v_mem": -1.0, "multi_spike": False, "surrogate_width": 2.0},
 }
 
@@ -54,7 +66,7 @@ def make_neuron(kind: str, **options) -> sl.StatefulLayer:
             tau_mem=-1.0 / math.log(opts["decay"]),
             spike_threshold=torch.tensor(float(opts["threshold"])),
             spike_fn=sa.SingleSpike,
-            reset_fn=sa.MembraneReset(),
+            reset_fn=SpikeGradReset() if opts["reset_grad"] else sa.MembraneReset(),
             surrogate_grad_fn=surrogate,
             norm_input=False,
         )

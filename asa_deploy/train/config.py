@@ -8,6 +8,13 @@ from dataclasses import asdict, dataclass, field, fields
 from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.errors import ModelSpecError
 
+# What each recipe sets for training; its network-level settings are nn.network.apply_recipe's.
+# Fields left None in a TrainConfig take the recipe's value; explicit values win.
+RECIPE_TRAINING = {
+    "default": {"lr": 1e-3, "loss": "mse"},
+    "paper": {"lr": 1e-4, "loss": "mse"},  # asa-method.md section 5: Adam 1e-4, cosine, MSE on rates
+}
+
 
 @dataclass
 class TrainConfig:
@@ -16,10 +23,11 @@ class TrainConfig:
     attention: str = "none"
     epochs: int = 10
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float | None = None  # None: the recipe's
     lr_min: float = 1e-6
     weight_decay: float = 1e-4
-    loss: str = "mse"  # "mse" on output rates against one-hot (the paper's), or "ce" on spike counts
+    loss: str | None = None  # "mse" on output rates against one-hot (the paper's), or "ce" on
+    # spike counts; None: the recipe's
     seed: int = 0
     val_fraction: float = 0.2
     n_val: int | None = None
@@ -31,6 +39,8 @@ class TrainConfig:
     params: dict = field(default_factory=dict)  # model spec parameter overrides (channel widths)
     asa_lambda: float | None = None
     asa_r: int | None = None
+    recipe: str = "default"  # "default" (threshold-scaled BN start) or "paper" (asa-method.md 5)
+    release_masks: bool = False  # ASA: the authors' batch-union masks, importance MLP frozen
 
     def __post_init__(self) -> None:
         """The Python API refuses what the CLI's parser refuses (a negative batch trained to NaN)."""
@@ -38,6 +48,12 @@ class TrainConfig:
             return isinstance(value, int | float) and not isinstance(value, bool) \
                 and math.isfinite(value) and value > 0
 
+        if self.recipe not in RECIPE_TRAINING:
+            raise ModelSpecError(f"training configuration: recipe {self.recipe!r} unknown; use "
+                                 f"one of {list(RECIPE_TRAINING)}")
+        for name, value in RECIPE_TRAINING[self.recipe].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         bad = [f"{name}={getattr(self, name)!r} (must be a positive integer)"
                for name in ("epochs", "batch_size", "eval_windows")
                if not (isinstance(getattr(self, name), int) and positive(getattr(self, name)))]

@@ -29,7 +29,7 @@ from asa_deploy.data import (
 )
 from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.errors import ArtifactError, AsaDeployError, DataSpecError, ModelSpecError
-from asa_deploy.nn import SpikingNetwork, build_network, load_model_spec
+from asa_deploy.nn import SpikingNetwork, apply_recipe, build_network, load_model_spec
 from asa_deploy.train import distributed as D
 from asa_deploy.train.config import TrainConfig
 from asa_deploy.train.evaluation import collate, evaluate
@@ -55,7 +55,8 @@ class Prepared:
 def prepare(config: TrainConfig) -> Prepared:
     dataset = open_dataset(config.data, seed=config.seed)
     spec = load_model_spec(config.model)
-    spec = spec.with_overrides(params=config.params, T=config.T)
+    spec = apply_recipe(spec.with_overrides(params=config.params, T=config.T), config.recipe,
+                        release_masks=config.release_masks)
     if config.asa_lambda is not None:
         spec.asa["lambda"] = config.asa_lambda
     if config.asa_r is not None:
@@ -198,6 +199,7 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: 
         "format_version": FORMAT_VERSION,
         "model_spec": model.spec.to_dict(),
         "attention": config.attention,
+        "recipe": config.recipe,
         "num_classes": model.num_classes,
         "data": prepared.data_info,
         "train_config": config.to_dict(),
@@ -206,6 +208,7 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: 
                     "last": state["history"][-1]},
         provenance.KEY: provenance.record(
             out_dir, data=config.data, split=f"stratified, seed {config.seed}",
+            recipe=config.recipe, release_masks=config.release_masks,
             selection=(f"best of {config.epochs} epochs on the validation split "
                        f"({config.eval_windows} windows per recording)"
                        if best["metrics"] is not None else "last epoch (no validation split)")),
