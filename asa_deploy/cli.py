@@ -71,6 +71,14 @@ def _add_train_args(p: argparse.ArgumentParser, *, with_model_defaults: bool = T
                    help="ASA's share of important channels / steps, in (0, 1); None: the spec's")
     p.add_argument("--asa-r", type=cli_args.positive_int, default=None,
                    help="ASA-1 temporal MLP reduction; None: the spec's")
+    p.add_argument("--synops-weight", type=cli_args.non_negative_float, default=0.0,
+                   help="cost-aware training: loss += W x network-driven synops per window / the "
+                        "synops with every neuron firing once per step (each spike weighted by "
+                        "its fan-out on the chip); 0: none (the cost is still logged)")
+    p.add_argument("--synops-budget", type=cli_args.positive_float, default=None,
+                   help="with --synops-weight: penalise only the synops per window (input- plus "
+                        "network-driven) above this budget; the log says whether it was met and "
+                        "the best reached")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -85,7 +93,8 @@ def _config(args, **overrides):
         downsample=args.downsample,
         binarize=args.binarize, eval_windows=args.eval_windows, params=dict(args.param),
         asa_lambda=args.asa_lambda, asa_r=args.asa_r, recipe=args.recipe,
-        release_masks=args.release_masks)
+        release_masks=args.release_masks, synops_weight=args.synops_weight,
+        synops_budget=args.synops_budget)
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -207,6 +216,7 @@ def cmd_fold(args) -> int:
                       kill_hot_pixels=args.kill_hot_pixels, hot_pixel_factor=args.hot_pixel_factor,
                       finetune_epochs=args.finetune_epochs,
                       finetune_lr=args.finetune_lr, finetune_loss=args.finetune_loss,
+                      synops_weight=args.synops_weight, synops_budget=args.synops_budget,
                       seed=args.seed, progress=not args.no_progress)
     print(f"{args.run_dir} ({report['attention']}) on {report['chip']}: strategy "
           f"{report['strategy']}; accuracy per recording on the validation split, "
@@ -579,6 +589,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Adam learning rate (1e-3 diverged on synthetic:gesture)")
     p.add_argument("--finetune-loss", choices=["ce", "mse"], default="ce",
                    help="ce on output spike counts (mse on multi-spike counts diverged at 1e-3)")
+    p.add_argument("--synops-weight", type=cli_args.non_negative_float, default=0.0,
+                   help="fine-tuning's synops cost, as in `asa-deploy train --synops-weight`")
+    p.add_argument("--synops-budget", type=cli_args.positive_float, default=None,
+                   help="with --synops-weight: penalise only synops per window above this budget")
     p.add_argument("--no-balance", action="store_true",
                    help="keep the source thresholds for IAF (no per-layer rate balancing)")
     p.add_argument("--seed", type=cli_args.seed, default=0,

@@ -305,6 +305,8 @@ CONSTRAINTS = {
     "apply_wait": lambda v: v is None or _is_float(v, lambda x: x >= 0),
     "slow_clk_hz": lambda v: v is None or _is_int(v, 1),
     "weight_decay": lambda v: _is_float(v, lambda x: x >= 0),
+    "synops_weight": lambda v: _is_float(v, lambda x: x >= 0),
+    "synops_budget": lambda v: v is None or _is_float(v, lambda x: x > 0),
     "val_fraction": lambda v: _is_float(v, lambda x: 0 <= x < 1),
     "asa_lambda": lambda v: v is None or _is_float(v, lambda x: 0 < x < 1),
     "input_mask_keep": lambda v: _is_float(v, lambda x: 0 < x <= 1),

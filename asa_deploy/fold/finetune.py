@@ -57,6 +57,7 @@ from asa_deploy.chip.quantize import discretization_scale
 from asa_deploy.chip.spec import Numerics
 from asa_deploy.errors import CompileError
 from asa_deploy.nn.neurons import Rectangular
+from asa_deploy.train.cost import CostMeter, core_fanouts
 from asa_deploy.train.evaluation import collate, evaluate
 from asa_deploy.train.loop import per_sample_loss
 
@@ -206,12 +207,16 @@ def _sum_pool(x: torch.Tensor, pool: int) -> torch.Tensor:
 
 def finetune(lowered: LoweredNetwork, train_set, val_set, numerics: Numerics | None, *,
              epochs: int = 3, lr: float = 1e-4, batch_size: int = 16, seed: int = 0,
-             loss: str = "mse", progress: bool = False) -> tuple[LoweredNetwork, list[dict]]:
+             loss: str = "mse", progress: bool = False, synops_weight: float = 0.0,
+             synops_budget: float | None = None) -> tuple[LoweredNetwork, list[dict]]:
     """Fine-tune ``lowered`` with the chip's quantization in the loop (``numerics``: the chip's
     ``ChipSpec.numerics``; None trains in float). Returns the best epoch's network (epoch 0: the
     one given) and the log, one ``{epoch, loss, val_accuracy, val_window_accuracy, val_nasfr,
-    scales}`` per epoch, epoch 0 being the evaluation before training (loss None)."""
+    scales, synops_per_window, network_synops_per_window}`` per epoch, epoch 0 being the evaluation
+    before training (loss and synops None; synops: mean over the epoch's training windows).
+    ``synops_weight`` / ``synops_budget``: the cost term of ``asa-deploy train`` (train/cost.py)."""
     model = ChipAwareNetwork(lowered, numerics)
+    meter = CostMeter(model, lowered_fanouts(lowered))
     optimizer = torch.optim.Adam(model.trainable_parameters(), lr=lr)
     n_train = len(train_set)
     if n_train == 0:
@@ -223,7 +228,11 @@ def finetune(lowered: LoweredNetwork, train_set, val_set, numerics: Numerics | N
         return {"epoch": epoch, "loss": None if losses is None else float(np.mean(losses)),
                 "val_accuracy": metrics["accuracy"],
                 "val_window_accuracy": metrics["window_accuracy"],
-                "val_nasfr": metrics["nasfr"], "scales": model.scales()}
+                "val_nasfr": metrics["nasfr"], "scales": model.scales(),
+                "synops_per_window": None if synops is None else float(synops[:2].sum() / synops[2]),
+                "network_synops_per_window": None if synops is None else float(synops[0] / synops[2])}
+
+    synops = None
 
     history = [record(0, None)]
     best = (history[0], copy.deepcopy(model.state_dict()))
@@ -233,13 +242,19 @@ def finetune(lowered: LoweredNetwork, train_set, val_set, numerics: Numerics | N
             train_set.set_epoch(epoch)
         order = np.random.default_rng([seed, epoch]).permutation(n_train)
         batches = [order[i:i + batch] for i in range(0, n_train - batch + 1, batch)]
-        losses = []
+        losses, synops = [], torch.zeros(3, dtype=torch.float64)
         for idx in tqdm(batches, desc=f"fine-tune {epoch + 1}/{epochs}", leave=False,
                         disable=None if progress else True):
             frames, labels, _ = collate([train_set[int(i)] for i in idx])
             model.reset_states()
             out = model(frames)
             value = per_sample_loss(out, labels, loss).mean()
+            network, inputs = meter.synops(frames)
+            if synops_weight:
+                value = value + meter.penalty(network, inputs, synops_weight,
+                                              synops_budget) / len(idx)
+            synops += torch.tensor([float(network.detach().sum()), float(inputs.sum()), len(idx)],
+                                   dtype=torch.float64)
             optimizer.zero_grad()
             value.backward()
             optimizer.step()
@@ -247,6 +262,7 @@ def finetune(lowered: LoweredNetwork, train_set, val_set, numerics: Numerics | N
         history.append(record(epoch + 1, losses))
         if _key(history[-1]) > _key(best[0]):
             best = (history[-1], copy.deepcopy(model.state_dict()))
+    meter.close()
     model.load_state_dict(best[1])
     tuned = model.to_lowered()
     first, chosen = history[0], best[0]
@@ -255,6 +271,14 @@ def finetune(lowered: LoweredNetwork, train_set, val_set, numerics: Numerics | N
         f"{epochs} epoch(s), lr {lr:g}): best epoch {chosen['epoch']}, validation accuracy "
         f"{first['val_accuracy']:.3f} -> {chosen['val_accuracy']:.3f}")
     return tuned, history
+
+
+def lowered_fanouts(lowered: LoweredNetwork):
+    """The cost term's fan-out maps of a lowered network's cores (train/cost.py)."""
+    cores = [{"input": tuple(layer.input_shape), "c_out": int(layer.weight.shape[0]),
+              "kernel": tuple(int(k) for k in layer.weight.shape[-2:]), "stride": tuple(layer.stride),
+              "padding": tuple(layer.padding), "pool": int(layer.pool)} for layer in lowered.layers]
+    return core_fanouts(cores, int(lowered.input_pool), lowered.input_mask)
 
 
 def _key(entry: dict) -> tuple[float, float]:

@@ -76,10 +76,14 @@ def fold(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None
          bias_policy: str = "drop", use_input_mask: bool = False,
          input_mask_keep: float = 0.1, balance: bool = True,
          finetune_epochs: int = 3, finetune_lr: float = 1e-4, finetune_loss: str = "ce",
+         synops_weight: float = 0.0, synops_budget: float | None = None,
          seed: int = 0, progress: bool = False) -> Folded:
     """Calibrate, fold, lower for ``chip``, fine-tune and write ``folded.pt``, measuring every
     float step on the run's validation split."""
     run_dir = Path(run_dir)
+    if synops_budget is not None and not synops_weight:
+        raise AsaDeployError(f"fold {run_dir}: --synops-budget {synops_budget:g} with synops weight "
+                             f"0; a budget needs a weight: set --synops-weight, e.g. 1")
     spec = load_chip_spec(chip)
     model, artifact = load_run(run_dir)
     input_shape, sensor = chip_inputs(model.spec.input, artifact["data"])
@@ -150,7 +154,8 @@ def fold(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None
         if finetune_epochs > 0:
             tuned, log = finetune(lowered, train_set, val_set, spec.numerics,
                                   epochs=finetune_epochs, lr=finetune_lr, loss=finetune_loss,
-                                  seed=seed, progress=progress)
+                                  seed=seed, progress=progress, synops_weight=synops_weight,
+                                  synops_budget=synops_budget)
             entry["finetuned_float"] = _float_row(f"fine-tuned ({key})", evaluate(
                 ChipAwareNetwork(tuned, None), val_set, progress=progress))
         entry["finetune_log"] = log
@@ -181,8 +186,10 @@ def fold(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None
                                   "attention": artifact["attention"],
                                   provenance.KEY: provenance.record(
                                       run_dir, [MODEL], chip=spec.name,
-                                      calibration=report.get("calibration_data"))})
+                                      calibration=report.get("calibration_data"),
+                                      synops_weight=synops_weight, synops_budget=synops_budget)})
     report["windows_per_recording"] = eval_windows
+    report["finetune_cost"] = {"synops_weight": synops_weight, "synops_budget": synops_budget}
     return Folded(tuned, spec, input_shape, sensor, artifact, ladder, report)
 
 

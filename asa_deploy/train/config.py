@@ -41,6 +41,11 @@ class TrainConfig:
     asa_r: int | None = None
     recipe: str = "default"  # "default" (threshold-scaled BN start) or "paper" (asa-method.md 5)
     release_masks: bool = False  # ASA: the authors' batch-union masks, importance MLP frozen
+    # Synops cost (train/cost.py): loss += synops_weight x (network-driven synops per window, or
+    # with a budget relu(total synops per window - budget)) / synops with every neuron firing once
+    # per step. 0: no cost term (the cost is still logged).
+    synops_weight: float = 0.0
+    synops_budget: float | None = None
 
     def __post_init__(self) -> None:
         """The Python API refuses what the CLI's parser refuses (a negative batch trained to NaN)."""
@@ -70,6 +75,13 @@ class TrainConfig:
             bad.append(f"val_fraction={self.val_fraction!r} (must lie in [0, 1))")
         if self.n_val is not None and not (isinstance(self.n_val, int) and self.n_val >= 0):
             bad.append(f"n_val={self.n_val!r} (must be a non-negative integer or None)")
+        if not (positive(self.synops_weight) or self.synops_weight == 0):
+            bad.append(f"synops_weight={self.synops_weight!r} (must be a finite number >= 0)")
+        if self.synops_budget is not None and not positive(self.synops_budget):
+            bad.append(f"synops_budget={self.synops_budget!r} (must be a finite number > 0 or None)")
+        elif self.synops_budget is not None and not self.synops_weight:
+            bad.append(f"synops_budget={self.synops_budget!r} with synops_weight 0 (a budget needs a "
+                       f"weight: set --synops-weight, e.g. 1)")
         if self.asa_lambda is not None and not (positive(self.asa_lambda) and self.asa_lambda < 1):
             bad.append(f"asa_lambda={self.asa_lambda!r} (must lie in (0, 1))")
         bad += [f"params[{k!r}]={v!r} (must be a positive integer)"

@@ -32,6 +32,7 @@ from asa_deploy.errors import ArtifactError, AsaDeployError, DataSpecError, Mode
 from asa_deploy.nn import SpikingNetwork, apply_recipe, build_network, load_model_spec
 from asa_deploy.train import distributed as D
 from asa_deploy.train.config import TrainConfig
+from asa_deploy.train.cost import CostMeter
 from asa_deploy.train.evaluation import collate, evaluate
 
 log = logging.getLogger("asa_deploy.train")
@@ -147,12 +148,14 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: 
               "out): no model selection, model.pt keeps the last epoch", flush=True)
     n_train = len(train_set)
     batch = min(config.batch_size, n_train)
+    meter = CostMeter(model)
     for epoch in range(state["epoch"], config.epochs):
         model.train()
         train_set.set_epoch(epoch)
         order = np.random.default_rng([config.seed, epoch]).permutation(n_train)
         batches = [order[i:i + batch] for i in range(0, n_train - batch + 1, batch)]
         losses, t0 = [], time.perf_counter()
+        synops = torch.zeros(3, dtype=torch.float64)  # network-driven, input-driven, windows
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                    disable=None if progress and group.is_main else True)  # None: no bars off a TTY
         for global_batch in bar:
@@ -162,6 +165,12 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: 
             model.reset_states()
             out = model(frames.to(group.device))
             loss = per_sample_loss(out, labels.to(group.device), config.loss).sum() / len(global_batch)
+            network, inputs = meter.synops(frames.to(group.device))
+            if config.synops_weight:
+                loss = loss + meter.penalty(network, inputs, config.synops_weight,
+                                            config.synops_budget) / len(global_batch)
+            synops += torch.stack([network.detach().sum().double().cpu(), inputs.sum().double().cpu(),
+                                   torch.tensor(float(len(network)), dtype=torch.float64)])
             optimizer.zero_grad()
             loss.backward()
             D.sum_gradients(model, group)
@@ -169,6 +178,8 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: 
             losses.append(float(D.sum_tensor(loss.detach().cpu().double(), group)))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         schedule.step()
+        synops = D.sum_tensor(synops, group)
+        network_synops, input_synops = float(synops[0] / synops[2]), float(synops[1] / synops[2])
         train_seconds = time.perf_counter() - t0
         metrics = evaluate(model, val_set, group=group, progress=progress) if validate else None
         val = metrics or {}
@@ -176,6 +187,9 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: 
                   "val_accuracy": val.get("accuracy"), "val_window_accuracy": val.get("window_accuracy"),
                   "val_nasfr": val.get("nasfr"), "val_sfr": val.get("sfr"),
                   "train_samples_per_s": len(batches) * batch / train_seconds,
+                  "synops_per_window": network_synops + input_synops,
+                  "network_synops_per_window": network_synops,
+                  "input_synops_per_window": input_synops,
                   "skipped_recordings": len(skipped)}
         state["history"].append(record)
         if (metrics is None or state["best"] is None
@@ -191,9 +205,15 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: 
                 scores = (f"val acc {metrics['accuracy']:.3f} ({config.eval_windows} windows)  "
                           f"NASFR {metrics['nasfr']:.4f}  " if metrics else "no validation  ")
                 print(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  {scores}"
-                      f"({record['train_samples_per_s']:.0f} samples/s)", flush=True)
+                      f"synops/window {record['synops_per_window']:,.0f} (network "
+                      f"{network_synops:,.0f})  ({record['train_samples_per_s']:.0f} samples/s)",
+                      flush=True)
         D.barrier(group)
 
+    meter.close()
+    cost = synops_summary(config, state["history"])
+    if verbose and group.is_main and cost is not None:
+        print(cost["line"], flush=True)
     best = state["best"]
     artifact = {
         "format_version": FORMAT_VERSION,
@@ -205,10 +225,11 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: 
         "train_config": config.to_dict(),
         "weights": best["weights"],
         "metrics": {"best_epoch": best["epoch"], "val": best["metrics"],
-                    "last": state["history"][-1]},
+                    "last": state["history"][-1], "synops_budget": cost},
         provenance.KEY: provenance.record(
             out_dir, data=config.data, split=f"stratified, seed {config.seed}",
             recipe=config.recipe, release_masks=config.release_masks,
+            synops_weight=config.synops_weight, synops_budget=config.synops_budget,
             selection=(f"best of {config.epochs} epochs on the validation split "
                        f"({config.eval_windows} windows per recording)"
                        if best["metrics"] is not None else "last epoch (no validation split)")),
@@ -216,6 +237,29 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: 
     if group.is_main and not finished_before:
         io.save_torch(out_dir / MODEL, artifact)
     return artifact["metrics"]
+
+
+def synops_summary(config: TrainConfig, history: list[dict]) -> dict | None:
+    """Against ``--synops-budget``: met or not, and the lowest synops per window any epoch reached
+    (on training windows). A budget below the input-driven synops, which no weight changes, cannot
+    be met: training still runs its epochs once and says so."""
+    if config.synops_budget is None or not history:
+        return None
+    logged = [r for r in history if r.get("synops_per_window") is not None]
+    if not logged:
+        return None
+    best = min(logged, key=lambda r: r["synops_per_window"])
+    budget, reached = config.synops_budget, best["synops_per_window"]
+    floor = min(r["input_synops_per_window"] for r in logged)
+    met = reached <= budget
+    line = (f"synops budget {budget:,.0f} per window: {'met' if met else 'NOT met'}; best reached "
+            f"{reached:,.0f} (epoch {best['epoch']}, training windows)")
+    if not met and floor > budget:
+        line += (f"; the input-driven synops alone are {floor:,.0f} per window, which no network "
+                 f"can cut: raise the budget, or cut the input (pooling, stride, fewer first-layer "
+                 f"channels, pixel kill)")
+    return {"budget": budget, "best_reached": reached, "best_epoch": best["epoch"], "met": met,
+            "input_synops_per_window": floor, "line": line}
 
 
 def _checkpoint(path, config, model, optimizer, schedule, state, *, keep_previous=True) -> None:
