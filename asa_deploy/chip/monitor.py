@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from asa_deploy.chip.config import ChipConfig
-from asa_deploy.chip.sim.result import EventWindow, MonitorCounts, count_dtype
+from asa_deploy.chip.sim.result import MonitorCounts, count_dtype
+from asa_deploy.chip.sim.window import EventWindow
 from asa_deploy.errors import ArtifactError, AsaDeployError
 from asa_deploy.io import artifact_error, load_npz, write_json, write_npz
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -20,8 +20,15 @@ from torch.utils.data import Dataset
 from asa_deploy.data.events import SensorSize
 from asa_deploy.errors import ModelSpecError
 
-if TYPE_CHECKING:
-    from asa_deploy.data.datasets import EventDataset
+
+class Recordings(Protocol):
+    """What framing reads of a data set (``EventDataset`` has it); a protocol, so that framing,
+    below the data sets, does not import them."""
+
+    labels: np.ndarray
+    sensor_size: SensorSize
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]: ...
 
 FrameMode = Literal["rcs", "test", "whole"]
 
@@ -153,7 +160,7 @@ class FramedDataset(Dataset):
 
     def __init__(
         self,
-        dataset: EventDataset,
+        dataset: Recordings,
         indices: Sequence[int] | np.ndarray,
         spec: FrameSpec,
         mode: FrameMode = "rcs",

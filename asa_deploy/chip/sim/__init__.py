@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from asa_deploy.chip.config import ChipConfig
 from asa_deploy.chip.sim.exact import simulate_exact
 from asa_deploy.chip.sim.fast import simulate_fast
-from asa_deploy.chip.sim.result import EventWindow, SimResult
+from asa_deploy.chip.sim.result import SimResult
+from asa_deploy.chip.sim.window import EventWindow
 
 ENGINES = ("fast", "exact")
 

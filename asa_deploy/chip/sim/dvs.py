@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from asa_deploy.chip.config import ChipConfig, DvsLayerConfig
-from asa_deploy.chip.sim.result import EventWindow
+from asa_deploy.chip.sim.window import EventWindow
 from asa_deploy.errors import BadRecordingError
 
 

@@ -41,7 +41,8 @@ from tqdm import tqdm
 
 from asa_deploy.chip.config import READOUT_CORE, ChipConfig
 from asa_deploy.chip.sim.dvs import check_windows, prepare_window
-from asa_deploy.chip.sim.result import EventWindow, MonitorCounts, SimResult, assemble
+from asa_deploy.chip.sim.result import MonitorCounts, SimResult, assemble
+from asa_deploy.chip.sim.window import EventWindow
 from asa_deploy.errors import ChipConfigError
 
 DECIMATION = (2, 4, 8, 16, 32, 128, 256, 512)  # output_decimator 0..7 -> pass 1 of N

@@ -34,7 +34,8 @@ from tqdm import tqdm
 
 from asa_deploy.chip.config import READOUT_CORE, ChipConfig, CoreConfig
 from asa_deploy.chip.sim.dvs import ChipInput, check_windows, prepare_window
-from asa_deploy.chip.sim.result import EventWindow, MonitorCounts, SimResult, assemble
+from asa_deploy.chip.sim.result import MonitorCounts, SimResult, assemble
+from asa_deploy.chip.sim.window import EventWindow
 from asa_deploy.errors import ChipConfigError
 
 FRAME_BUDGET_BYTES = 512 * 2**20  # float32 tensors alive per chunk of windows, roughly

@@ -10,32 +10,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from asa_deploy.chip.sim.window import EventWindow
 from asa_deploy.data.framing import predict_classes
 
 if TYPE_CHECKING:
     from asa_deploy.chip.config import ChipConfig
     from asa_deploy.chip.sim.dvs import ChipInput
-
-
-@dataclass
-class EventWindow:
-    """One stretch of events fed to a freshly reset chip.
-
-    ``events`` (``EVENT_DTYPE``, sensor coordinates = ``config.input_shape()``) should be sorted by
-    ``t``. Bin b holds ``t_start + b*dt_us <= t < t_start + (b+1)*dt_us``; events outside
-    ``[t_start, t_start + n_bins*dt_us)`` are ignored and counted nowhere.
-    """
-
-    events: np.ndarray
-    t_start: int
-    n_bins: int
-    dt_us: int
-    label: int = -1
-    recording: str = ""
-
-    @property
-    def t_end(self) -> int:
-        return self.t_start + self.n_bins * self.dt_us
 
 
 @dataclass
