@@ -665,8 +665,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("compare", "per-neuron and per-channel cosine similarity and count ratio between "
                            "two monitor files (simulate --monitor, deploy --monitor) of the same "
                            "chip config and windows: a table, and every value as JSON")
-    p.add_argument("a", type=cli_args.existing_file, metavar="A.npz", help="a monitor file")
-    p.add_argument("b", type=cli_args.existing_file, metavar="B.npz",
+    p.add_argument("a", type=cli_args.monitor_file, metavar="A.npz", help="a monitor file")
+    p.add_argument("b", type=cli_args.monitor_file, metavar="B.npz",
                    help="another; ratios are B / A")
     p.add_argument("--out", type=cli_args.out_file, default=None, metavar="FILE", dest="json_out",
                    help="the JSON; None: compare-A-vs-B.json beside A")

@@ -101,23 +101,24 @@ def run_dir(text: str) -> str:
     raise argparse.ArgumentTypeError(f"run directory {text} does not exist")
 
 
-def existing_file(text: str) -> Path:
-    if text and os.path.isfile(text):
-        return Path(text)
-    if os.path.isdir(text):
-        raise argparse.ArgumentTypeError(f"{text} is a folder; give a recording file")
-    raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+def _existing_file(name: str, what: str, folder_hint: str) -> Callable[[str], Path]:
+    """A type for an existing file: ``folder_hint`` says what to give instead of a folder."""
+    def convert(text: str) -> Path:
+        if text and os.path.isfile(text):
+            return Path(text)
+        if os.path.isdir(text):
+            raise argparse.ArgumentTypeError(f"{text} is a folder; {folder_hint}")
+        raise argparse.ArgumentTypeError(f"no such {what}: {text!r}")
+
+    convert.__name__ = convert.__qualname__ = name
+    return convert
 
 
-def model_file(text: str) -> Path:
-    """A model to import: an existing .nir graph or torch.save file (its content is checked by the
-    import itself, which names the file when it is not a model)."""
-    if text and os.path.isfile(text):
-        return Path(text)
-    if os.path.isdir(text):
-        raise argparse.ArgumentTypeError(f"{text} is a folder; give a .nir graph or a torch.save "
-                                         f"file (an asa-deploy run directory needs no import)")
-    raise argparse.ArgumentTypeError(f"no such model file: {text!r}")
+existing_file = _existing_file("existing_file", "file", "give a recording file")
+monitor_file = _existing_file("monitor_file", "file", "give a monitor .npz file")
+# A model to import: its content is checked by the import itself, which names a file that is no model.
+model_file = _existing_file("model_file", "model file", "give a .nir graph or a torch.save file (an "
+                            "asa-deploy run directory needs no import)")
 
 
 def input_shape(text: str) -> tuple[int, int, int]:

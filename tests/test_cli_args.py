@@ -384,6 +384,7 @@ def _plausible_values(sandbox) -> dict[str, st.SearchStrategy[str]]:
         "run_dir": st.just(sandbox["paths"][0]),
         "out_dir": paths,
         "existing_file": paths,
+        "monitor_file": paths,
         "data_spec": st.sampled_from(sandbox["specs"]),
         "model_spec": st.sampled_from(["dvs-small", "arch-a", "nope", *sandbox["paths"]]),
         "chip": st.sampled_from([*list_chips(), "nochip", *sandbox["paths"]]),
