@@ -49,7 +49,14 @@ REMEDY = {
     "camera.json": "asa-deploy camera {run}",
 }
 
+# Per (path, size, modification time): a report or a chain check asks about the same files often.
 _hash_cache: dict[tuple[str, int, int], str] = {}
+_record_cache: dict[tuple[str, int, int], dict | None] = {}
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
 
 
 class StaleArtifactError(AsaDeployError):
@@ -59,8 +66,7 @@ class StaleArtifactError(AsaDeployError):
 def content_hash(path: str | Path) -> str:
     """SHA-256 of a file's bytes (cached per path, size and modification time)."""
     path = Path(path)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = _file_key(path)
     if key not in _hash_cache:
         digest = hashlib.sha256()
         with open(path, "rb") as f:
@@ -80,6 +86,16 @@ def record(run_dir: str | Path, made_from: Iterable[str] = (), **facts) -> dict:
 
 def read(path: Path) -> dict | None:
     """The provenance record stored in an artifact, None when it has none (or cannot be read)."""
+    try:
+        key = _file_key(path)
+    except OSError:
+        return None
+    if key not in _record_cache:
+        _record_cache[key] = _read_record(path)
+    return _record_cache[key]
+
+
+def _read_record(path: Path) -> dict | None:
     try:
         if path.suffix == ".pt":
             import torch
