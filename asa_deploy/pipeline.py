@@ -19,7 +19,7 @@ from asa_deploy.chip.compile import (
 )
 from asa_deploy.chip.sim import simulate
 from asa_deploy.chip.simulate import event_windows, recording_accuracy, simulate_run
-from asa_deploy.chip.spec import load_chip_spec
+from asa_deploy.chip.spec import ChipSpec, load_chip_spec
 from asa_deploy.data.hot_pixels import FACTOR, detect_in_split
 from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.errors import CompileError
@@ -46,48 +46,58 @@ def compile_run(run_dir: str | Path, chip: str, *, bias_policy: str | None = Non
     ``use_folded``, else the trained ``model.pt``; writes ``chip_config.json`` and ``mapping.json``.
     ``kill_hot_pixels``: find hot pixels in the run's training split and kill them on the chip."""
     run_dir = Path(run_dir)
+    spec = load_chip_spec(chip)
     model, artifact, input_shape, sensor = load_network_for_compile(run_dir)
-    data = artifact["data"]
     source = run_dir / (IMPORTED if is_imported(run_dir) else MODEL)
     if use_folded and (run_dir / FOLDED).is_file():
         provenance.require_current(run_dir, FOLDED)
         model, record = load_folded(run_dir)
         source = run_dir / FOLDED
-        if record["chip"] != load_chip_spec(chip).name:
+        if record["chip"] != spec.name:
             raise CompileError(f"{source} was lowered for {record['chip']}, not {chip}; rerun "
                                f"asa-deploy fold --chip {chip}, or compile with --unfolded")
-    meta = {"source": str(source), "model": artifact["model_spec"]["name"],
-            "attention": artifact["attention"], "frame_spec": data["frame_spec"],
-            "data_spec": data["spec"], "split": data["split"],
-            provenance.KEY: provenance.record(run_dir, [source.name])}
+    return _compile_and_write(run_dir, model, spec, source=source.name,
+                              artifact=artifact, input_shape=input_shape,
+                              sensor=sensor if use_sensor else None, bias_policy=bias_policy,
+                              kill_hot_pixels=kill_hot_pixels, hot_pixel_factor=hot_pixel_factor)
+
+
+def _compile_and_write(run_dir: Path, network, spec: ChipSpec, *, source: str, artifact: dict,
+                       input_shape, sensor, bias_policy: str | None, kill_hot_pixels: bool,
+                       hot_pixel_factor: float, extra_meta: dict | None = None) -> CompiledNetwork:
+    """Compile ``network`` (made from ``run_dir/source``) and write ``chip_config.json`` and
+    ``mapping.json``, both recording the file they were made from."""
+    data = artifact["data"]
+    meta = {"source": str(run_dir / source), "model": artifact["model_spec"]["name"],
+            "attention": artifact["attention"], **(extra_meta or {}),
+            "frame_spec": data["frame_spec"], "data_spec": data["spec"], "split": data["split"],
+            provenance.KEY: provenance.record(run_dir, [source])}
     if "import" in artifact:
         meta["import"] = artifact["import"]
     if data["frame_spec"].get("binarize"):
         meta["warning"] = ("trained on binarized frames; the chip sums every event, so expect a "
                            "gap until fine-tuned without binarize")
-    hot = _hot_pixels(data, kill_hot_pixels, hot_pixel_factor, meta, chip)
-    compiled = compile_network(model, chip, input_shape=input_shape,
-                               sensor=sensor if use_sensor else None, bias_policy=bias_policy,
-                               class_names=list(data["class_names"]), meta=meta, hot_pixels=hot)
+    hot = _hot_pixels(data, kill_hot_pixels, hot_pixel_factor, meta, spec)
+    compiled = compile_network(network, spec, input_shape=input_shape, sensor=sensor,
+                               bias_policy=bias_policy, class_names=list(data["class_names"]),
+                               meta=meta, hot_pixels=hot)
     compiled.config.save(run_dir / CHIP_CONFIG)
-    io.write_json(run_dir / MAPPING, {**compiled.report(load_chip_spec(chip)),
-                                      provenance.KEY: meta[provenance.KEY]})
+    io.write_json(run_dir / MAPPING, {**compiled.report(spec), provenance.KEY: meta[provenance.KEY]})
     return compiled
 
 
-def _require_pixel_kill(chip: str) -> None:
-    spec = load_chip_spec(chip)
+def _require_pixel_kill(spec: ChipSpec) -> None:
     if not spec.has("input_pixel_kill"):
         raise CompileError(f"--kill-hot-pixels: {spec.name} cannot kill input pixels (no "
                            f"input_pixel_kill in {spec.path}); drop the option or use a Speck chip")
 
 
 def _hot_pixels(data: dict, kill: bool, factor: float, meta: dict,
-                chip: str) -> list[tuple[int, int]] | None:
+                spec: ChipSpec) -> list[tuple[int, int]] | None:
     """The run's hot pixels (training split) when asked for, recorded in ``meta``."""
     if not kill:
         return None
-    _require_pixel_kill(chip)
+    _require_pixel_kill(spec)
     found = detect_in_split(data, factor=factor)
     meta["hot_pixels"] = found.to_dict()
     return found.pixels
@@ -116,22 +126,16 @@ def fold_run(run_dir: str | Path, chip: str = "speck2f", *, eval_windows: int = 
     both simulators on the validation split; the whole ladder goes to ``fold.json``."""
     run_dir = Path(run_dir)
     if kill_hot_pixels:
-        _require_pixel_kill(chip)  # before minutes of calibration
+        _require_pixel_kill(load_chip_spec(chip))  # before minutes of calibration
     folded = fold(run_dir, chip, eval_windows=eval_windows, bias_policy=bias_policy,
                   progress=progress, **fold_options)
     data, report, ladder = folded.artifact["data"], folded.report, folded.ladder
-    meta = {"source": str(run_dir / FOLDED), "model": folded.artifact["model_spec"]["name"],
-            "attention": folded.artifact["attention"], "fold_strategy": report["strategy"],
-            "frame_spec": data["frame_spec"], "data_spec": data["spec"], "split": data["split"],
-            provenance.KEY: provenance.record(run_dir, [FOLDED])}
-    hot = _hot_pixels(data, kill_hot_pixels, hot_pixel_factor, meta, chip)
-    compiled = compile_network(
-        folded.layers, folded.spec, input_shape=folded.input_shape, sensor=folded.sensor,
-        bias_policy=bias_policy, class_names=list(data["class_names"]), meta=meta, hot_pixels=hot)
-    report["hot_pixels"] = meta.get("hot_pixels")  # killed in the quantized rungs only
-    compiled.config.save(run_dir / CHIP_CONFIG)
-    io.write_json(run_dir / MAPPING, {**compiled.report(folded.spec),
-                                      provenance.KEY: provenance.record(run_dir, [FOLDED])})
+    compiled = _compile_and_write(
+        run_dir, folded.layers, folded.spec, source=FOLDED, artifact=folded.artifact,
+        input_shape=folded.input_shape, sensor=folded.sensor, bias_policy=bias_policy,
+        kill_hot_pixels=kill_hot_pixels, hot_pixel_factor=hot_pixel_factor,
+        extra_meta={"fold_strategy": report["strategy"]})
+    report["hot_pixels"] = compiled.config.meta.get("hot_pixels")  # killed in the quantized rungs
     windows, _ = event_windows(compiled.config, None, windows=eval_windows)
     for engine in ("fast", "exact"):
         result = simulate(compiled.config, windows, engine, progress=progress)
