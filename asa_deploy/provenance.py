@@ -26,6 +26,7 @@ from asa_deploy import __version__
 from asa_deploy.errors import AsaDeployError
 
 KEY = "provenance"
+NO_RECORD = "records no provenance"  # an artifact older than provenance: nothing to compare
 # Everything a stage derives from model.pt (or an import's imported.pt, the other root); retraining
 # or importing moves these aside (globs, run-relative).
 ROOTS = ("model.pt", "imported.pt")
@@ -130,7 +131,7 @@ def problems(run_dir: str | Path, name: str, prov: dict | None = None,
             return []
         prov = read(run_dir / name)
     if prov is None or not isinstance(prov.get("made_from"), dict):
-        found = [f"{name} records no provenance (written by an older asa_deploy or by hand), so "
+        found = [f"{name} {NO_RECORD} (written by an older asa_deploy or by hand), so "
                  f"what it was made from cannot be checked"]
     else:
         found = []
@@ -146,6 +147,11 @@ def problems(run_dir: str | Path, name: str, prov: dict | None = None,
     return found
 
 
+def stale(found: list[str]) -> list[str]:
+    """Of ``problems``' answer, the changed or missing inputs (not the artifacts without a record)."""
+    return [p for p in found if NO_RECORD not in p]
+
+
 def remedy(run_dir: str | Path, name: str) -> str:
     base = name if name in REMEDY else re.sub(r"-.*(\.\w+)$", r"\1", name)
     return REMEDY.get(base, "rerun the stage that writes it").format(run=run_dir)
@@ -159,7 +165,7 @@ def require_current(run_dir: str | Path, name: str) -> None:
     """
     if not (Path(run_dir) / name).is_file():
         return
-    found = [p for p in problems(run_dir, name) if "records no provenance" not in p]
+    found = stale(problems(run_dir, name))
     if found:
         raise StaleArtifactError(f"{Path(run_dir) / name}: " + "; ".join(found)
                                  + f". Rerun `{remedy(run_dir, name)}` first")

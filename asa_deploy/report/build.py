@@ -143,7 +143,7 @@ def _current(run_dir: Path, name: str, value, problems: list[dict], command: str
     else:
         found = provenance.problems(run_dir, name)
         label = name
-    stale = [p for p in found if "records no provenance" not in p]
+    stale = provenance.stale(found)
     if stale:
         problems.append({"artifact": label, "problem": "is stale and not used: " + "; ".join(stale),
                          "command": command})
