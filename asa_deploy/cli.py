@@ -198,7 +198,7 @@ def cmd_compile(args) -> int:
         source = "one input event" if cost.source is None else f"one spike of core {cost.source}"
         print(f"  core {cost.target}: {source} -> {cost.mean:,.1f} synops on average over "
               f"positions, {cost.max:,} at most")
-    for line in input_cuts(compiled.config):
+    for line in input_cuts(compiled.config, spec):
         print(f"  {line}")
     print(f"wrote {run_dir / CHIP_CONFIG} and {run_dir / MAPPING}")
     return 0

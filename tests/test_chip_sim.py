@@ -433,13 +433,14 @@ def test_event_costs_from_the_config_alone():
     """What compile prints: per input event into core 0, 4 x (2+3+3+3+2)^2 / 25 on average and 36 at
     most; per spike of core 0 into core 1, 8 for the 4x4 source positions that land (pooling 2 on a
     5x5 map drops the last row and column), so 16 x 8 / 25 on average."""
+    from asa_deploy.chip.spec import load_chip_spec
     from asa_deploy.chip.synops import event_costs, input_cuts
 
     costs = event_costs(_hand_config())
     assert [(c.source, c.target, c.max) for c in costs] == [(None, 0, 36), (0, 1, 8)]
     assert costs[0].mean == pytest.approx(4 * 13 * 13 / 25)
     assert costs[1].mean == pytest.approx(16 * 8 / 25)
-    lines = input_cuts(_hand_config())
+    lines = input_cuts(_hand_config(), load_chip_spec("speck2f"))
     assert lines[0] == ("core 0 (core0) takes the input events: 4 channels x 3x3 kernel offsets = 36 "
                         "synops per event (kernel 3, stride 1x1)")
     assert "stride 2 in core0: 16 per event (x0.44)" in lines[1]

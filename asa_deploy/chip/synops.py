@@ -14,8 +14,7 @@ import numpy as np
 
 from asa_deploy.chip.config import READOUT_CORE, ChipConfig
 from asa_deploy.chip.sim.fast import fanout_map
-
-DVS_MAX_POOLING = 4  # speck-hardware.md section 4: DVS-layer pooling in {1, 2, 4}
+from asa_deploy.chip.spec import ChipSpec
 
 
 @dataclass(frozen=True)
@@ -48,8 +47,9 @@ def event_costs(config: ChipConfig) -> list[EventCost]:
     return costs
 
 
-def input_cuts(config: ChipConfig) -> list[str]:
-    """What would cut the input-driven synops of this config, with the factor each gives."""
+def input_cuts(config: ChipConfig, spec: ChipSpec) -> list[str]:
+    """What would cut the input-driven synops of this config on ``spec``, with the factor each
+    gives."""
     lines = []
     for cid in config.entry_cores():
         core = config.core(cid)
@@ -67,8 +67,9 @@ def input_cuts(config: ChipConfig) -> list[str]:
     dvs = config.dvs
     if dvs is not None:
         py, px = dvs.pooling
-        room = ("the chip's maximum" if max(py, px) >= DVS_MAX_POOLING
-                else f"the chip allows up to {DVS_MAX_POOLING}x{DVS_MAX_POOLING}")
+        most = max(spec.dvs.poolings)
+        room = ("the chip's maximum" if max(py, px) >= most
+                else f"the chip allows up to {most}x{most}")
         lines.append(f"  input pooling (DVS layer, now {py}x{px}, {room}): pooling merges no "
                      f"events, each costs the same; it pays when the first kernel shrinks with it "
                      f"(half the kernel size over the same sensor area: about x0.25)")
