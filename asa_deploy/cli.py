@@ -579,9 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bias policy (leak cannot run on the exact simulator)")
     p.add_argument("--input-mask", action="store_true",
                    help="also kill DVS pixels the first attention layer ignores (Speck)")
-    p.add_argument("--input-mask-keep", type=cli_args.share, default=0.1,
-                   help="keep input pixels whose first-layer gain reaches this share of its "
-                        "maximum, in (0, 1]")
+    p.add_argument("--input-mask-keep", type=cli_args.share, default=0.5,
+                   help="with --input-mask: the share of input pixels to keep, those where the "
+                        "first attention layer's calibrated gain is highest, in (0, 1]")
     hot_pixel_args(p)
     p.add_argument("--finetune-epochs", type=cli_args.non_negative_int, default=3,
                    help="0: no fine-tuning")

@@ -129,8 +129,11 @@ def test_a_strategy_the_chip_cannot_hold_names_the_alternatives(tmp_path):
 def test_input_mask_keeps_where_the_first_layer_attends():
     gain = torch.ones(4, 16, 16)
     gain[:, :4] = 0.01
-    mask = input_mask(gain, (2, 32, 32))
+    mask = input_mask(gain, (2, 32, 32), keep=0.75)
     assert mask.shape == (32, 32) and not mask[:8].any() and mask[8:].all()
+    ranked = torch.arange(16 * 16, dtype=torch.float32).reshape(16, 16).expand(4, 16, 16)
+    half = input_mask(ranked, (2, 32, 32), keep=0.5)  # the share asked for, highest gain first
+    assert int(half.sum()) == 512 and half[16:].all() and not half[:16].any()
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +221,26 @@ def test_the_input_mask_reaches_fine_tuning_and_the_simulators():
     assert ChipAwareNetwork(lowered, None)(x).sum() > 0
     lowered.input_mask = torch.zeros(32, 32, dtype=torch.bool)
     assert ChipAwareNetwork(lowered, None)(x).sum() == 0
+
+
+def test_fold_input_mask_reaches_the_chip_after_fine_tuning(tiny_runs, tmp_path):
+    """The mask survives fine-tuning into chip_config.json's killed pixels (it once did not) and
+    cuts the input-driven synops the simulators count."""
+    import shutil
+
+    from asa_deploy.pipeline import fold_run
+
+    run, source = tmp_path / "masked", tmp_path / "plain"
+    for copy in (run, source):  # the fixture's run stays as other tests left it
+        shutil.copytree(tiny_runs["asa2"], copy)
+    plain = fold_run(source, "speck2f", finetune_epochs=1, eval_windows=1, strategy="channel")
+    masked = fold_run(run, "speck2f", finetune_epochs=1, eval_windows=1, strategy="channel",
+                      use_input_mask=True, input_mask_keep=0.25)
+    config = ChipConfig.load(run / "chip_config.json")
+    pool = config.dvs.pooling[0] * config.dvs.pooling[1]
+    kept = masked["input_mask_kept"]
+    assert 0.25 <= kept < 1
+    assert len(config.dvs.killed_pixels) == round((1 - kept) * 32 * 32) * pool
+    exact = {r["step"]: r for r in plain["ladder"]}["quantized, exact simulator"]
+    exact_masked = {r["step"]: r for r in masked["ladder"]}["quantized, exact simulator"]
+    assert exact_masked["input_synops_per_window"] < exact["input_synops_per_window"]

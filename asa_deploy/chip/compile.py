@@ -197,7 +197,7 @@ def _refuse_all_killed(dvs: DvsLayerConfig) -> None:
     if feeding <= set(map(tuple, dvs.killed_pixels)):
         raise CompileError(f"the pixel kills (input mask and hot pixels) cover all {len(feeding)} "
                            f"sensor pixels that reach the network, which would see no input: "
-                           f"lower --input-mask-keep, or raise --hot-pixel-factor")
+                           f"raise --input-mask-keep, or raise --hot-pixel-factor")
 
 
 def _killed_pixels(mask, sensor: SensorInput, input_pool: int) -> list[tuple[int, int]]:

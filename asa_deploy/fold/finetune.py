@@ -198,7 +198,7 @@ class ChipAwareNetwork(nn.Module):
         """The current float weights and biases back in a LoweredNetwork (everything else as given)."""
         return LoweredNetwork(tuple(self.lowered.input_shape), self.lowered.input_pool,
                               [layer.to_chip_layer() for layer in self.layers],
-                              list(self.lowered.notes))
+                              list(self.lowered.notes), self.lowered.input_mask)
 
 
 def _sum_pool(x: torch.Tensor, pool: int) -> torch.Tensor:

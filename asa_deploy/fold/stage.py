@@ -74,7 +74,7 @@ def fold(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None
          calib_recordings: int = 64, eval_windows: int = TEST_WINDOWS,
          strategy: str | None = None,
          bias_policy: str = "drop", use_input_mask: bool = False,
-         input_mask_keep: float = 0.1, balance: bool = True,
+         input_mask_keep: float = 0.5, balance: bool = True,
          finetune_epochs: int = 3, finetune_lr: float = 1e-4, finetune_loss: str = "ce",
          synops_weight: float = 0.0, synops_budget: float | None = None,
          seed: int = 0, progress: bool = False) -> Folded:
@@ -128,7 +128,7 @@ def fold(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None
         per_neuron = lower(model, input_shape, bias_policy=bias_policy)
 
     candidates = ([strategy] if strategy else supported_strategies(spec)) if has_attention else [None]
-    mask = (input_mask(first_gain, per_neuron.input_shape, keep_above=input_mask_keep)
+    mask = (input_mask(first_gain, per_neuron.input_shape, keep=input_mask_keep)
             if use_input_mask and first_gain is not None else None)
     if mask is not None:
         report["input_mask_kept"] = float(mask.float().mean())

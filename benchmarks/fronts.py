@@ -1,0 +1,253 @@
+"""Vanilla against ASA as fronts: accuracy against exact-simulator synops and spikes per window.
+
+    python benchmarks/fronts.py synthetic --out benchmarks/results/fronts_synthetic.json
+    python benchmarks/fronts.py nmnist --out benchmarks/results/fronts_nmnist.json
+
+Every point is one deployment on speck2f, measured the same way: `asa-deploy train` (the same data,
+network, epochs and seed for every point; `--synops-weight W`), then `asa-deploy fold --chip speck2f
+--kill-hot-pixels --synops-weight W` (the same W in the quantization-aware fine-tuning), whose last
+rung runs the `exact` simulator on the run's validation split. The knobs that trade accuracy for
+cost are swept for both methods alike: the cost weight W and the first layer's channels (`--param`,
+which sets the input-driven synops per event); ASA runs are also folded with DVS pixel kills from
+the first attention layer's calibrated map, keeping a share K of the pixels (`--input-mask
+--input-mask-keep K`), the attention at the input that only ASA has.
+
+The goal (issue 11): at accuracy within 1 point of the best vanilla point, the best ASA-derived point
+needs at most 0.5x that vanilla point's synops per window, and at most 0.5x its spikes. The JSON has
+every point with the commands that made it, the best vanilla point and the goal's ratios; `--plot`
+draws both fronts. Runs go to `--runs` (default runs/fronts/<preset>); a point whose fold.json is
+newer than its model.pt is read, not rerun, so an interrupted sweep resumes. Two processes at a
+time, one thread each (2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PRESETS = {
+    # as benchmarks/redundancy.sh synthetic and the ladder's synthetic source runs
+    "synthetic": {"train": ["--data", "synthetic:gesture", "--model", "dvs-small", "--epochs", "15",
+                            "--batch-size", "8", "--eval-windows", "5"],
+                  "fold": ["--eval-windows", "5"],
+                  "params": [[], ["--param", "c1=8"]],
+                  "weights": [0.0, 2.0, 8.0], "keeps": [0.5, 0.3]},
+    # as the ladder's N-MNIST source runs (benchmarks/fold_ladder.sh)
+    "nmnist": {"train": ["--data", f"nmnist:{ROOT.parent / 'shared/data/nmnist-small'}", "--model",
+                         "nmnist-speck-lif", "--epochs", "12", "--n-val", "200",
+                         "--eval-windows", "2"],
+               "fold": ["--eval-windows", "2"],
+               "params": [[], ["--param", "c1=8"]],
+               "weights": [0.0, 2.0, 8.0], "keeps": [0.5, 0.3]},
+    # a smoke check of the script itself (seconds; the points mean nothing)
+    "tiny": {"train": ["--data", "synthetic:gesture-tiny", "--model", "dvs-small", "--epochs", "2",
+                       "--batch-size", "4", "--eval-windows", "2"],
+             "fold": ["--eval-windows", "2", "--finetune-epochs", "1"],
+             "params": [[]], "weights": [0.0, 8.0], "keeps": [0.5]},
+}
+ACCURACY_SLACK = 0.01  # "within 1 point"
+GOAL = 0.5
+
+
+def cli() -> list[str]:
+    return [sys.executable, "-m", "asa_deploy.cli"]
+
+
+def run(command: list[str], log: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with log.open("w") as out:
+        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}); see {log}")
+
+
+def shown(command: list[str]) -> str:
+    return " ".join(["asa-deploy", *command[3:]])
+
+
+def train_point(runs: Path, preset: dict, attention: str, params: list[str], weight: float,
+                seed: int) -> dict:
+    tag = "-".join([attention, *(p.replace("=", "") for p in params[1::2]), f"w{weight:g}"])
+    out = runs / tag
+    command = [*cli(), "train", *preset["train"], *params, "--attention", attention,
+               "--synops-weight", f"{weight:g}", "--seed", str(seed), "--no-progress",
+               "--out", str(out)]
+    if not (out / "model.pt").is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        run(command, out.parent / f"{tag}.train.log")
+    return {"run": out, "tag": tag, "attention": attention, "params": params[1::2],
+            "synops_weight": weight, "train_command": shown(command)}
+
+
+def fold_point(point: dict, preset: dict, keep: float | None) -> dict:
+    source: Path = point["run"]
+    out = source if keep is None else source.with_name(f"{source.name}-keep{keep:g}")
+    if keep is not None and not (out / "model.pt").is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("model.pt", "train_log.jsonl"):
+            shutil.copy2(source / name, out / name)
+    mask = [] if keep is None else ["--input-mask", "--input-mask-keep", f"{keep:g}"]
+    command = [*cli(), "fold", str(out), "--chip", "speck2f", "--kill-hot-pixels",
+               "--synops-weight", f"{point['synops_weight']:g}", *preset["fold"], *mask,
+               "--no-progress"]
+    fold_json = out / "fold.json"
+    if not (fold_json.is_file() and fold_json.stat().st_mtime > (out / "model.pt").stat().st_mtime):
+        run(command, out.parent / f"{out.name}.fold.log")
+    report = json.loads(fold_json.read_text())
+    ladder = {row["step"]: row for row in report["ladder"]}
+    exact = ladder["quantized, exact simulator"]
+    finetuned = next((row for step, row in ladder.items() if step.startswith("fine-tuned")), None)
+    return {k: v for k, v in point.items() if k != "run"} | {
+        "name": out.name, "input_keep": keep,
+        "method": "vanilla" if point["attention"] == "none" else point["attention"],
+        "input_mask_kept": report.get("input_mask_kept"),
+        "hot_pixels_killed": len((report.get("hot_pixels") or {}).get("pixels", [])),
+        "strategy": report["strategy"],
+        "dynamic_float_accuracy": ladder["dynamic float"]["accuracy"],
+        "finetuned_float_accuracy": finetuned["accuracy"] if finetuned else None,
+        "accuracy": exact["accuracy"], "window_accuracy": exact["window_accuracy"],
+        "synops_per_window": exact["synops_per_window"],
+        "input_synops_per_window": exact["input_synops_per_window"],
+        "network_synops_per_window": exact["network_synops_per_window"],
+        "spikes_per_window": exact["spikes_per_window"],
+        "fold_command": shown(command)}
+
+
+def pareto(points: list[dict], cost: str) -> list[dict]:
+    """The points no other point beats on both accuracy and ``cost``, cheapest first."""
+    front, best = [], -1.0
+    for p in sorted(points, key=lambda p: (p[cost], -p["accuracy"])):
+        if p["accuracy"] > best:
+            front.append(p)
+            best = p["accuracy"]
+    return front
+
+
+def goal(points: list[dict]) -> dict:
+    vanilla = [p for p in points if p["method"] == "vanilla"]
+    asa = [p for p in points if p["method"] != "vanilla"]
+    ref = max(vanilla, key=lambda p: (p["accuracy"], -p["synops_per_window"]))
+    eligible = [p for p in asa if p["accuracy"] >= ref["accuracy"] - ACCURACY_SLACK - 1e-9]
+    result = {"vanilla_reference": ref["name"], "reference_accuracy": ref["accuracy"],
+              "reference_synops_per_window": ref["synops_per_window"],
+              "reference_spikes_per_window": ref["spikes_per_window"],
+              "accuracy_slack": ACCURACY_SLACK, "goal_ratio": GOAL,
+              "eligible_asa_points": [p["name"] for p in eligible]}
+    for cost in ("synops_per_window", "spikes_per_window"):
+        best = min(eligible, key=lambda p: p[cost], default=None)
+        ratio = best[cost] / ref[cost] if best else None
+        result[cost] = {"best_asa_point": best["name"] if best else None, "ratio": ratio,
+                        "met": ratio is not None and ratio <= GOAL}
+        # what the cheapest ASA point at any accuracy reaches, to show how far the goal is
+        cheapest = min(asa, key=lambda p: p[cost])
+        result[cost]["cheapest_asa_point"] = {"name": cheapest["name"],
+                                             "ratio": cheapest[cost] / ref[cost],
+                                             "accuracy": cheapest["accuracy"]}
+    return result
+
+
+def plot(points: list[dict], summary: dict, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    styles = {"vanilla": ("tab:gray", "o"), "asa2": ("tab:blue", "s"), "asa1": ("tab:green", "^")}
+    for ax, cost, label in ((axes[0], "synops_per_window", "synaptic operations per window"),
+                            (axes[1], "spikes_per_window", "spikes per window")):
+        for method in sorted({p["method"] for p in points}):
+            group = [p for p in points if p["method"] == method]
+            color, marker = styles.get(method, ("tab:red", "D"))
+            masked = [p for p in group if p["input_keep"] is not None]
+            plain = [p for p in group if p["input_keep"] is None]
+            ax.scatter([p[cost] for p in plain], [p["accuracy"] for p in plain], color=color,
+                       marker=marker, label=method)
+            if masked:
+                ax.scatter([p[cost] for p in masked], [p["accuracy"] for p in masked],
+                           facecolors="none", edgecolors=color, marker=marker,
+                           label=f"{method} + input mask")
+            for p in group:
+                ax.annotate(p["name"], (p[cost], p["accuracy"]), fontsize=6, alpha=0.7,
+                            xytext=(3, 3), textcoords="offset points")
+            front = pareto(group, cost)
+            ax.plot([p[cost] for p in front], [p["accuracy"] for p in front], color=color, lw=1)
+        ref_cost = summary[f"reference_{cost}"]
+        ax.axvline(GOAL * ref_cost, color="k", ls=":", lw=1, label=f"goal: {GOAL}x best vanilla")
+        ax.axhline(summary["reference_accuracy"] - ACCURACY_SLACK, color="k", ls="--", lw=1,
+                   label="best vanilla - 1 point")
+        ratio = summary[cost]["ratio"]
+        ax.set_title(f"{label}: best ASA within 1 point x{ratio:.2f}" if ratio else
+                     f"{label}: no ASA point within 1 point")
+        ax.set_xlabel(f"{label} (exact simulator, speck2f)")
+        ax.set_ylabel("validation accuracy per recording")
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("preset", choices=sorted(PRESETS))
+    parser.add_argument("--out", type=Path, required=True, help="JSON to write")
+    parser.add_argument("--plot", type=Path, default=None, help="PNG of both fronts")
+    parser.add_argument("--runs", type=Path, default=None, help="default: runs/fronts/<preset>")
+    parser.add_argument("--attentions", default="none,asa2")
+    parser.add_argument("--weights", default=None, help="comma-separated synops weights")
+    parser.add_argument("--keeps", default=None, help="comma-separated input-mask keep shares")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args()
+    preset = PRESETS[args.preset]
+    weights = [float(w) for w in args.weights.split(",")] if args.weights else preset["weights"]
+    keeps = [float(k) for k in args.keeps.split(",")] if args.keeps else preset["keeps"]
+    runs = args.runs or ROOT / "runs" / "fronts" / args.preset
+    runs.mkdir(parents=True, exist_ok=True)
+    grid = list(itertools.product(args.attentions.split(","), preset["params"], weights))
+    with ThreadPoolExecutor(args.jobs) as pool:
+        trained = list(pool.map(lambda g: train_point(runs, preset, *g, args.seed), grid))
+        folds = [(t, None) for t in trained]
+        folds += [(t, k) for t in trained if t["attention"] != "none" for k in keeps]
+        points = list(pool.map(lambda f: fold_point(f[0], preset, f[1]), folds))
+    for p in sorted(points, key=lambda p: p["synops_per_window"]):
+        print(f"{p['name']:28s} acc {p['accuracy']:.3f}  synops/window {p['synops_per_window']:>11,.0f}"
+              f" (input {p['input_synops_per_window']:>11,.0f})  spikes/window "
+              f"{p['spikes_per_window']:>9,.0f}")
+    summary = goal(points)
+    for cost in ("synops_per_window", "spikes_per_window"):
+        s = summary[cost]
+        print(f"{cost}: best ASA within {ACCURACY_SLACK:.0%} of vanilla's best "
+              f"({summary['vanilla_reference']}, {summary['reference_accuracy']:.3f}): "
+              + (f"{s['best_asa_point']} x{s['ratio']:.2f} ({'met' if s['met'] else 'missed'})"
+                 if s["ratio"] is not None else "none"))
+    record = {"benchmark": "fronts", "preset": args.preset, "chip": "speck2f",
+              "engine": "exact", "split": "validation", "seed": args.seed,
+              "command": " ".join(["python", "benchmarks/fronts.py", *sys.argv[1:]]),
+              "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                          "cpus": os.cpu_count()},
+              "goal": summary, "points": points,
+              "fronts": {cost: {m: [p["name"] for p in pareto(
+                  [q for q in points if q["method"] == m], cost)]
+                  for m in sorted({p["method"] for p in points})}
+                  for cost in ("synops_per_window", "spikes_per_window")}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    if args.plot:
+        plot(points, summary, args.plot, f"{args.preset}: vanilla vs ASA on speck2f (exact)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
