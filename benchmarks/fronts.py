@@ -28,12 +28,13 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runner import ROOT, asa_deploy, run, shown  # noqa: E402
+
 PRESETS = {
     # as benchmarks/redundancy.sh synthetic and the ladder's synthetic source runs
     "synthetic": {"train": ["--data", "synthetic:gesture", "--model", "dvs-small", "--epochs", "15",
@@ -58,27 +59,11 @@ ACCURACY_SLACK = 0.01  # "within 1 point"
 GOAL = 0.5
 
 
-def cli() -> list[str]:
-    return [sys.executable, "-m", "asa_deploy.cli"]
-
-
-def run(command: list[str], log: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with log.open("w") as out:
-        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    if done.returncode:
-        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}); see {log}")
-
-
-def shown(command: list[str]) -> str:
-    return " ".join(["asa-deploy", *command[3:]])
-
-
 def train_point(runs: Path, preset: dict, attention: str, params: list[str], weight: float,
                 seed: int) -> dict:
     tag = "-".join([attention, *(p.replace("=", "") for p in params[1::2]), f"w{weight:g}"])
     out = runs / tag
-    command = [*cli(), "train", *preset["train"], *params, "--attention", attention,
+    command = [*asa_deploy(), "train", *preset["train"], *params, "--attention", attention,
                "--synops-weight", f"{weight:g}", "--seed", str(seed), "--no-progress",
                "--out", str(out)]
     if not (out / "model.pt").is_file():
@@ -96,7 +81,7 @@ def fold_point(point: dict, preset: dict, keep: float | None) -> dict:
         for name in ("model.pt", "train_log.jsonl"):
             shutil.copy2(source / name, out / name)
     mask = [] if keep is None else ["--input-mask", "--input-mask-keep", f"{keep:g}"]
-    command = [*cli(), "fold", str(out), "--chip", "speck2f", "--kill-hot-pixels",
+    command = [*asa_deploy(), "fold", str(out), "--chip", "speck2f", "--kill-hot-pixels",
                "--synops-weight", f"{point['synops_weight']:g}", *preset["fold"], *mask,
                "--no-progress"]
     fold_json = out / "fold.json"
