@@ -61,7 +61,7 @@ GOAL = 0.5
 
 def train_point(runs: Path, preset: dict, attention: str, params: list[str], weight: float,
                 seed: int) -> dict:
-    tag = "-".join([attention, *(p.replace("=", "") for p in params[1::2]), f"w{weight:g}"])
+    tag = "-".join([attention, *(p.replace("=", "_") for p in params[1::2]), f"w{weight:g}"])
     out = runs / tag
     command = [*asa_deploy(), "train", *preset["train"], *params, "--attention", attention,
                "--synops-weight", f"{weight:g}", "--seed", str(seed), "--no-progress",
