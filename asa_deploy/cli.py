@@ -67,6 +67,9 @@ def _add_train_args(p: argparse.ArgumentParser, *, with_model_defaults: bool = T
                    metavar="KEY=VALUE",
                    help="override a model spec parameter (a positive integer), e.g. --param c1=32 "
                         "(repeatable)")
+    p.add_argument("--neuron", choices=["lif", "iaf"], default=None,
+                   help="override the model spec's neuron; iaf: chip-native training (the chip's "
+                        "neuron from the start, no LIF -> IAF conversion at fold)")
     p.add_argument("--asa-lambda", type=cli_args.open_share, default=None,
                    help="ASA's share of important channels / steps, in (0, 1); None: the spec's")
     p.add_argument("--asa-r", type=cli_args.positive_int, default=None,
@@ -92,6 +95,7 @@ def _config(args, **overrides):
         dt_us=round(args.dt_ms * 1000) if args.dt_ms is not None else None,
         downsample=args.downsample,
         binarize=args.binarize, eval_windows=args.eval_windows, params=dict(args.param),
+        neuron=args.neuron,
         asa_lambda=args.asa_lambda, asa_r=args.asa_r, recipe=args.recipe,
         release_masks=args.release_masks, synops_weight=args.synops_weight,
         synops_budget=args.synops_budget)

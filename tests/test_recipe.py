@@ -158,3 +158,20 @@ def test_release_masks_reach_the_network_and_its_record():
     assert layers and all(layer.release_masks for _, layer in layers)
     assert not any(layer.release_masks for _, layer in network("default", attention="asa1")
                    .attention_layers())
+
+
+def test_neuron_override_trains_the_chip_neuron_from_the_start():
+    """`train --neuron iaf`: a LIF spec built with the chip's IAF, the LIF's options dropped."""
+    args = build_parser().parse_args(["train", "--out", "x", "--model", "nmnist-speck-lif",
+                                      "--neuron", "iaf"])
+    config = _config(args)
+    assert config.neuron == "iaf"
+    spec = load_model_spec("nmnist-speck-lif").with_overrides(neuron=config.neuron)
+    assert spec.neuron == "iaf" and spec.neuron_options == {}
+    net = build_network(spec, 10, "asa2")
+    neurons = [n for _, n in net.spiking_layers()]
+    assert neurons and all(type(n).__name__.startswith("IAF") for n in neurons)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--out", "x", "--neuron", "alif"])
+    paper = apply_recipe(load_model_spec("nmnist-speck-lif").with_overrides(neuron="iaf"), "paper")
+    assert paper.neuron == "iaf"  # the paper recipe's surrogate for IAF, not LIF's options

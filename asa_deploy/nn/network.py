@@ -126,7 +126,8 @@ class ModelSpec:
                                  f"its parameters are {spec.params}")
         spec.params.update(params or {})
         spec.T = T or spec.T
-        spec.neuron = neuron or spec.neuron
+        if neuron and neuron != spec.neuron:  # the spec's options belong to its own neuron kind
+            spec.neuron, spec.neuron_options = neuron, {}
         spec.validate(self.name)
         return spec
 

@@ -37,6 +37,7 @@ class TrainConfig:
     binarize: bool = False
     eval_windows: int = TEST_WINDOWS  # windows per validation recording, majority vote
     params: dict = field(default_factory=dict)  # model spec parameter overrides (channel widths)
+    neuron: str | None = None  # None: the model spec's; "iaf": chip-native training
     asa_lambda: float | None = None
     asa_r: int | None = None
     recipe: str = "default"  # "default" (threshold-scaled BN start) or "paper" (asa-method.md 5)

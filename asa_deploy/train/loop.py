@@ -56,7 +56,7 @@ class Prepared:
 def prepare(config: TrainConfig) -> Prepared:
     dataset = open_dataset(config.data, seed=config.seed)
     spec = load_model_spec(config.model)
-    spec = apply_recipe(spec.with_overrides(params=config.params, T=config.T), config.recipe,
+    spec = apply_recipe(spec.with_overrides(params=config.params, T=config.T, neuron=config.neuron), config.recipe,
                         release_masks=config.release_masks)
     if config.asa_lambda is not None:
         spec.asa["lambda"] = config.asa_lambda
