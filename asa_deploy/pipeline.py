@@ -149,6 +149,40 @@ def fold_run(run_dir: str | Path, chip: str = "speck2f", *, eval_windows: int = 
     return report
 
 
+def chip_comparison(ladders: dict[str, list[dict]], chip: str, windows: int) -> str:
+    """The runs side by side on the ``exact`` rung: accuracy, spikes and synops per window split
+    by cause, each as a ratio to the first run (vanilla). Input-driven synops are set by the
+    events entering the chip, so the split shows what attention inside the network can reach."""
+    exact = {label: next(r for r in ladder if r["step"] == "quantized, exact simulator")
+             for label, ladder in ladders.items()}
+    base = next(iter(exact.values()))
+    rows = [("accuracy (recording)", "accuracy", "{:.3f}", False),
+            ("spikes / window", "spikes_per_window", "{:,.0f}", True),
+            ("synops / window", "synops_per_window", "{:,.0f}", True),
+            ("  input-driven", "input_synops_per_window", "{:,.0f}", True),
+            ("  network-driven", "network_synops_per_window", "{:,.0f}", True)]
+    labels = list(exact)
+    lines = [f"\non {chip}, exact simulator (validation split, {windows} windows per recording; "
+             f"ratio to {labels[0]}):",
+             " " * 22 + "".join(f"{label:>20s}" for label in labels)]
+    for title, key, fmt, ratio in rows:
+        cells = []
+        for label in labels:
+            value = exact[label][key]
+            cell = fmt.format(value)
+            if ratio and label != labels[0] and base[key]:
+                cell += f" x{value / base[key]:.2f}"
+            cells.append(f"{cell:>20s}")
+        lines.append(f"{title:22s}" + "".join(cells))
+    share = base["input_synops_per_window"] / base["synops_per_window"] if base[
+        "synops_per_window"] else 0.0
+    lines.append(f"{share:.0%} of {labels[0]}'s synops are input-driven: attention after the "
+                 f"first layer cannot cut them;\npixel kills (fold --input-mask, "
+                 f"--kill-hot-pixels) and a smaller first layer can (`asa-deploy compile RUN` "
+                 f"lists the cuts)")
+    return "\n".join(lines)
+
+
 def quickstart(out: str | Path, config: TrainConfig, attention: str, *, chip: str = "speck2f",
                finetune_epochs: int = 3, progress: bool = True) -> dict:
     """Train vanilla and ``attention`` runs under ``out``, analyze both side by side, fold,
@@ -187,6 +221,7 @@ def quickstart(out: str | Path, config: TrainConfig, attention: str, *, chip: st
             synops = (f"  synops/window {row['synops_per_window']:,.0f}"
                       if "synops_per_window" in row else "")
             print(f"  {label:8s} {row['step']:60s} {row['accuracy']:.3f}{synops}")
+    print(chip_comparison(ladders, chip, windows))
     for run in runs.values():
         simulate_run(run, engine="exact", windows=windows)
     paths = write_report(list(runs.values()), out)

@@ -244,3 +244,22 @@ def test_fold_input_mask_reaches_the_chip_after_fine_tuning(tiny_runs, tmp_path)
     exact = {r["step"]: r for r in plain["ladder"]}["quantized, exact simulator"]
     exact_masked = {r["step"]: r for r in masked["ladder"]}["quantized, exact simulator"]
     assert exact_masked["input_synops_per_window"] < exact["input_synops_per_window"]
+
+
+def test_chip_comparison_splits_synops_by_cause_with_ratios_to_vanilla():
+    from asa_deploy.pipeline import chip_comparison
+
+    def exact(accuracy, spikes, synops, inputs):
+        return [{"step": "dynamic float", "accuracy": 1.0},
+                {"step": "quantized, exact simulator", "accuracy": accuracy,
+                 "spikes_per_window": spikes, "synops_per_window": synops,
+                 "input_synops_per_window": inputs, "network_synops_per_window": synops - inputs}]
+
+    text = chip_comparison({"vanilla": exact(0.9, 2000, 1000, 750),
+                            "ASA": exact(0.8, 1000, 850, 750)}, "speck2f", 5)
+    lines = {line.strip().split("  ")[0]: line for line in text.splitlines() if line}
+    assert lines["spikes / window"].split()[-1] == "x0.50"
+    assert lines["synops / window"].split()[-1] == "x0.85"
+    assert lines["input-driven"].split()[-1] == "x1.00"
+    assert lines["network-driven"].split()[-1] == "x0.40"
+    assert "75% of vanilla's synops are input-driven" in text
