@@ -7,8 +7,9 @@ Every point is one deployment on speck2f, measured the same way: `asa-deploy tra
 network, epochs and seed for every point; `--synops-weight W`), then `asa-deploy fold --chip speck2f
 --kill-hot-pixels --synops-weight W` (the same W in the quantization-aware fine-tuning), whose last
 rung runs the `exact` simulator on the run's validation split. The knobs that trade accuracy for
-cost are swept for both methods alike: the cost weight W and the first layer's channels (`--param`,
-which sets the input-driven synops per event); ASA runs are also folded with DVS pixel kills from
+cost are swept for both methods alike: the cost weight W, the first layer's channels (`--param`,
+which sets the input-driven synops per event) and the neuron trained (`--neuron iaf`: chip-native
+training, no LIF -> IAF conversion at fold); ASA runs are also folded with DVS pixel kills from
 the first attention layer's calibrated map, keeping a share K of the pixels (`--input-mask
 --input-mask-keep K`), the attention at the input that only ASA has.
 
@@ -40,36 +41,36 @@ PRESETS = {
     "synthetic": {"train": ["--data", "synthetic:gesture", "--model", "dvs-small", "--epochs", "15",
                             "--batch-size", "8", "--eval-windows", "5"],
                   "fold": ["--eval-windows", "5"],
-                  "params": [[], ["--param", "c1=8"]],
+                  "variants": [[], ["--param", "c1=8"], ["--neuron", "iaf"]],
                   "weights": [0.0, 2.0, 8.0], "keeps": [0.5, 0.3]},
     # as the ladder's N-MNIST source runs (benchmarks/fold_ladder.sh)
     "nmnist": {"train": ["--data", f"nmnist:{ROOT.parent / 'shared/data/nmnist-small'}", "--model",
                          "nmnist-speck-lif", "--epochs", "12", "--n-val", "200",
                          "--eval-windows", "2"],
                "fold": ["--eval-windows", "2"],
-               "params": [[], ["--param", "c1=8"]],
+               "variants": [[], ["--param", "c1=8"], ["--neuron", "iaf"]],
                "weights": [0.0, 2.0, 8.0], "keeps": [0.5, 0.3]},
     # a smoke check of the script itself (seconds; the points mean nothing)
     "tiny": {"train": ["--data", "synthetic:gesture-tiny", "--model", "dvs-small", "--epochs", "2",
                        "--batch-size", "4", "--eval-windows", "2"],
              "fold": ["--eval-windows", "2", "--finetune-epochs", "1"],
-             "params": [[]], "weights": [0.0, 8.0], "keeps": [0.5]},
+             "variants": [[]], "weights": [0.0, 8.0], "keeps": [0.5]},
 }
 ACCURACY_SLACK = 0.01  # "within 1 point"
 GOAL = 0.5
 
 
-def train_point(runs: Path, preset: dict, attention: str, params: list[str], weight: float,
+def train_point(runs: Path, preset: dict, attention: str, variant: list[str], weight: float,
                 seed: int) -> dict:
-    tag = "-".join([attention, *(p.replace("=", "_") for p in params[1::2]), f"w{weight:g}"])
+    tag = "-".join([attention, *(v.replace("=", "_") for v in variant[1::2]), f"w{weight:g}"])
     out = runs / tag
-    command = [*asa_deploy(), "train", *preset["train"], *params, "--attention", attention,
+    command = [*asa_deploy(), "train", *preset["train"], *variant, "--attention", attention,
                "--synops-weight", f"{weight:g}", "--seed", str(seed), "--no-progress",
                "--out", str(out)]
     if not (out / "model.pt").is_file():
         out.mkdir(parents=True, exist_ok=True)
         run(command, out.parent / f"{tag}.train.log")
-    return {"run": out, "tag": tag, "attention": attention, "params": params[1::2],
+    return {"run": out, "tag": tag, "attention": attention, "variant": " ".join(variant),
             "synops_weight": weight, "train_command": shown(command)}
 
 
@@ -200,7 +201,7 @@ def main() -> int:
     keeps = [float(k) for k in args.keeps.split(",")] if args.keeps else preset["keeps"]
     runs = args.runs or ROOT / "runs" / "fronts" / args.preset
     runs.mkdir(parents=True, exist_ok=True)
-    grid = list(itertools.product(args.attentions.split(","), preset["params"], weights))
+    grid = list(itertools.product(args.attentions.split(","), preset["variants"], weights))
     with ThreadPoolExecutor(args.jobs) as pool:
         trained = list(pool.map(lambda g: train_point(runs, preset, *g, args.seed), grid))
         folds = [(t, None) for t in trained]
