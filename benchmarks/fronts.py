@@ -133,6 +133,12 @@ def goal(points: list[dict]) -> dict:
         ratio = best[cost] / ref[cost] if best else None
         result[cost] = {"best_asa_point": best["name"] if best else None, "ratio": ratio,
                         "met": ratio is not None and ratio <= GOAL}
+        # the same cut inside the vanilla front: do the knobs alone (weights, fewer channels,
+        # IAF) do what ASA does?
+        plain = min((p for p in vanilla if p["accuracy"] >= ref["accuracy"] - ACCURACY_SLACK - 1e-9),
+                    key=lambda p: p[cost])
+        result[cost]["cheapest_vanilla_within_slack"] = {"name": plain["name"],
+                                                        "ratio": plain[cost] / ref[cost]}
         # what the cheapest ASA point at any accuracy reaches, to show how far the goal is
         cheapest = min(asa, key=lambda p: p[cost])
         result[cost]["cheapest_asa_point"] = {"name": cheapest["name"],
