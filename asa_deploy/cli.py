@@ -9,21 +9,43 @@ import sys
 from pathlib import Path
 
 from asa_deploy import __version__, cli_args
-from asa_deploy.defaults import HOT_PIXEL_FACTOR, TEST_WINDOWS
+from asa_deploy.defaults import AMP_MODES, HOT_PIXEL_FACTOR, TEST_WINDOWS
 from asa_deploy.errors import AsaDeployError
 
 DATA_HELP = ("data spec: nmnist:PATH, dvsgesture:PATH, events:PATH (folder with labels.csv) or "
              "synthetic:NAME (built in, the default)")
 WINDOWS_HELP = "test windows per recording, majority vote (the paper: 10; see asa_deploy.defaults)"
+DEVICE_HELP = ("where torch computes: auto (a GPU when torch sees one, else the CPU), cpu, cuda or "
+               "cuda:N; a GPU torch cannot see is an error, never a silent CPU run")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows defaults and keeps the example epilog's line breaks."""
 
 
+def _add_cache_args(p: argparse.ArgumentParser) -> None:
+    """Where the command's decoded recordings live (asa_deploy.data.cache); read by ``_cache``."""
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--cache-dir", type=cli_args.out_dir, default=None, metavar="DIR",
+                       help="folder of the decoded-event cache: each recording decoded once into "
+                            "a memory-mapped file, shared by later runs and torchrun ranks, so RAM "
+                            "stays bounded; None: DATA_FOLDER/.asa_deploy_cache when writable, "
+                            "else $XDG_CACHE_HOME/asa_deploy (~/.cache/asa_deploy), else memory "
+                            "with a warning")
+    where.add_argument("--no-cache", action="store_true",
+                       help="keep decoded recordings in memory, decoded again by every run "
+                            "(nothing written)")
+
+
+def _cache(args):
+    """``open_dataset``'s ``cache`` from ``_add_cache_args``' options."""
+    return False if args.no_cache else args.cache_dir or True
+
+
 def _add_train_args(p: argparse.ArgumentParser, *, with_model_defaults: bool = True) -> None:
     p.add_argument("--data", type=cli_args.data_spec, default="synthetic:gesture",
                    help=DATA_HELP)
+    _add_cache_args(p)
     if with_model_defaults:
         p.add_argument("--model", type=cli_args.model_spec, default="dvs-small",
                        help="model spec name (see `asa-deploy models`) or YAML path")
@@ -82,6 +104,15 @@ def _add_train_args(p: argparse.ArgumentParser, *, with_model_defaults: bool = T
                    help="with --synops-weight: penalise only the synops per window (input- plus "
                         "network-driven) above this budget; the log says whether it was met and "
                         "the best reached")
+    p.add_argument("--device", type=cli_args.torch_device, default="auto",
+                   help=DEVICE_HELP + "; under torchrun cuda means each process's "
+                                      "cuda:LOCAL_RANK (NCCL), the CPU uses gloo")
+    p.add_argument("--workers", type=cli_args.non_negative_int, default=0,
+                   help="DataLoader processes that frame the data (training and validation "
+                        "windows) off the training thread; the result is the same for any number")
+    p.add_argument("--amp", choices=AMP_MODES, default="off",
+                   help="mixed precision of the forward pass: bf16 (CPU or GPU) or fp16 (GPU only, "
+                        "with loss scaling); off: float32")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -98,7 +129,7 @@ def _config(args, **overrides):
         neuron=args.neuron,
         asa_lambda=args.asa_lambda, asa_r=args.asa_r, recipe=args.recipe,
         release_masks=args.release_masks, synops_weight=args.synops_weight,
-        synops_budget=args.synops_budget)
+        synops_budget=args.synops_budget, device=args.device, workers=args.workers, amp=args.amp)
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -106,7 +137,8 @@ def _config(args, **overrides):
 def cmd_train(args) -> int:
     from asa_deploy.train import train
 
-    metrics = train(_config(args), Path(args.out), progress=not args.no_progress)
+    metrics = train(_config(args), Path(args.out), progress=not args.no_progress,
+                    cache=_cache(args))
     val = metrics["val"]
     if val is None:
         print(f"last epoch {metrics['best_epoch']} kept (no validation split) -> "
@@ -122,7 +154,7 @@ def cmd_evaluate(args) -> int:
     from asa_deploy.train import evaluate_run
 
     result, path = evaluate_run(args.run_dir, args.data, windows=args.eval_windows,
-                                progress=not args.json)
+                                progress=not args.json, device=args.device, cache=_cache(args))
     if args.json:
         print(json.dumps(result))
         return 0
@@ -141,7 +173,8 @@ def cmd_analyze(args) -> int:
 
     runs = [Path(args.run_dir), *map(Path, args.compare)]
     summaries = analyze_runs(runs, data=args.data, windows=args.windows,
-                             max_samples=args.max_samples, figures_dir=args.figures)
+                             max_samples=args.max_samples, figures_dir=args.figures,
+                             cache=_cache(args))
     print(comparison_table(summaries))
     for summary in summaries.values():
         print(f"{summary['data']}, {args.windows} windows per recording -> {summary['file']}")
@@ -153,7 +186,8 @@ def cmd_quickstart(args) -> int:
     from asa_deploy.pipeline import quickstart
 
     quickstart(args.out, _config(args), args.attention, chip=args.chip,
-               finetune_epochs=args.finetune_epochs, progress=not args.no_progress)
+               finetune_epochs=args.finetune_epochs, progress=not args.no_progress,
+               cache=_cache(args))
     return 0
 
 
@@ -185,7 +219,7 @@ def cmd_compile(args) -> int:
         return 0 if ok else 1
     compiled = compile_run(run_dir, args.chip, bias_policy=args.bias, use_sensor=not args.no_dvs,
                            use_folded=not args.unfolded, kill_hot_pixels=args.kill_hot_pixels,
-                           hot_pixel_factor=args.hot_pixel_factor)
+                           hot_pixel_factor=args.hot_pixel_factor, cache=_cache(args))
     print(format_table(compiled.mapping.table(spec)))
     for q in compiled.quantized:
         st = q.stats
@@ -221,7 +255,7 @@ def cmd_fold(args) -> int:
                       finetune_epochs=args.finetune_epochs,
                       finetune_lr=args.finetune_lr, finetune_loss=args.finetune_loss,
                       synops_weight=args.synops_weight, synops_budget=args.synops_budget,
-                      seed=args.seed, progress=not args.no_progress)
+                      seed=args.seed, progress=not args.no_progress, cache=_cache(args))
     print(f"{args.run_dir} ({report['attention']}) on {report['chip']}: strategy "
           f"{report['strategy']}; accuracy per recording on the validation split, "
           f"{args.eval_windows} windows per recording")
@@ -273,6 +307,12 @@ def cmd_export(args) -> int:
 def cmd_camera(args) -> int:
     import time
 
+    if args.jobs > 1 and args.device:
+        raise AsaDeployError("--jobs replays several recordings at once (--replay FILE [FILE ...]); "
+                             "a device is one camera: drop --jobs")
+    if args.jobs > 1 and args.realtime:
+        raise AsaDeployError("--realtime paces each replay to the wall clock, one file after "
+                             "another; --jobs would play them at once: drop --jobs or --realtime")
     if args.device:
         from asa_deploy.device.samna_adapter import require_samna
 
@@ -280,36 +320,60 @@ def cmd_camera(args) -> int:
     from asa_deploy import io, provenance
     from asa_deploy.chip.compile import CHIP_CONFIG
     from asa_deploy.chip.config import ChipConfig
-    from asa_deploy.device.camera import DeviceCamera, ReplayCamera, summarize
+    from asa_deploy.device.camera import DeviceCamera, replay_files, summarize, window_spec
 
     run = Path(args.run_dir)
     provenance.require_current(run, CHIP_CONFIG)
     config = ChipConfig.load(run / CHIP_CONFIG)
+    frames = window_spec(config)
+    several = bool(args.replay) and len(args.replay) > 1
+
+    def show(path, d) -> None:
+        if args.json:
+            return
+        latency = (f"{d.first_spike_latency_ms:6.1f} ms" if d.first_spike_latency_ms is not None
+                   else "     -   ")
+        where = f"{path.name} " if several else ""
+        print(f"[{where}{d.index * frames.T * frames.dt_us / 1e6:7.2f} s] {d.class_name:>16s}  "
+              f"out {d.output_spikes:5d}  spikes {d.spikes:8,d}  events {d.input_events:7,d}  "
+              f"first spike {latency}  decided in {d.decision_ms:5.1f} ms", flush=True)
+
+    def header(source: str) -> None:
+        print(f"{source} on {config.chip}: one decision per {frames.T} x {frames.dt_us / 1000:g} ms "
+              f"window", flush=True)
+
     if args.replay:
-        camera = ReplayCamera(config, args.replay, realtime=args.realtime)
-        source, duration = f"replay of {args.replay} (exact simulator)", camera.duration_s
+        source = (f"replay of {len(args.replay)} recordings" if several
+                  else f"replay of {args.replay[0]}") + " (exact simulator)"
+        header(source + (f", {min(args.jobs, len(args.replay))} jobs" if several else ""))
+        start = time.perf_counter()
+        replays = list(replay_files(config, args.replay, jobs=args.jobs, realtime=args.realtime,
+                                    on_decision=show))
+        decisions = [d for r in replays for d in r.decisions]
+        duration = sum(r.duration_s for r in replays)
+        wall = time.perf_counter() - start if several else replays[0].wall_seconds
+        extra = {"recordings": [r.summary() for r in replays]} if several else {}
     else:
         camera = DeviceCamera(config, args.device, duration_s=args.seconds, **_board_options(args))
         source, duration = f"device {args.device}", camera.n_windows * camera.window_us / 1e6
-    print(f"{source} on {config.chip}: one decision per {camera.frames.T} x "
-          f"{camera.frames.dt_us / 1000:g} ms window", flush=True)
-    decisions, start = [], time.perf_counter()
-    for d in camera:
-        decisions.append(d)
-        if not args.json:
-            latency = (f"{d.first_spike_latency_ms:6.1f} ms" if d.first_spike_latency_ms is not None
-                       else "     -   ")
-            print(f"[{(d.t_start_us - decisions[0].t_start_us) / 1e6:7.2f} s] {d.class_name:>16s}  "
-                  f"out {d.output_spikes:5d}  spikes {d.spikes:8,d}  events {d.input_events:7,d}  "
-                  f"first spike {latency}  decided in {d.decision_ms:5.1f} ms", flush=True)
-    summary = {"source": source, "chip": config.chip,
-               **summarize(decisions, time.perf_counter() - start, duration),
-               **({"runtime": camera.session.describe()} if args.device else {}),
+        header(source)
+        decisions, start = [], time.perf_counter()
+        for d in camera:
+            decisions.append(d)
+            show(None, d)
+        wall, extra = time.perf_counter() - start, {"runtime": camera.session.describe()}
+    totals = summarize(decisions, wall, duration)
+    if several:
+        del totals["decisions"]  # each recording's are in its entry of "recordings"
+    summary = {"source": source, "chip": config.chip, **totals, **extra,
                provenance.KEY: provenance.record(run, [CHIP_CONFIG], source=source)}
     io.write_json(run / "camera.json", summary)
     if args.json:
-        print(json.dumps({k: v for k, v in summary.items() if k != "decisions"}))
+        print(json.dumps({k: v for k, v in summary.items() if k not in ("decisions", "recordings")}))
         return 0
+    for entry in extra.get("recordings", []):
+        print(f"{entry['file']}: {entry['windows']} windows ({entry['silent_windows']} silent): "
+              f"{entry['predictions']}")
     print(f"{summary['windows']} windows ({summary['silent_windows']} silent): {summary['predictions']}")
     print(f"first-spike latency {summary['mean_first_spike_latency_ms'] or float('nan'):.1f} ms, "
           f"decision {summary['mean_decision_ms']:.1f} ms on the host; "
@@ -338,7 +402,8 @@ def cmd_deploy(args) -> int:
     summary = deploy_run(args.run_dir, args.device, data=args.data, windows=args.windows,
                          max_recordings=args.max_recordings, pixel_kill=args.pixel_kill,
                          power=not args.no_power, monitor=args.monitor,
-                         monitor_out=args.monitor_out, **_board_options(args))
+                         monitor_out=args.monitor_out, cache=_cache(args),
+                         **_board_options(args))
     power = (f"power {summary['power_mw']} mW" if "power_mw" in summary
              else f"power not measured ({summary.get('power_error')})")
     accuracy = "-" if summary["accuracy"] is None else f"{summary['accuracy']:.4f}"
@@ -367,7 +432,8 @@ def cmd_simulate(args) -> int:
     summary = simulate_run(args.run_dir, args.data, engine=args.engine, windows=args.windows,
                            max_recordings=args.max_recordings, progress=not args.json,
                            monitor=args.monitor, monitor_out=args.monitor_out,
-                           whole_recordings=args.whole_recordings)
+                           whole_recordings=args.whole_recordings, jobs=args.jobs,
+                           cache=_cache(args))
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -420,7 +486,7 @@ def cmd_import(args) -> int:
     record = import_model(args.model, args.out, data=args.data, input_shape=args.input_shape,
                           dt=args.dt, reset=args.reset, floor=args.floor, T=args.T,
                           dt_us=round(args.dt_ms * 1000) if args.dt_ms is not None else None,
-                          downsample=args.downsample)
+                          downsample=args.downsample, cache=_cache(args))
     info, data = record["import"], record["data"]
     shape = "x".join(str(record["model_spec"]["input"][k]) for k in ("channels", "height", "width"))
     print(f"{args.model} ({info['format']}): input {shape}, {record['num_classes']} classes "
@@ -499,6 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     def data(p, default_help):
         p.add_argument("--data", type=cli_args.data_spec, default=None,
                        help=f"{DATA_HELP}; None: {default_help}")
+        _add_cache_args(p)
 
     def chip(p, help_text="hw_config name (speck2f, speck2e, dynapcnn) or path of a .toml file"):
         p.add_argument("--chip", type=cli_args.chip, default="speck2f", help=help_text)
@@ -540,6 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
     data(p, "the run's validation split")
     windows(p, "--eval-windows", "--windows")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    p.add_argument("--device", type=cli_args.torch_device, default="auto", help=DEVICE_HELP)
     p.set_defaults(func=cmd_evaluate)
 
     p = command("analyze", "redundancy analysis (NASFR, T/C-SFR, spike and ghost features, MPD, "
@@ -573,6 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     chip(p)
     p.add_argument("--calib", type=cli_args.data_spec, default=None,
                    help=DATA_HELP + "; None: the run's own training split")
+    _add_cache_args(p)
     p.add_argument("--calib-recordings", type=cli_args.positive_int, default=64,
                    help="recordings to calibrate on")
     windows(p, "--eval-windows", "--windows")
@@ -618,6 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unfolded", action="store_true",
                    help="compile model.pt even when the fold stage wrote folded.pt")
     hot_pixel_args(p)
+    _add_cache_args(p)  # --kill-hot-pixels reads the run's training split
     p.set_defaults(func=cmd_compile)
 
     p = command("export", "write the run's chip layers (folded.pt, else model.pt) as RUN_DIR/model.nir "
@@ -635,11 +705,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "simulator (--replay); writes RUN_DIR/camera.json")
     run_dir(p)
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--replay", type=cli_args.existing_file,
-                        help="recording (.bin, .npy/.npz, .aedat4)")
+    source.add_argument("--replay", type=cli_args.existing_file, nargs="+", metavar="FILE",
+                        help="recording(s) (.bin, .npy/.npz, .aedat4); several are replayed one "
+                             "after another, or --jobs N at a time")
     source.add_argument("--device", type=cli_args.device,
                         help="board KIND[:INDEX], e.g. speck2fdevkit:0 (needs the real samna)")
     p.add_argument("--realtime", action="store_true", help="pace the replay to the wall clock")
+    p.add_argument("--jobs", type=cli_args.positive_int, default=1, metavar="N",
+                   help="replay N recordings at once in worker processes (each file's decisions "
+                        "as when it is replayed alone; not with --realtime)")
     p.add_argument("--seconds", type=cli_args.positive_float, default=10.0,
                    help="how long to listen to a device")
     p.add_argument("--json", action="store_true", help="print only the summary as JSON")
@@ -663,6 +737,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--monitor-out", type=cli_args.out_file, default=None, metavar="FILE",
                    help="where --monitor writes (e.g. one file per engine, to compare them); "
                         "None: RUN_DIR/monitor.npz")
+    p.add_argument("--jobs", type=cli_args.positive_int, default=1, metavar="N",
+                   help="simulate in N worker processes, over contiguous chunks of the windows; "
+                        "sim.json and the monitor file are identical for any N, only the timing "
+                        "differs (more than the CPU cores is allowed, with a warning)")
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     p.set_defaults(func=cmd_simulate)
 
@@ -716,6 +794,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"the data the model expects ({DATA_HELP}): its sensor, class names and "
                         f"framing go into the run; None: a sensor of the input's size, classes "
                         f"0..K-1, and simulate needs --data")
+    _add_cache_args(p)
     p.add_argument("--input-shape", type=cli_args.input_shape, default=None, metavar="C,H,W",
                    help="the network's input, for a torch model or a NIR graph with a flat input; "
                         "None: the graph's Input node (a torch model with --data: the sensor)")

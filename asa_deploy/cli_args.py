@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from asa_deploy.defaults import hw_configs_dir, models_dir
+from asa_deploy.defaults import TORCH_DEVICE, hw_configs_dir, models_dir
 
 DATA_SCHEMES = ("nmnist", "dvsgesture", "events", "synthetic")  # as asa_deploy.data.datasets.SCHEMES
 PATH_SCHEMES = ("nmnist", "dvsgesture", "events")
@@ -198,6 +198,17 @@ def device(text: str) -> str:
     if _DEVICE.fullmatch(text.strip()):
         return text
     raise argparse.ArgumentTypeError(f"must be KIND[:INDEX], e.g. speck2fdevkit:0, got {text!r}")
+
+
+def torch_device(text: str) -> str:
+    """Where torch computes: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``. Only the spelling is checked
+    here (torch is not imported while parsing); whether torch sees that GPU is checked when the
+    command starts (asa_deploy.train.accelerator.resolve_device)."""
+    value = text.strip().lower()
+    if re.fullmatch(TORCH_DEVICE, value):
+        return value
+    raise argparse.ArgumentTypeError(
+        f"must be auto, cpu, cuda or cuda:N (N a GPU index, e.g. cuda:0), got {text!r}")
 
 
 def monitor_cores(text: str) -> tuple[int, ...] | str:

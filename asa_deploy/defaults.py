@@ -12,6 +12,13 @@ analyze, fold's ladder, simulate and deploy. The paper evaluates 10 windows; 5 k
 event-driven simulator affordable on 2 CPU cores. One value everywhere, so that accuracies and
 figures from different commands describe the same windows and can be compared."""
 
+TORCH_DEVICE = r"auto|cpu|cuda(:[0-9]+)?"
+"""``--device`` (where torch computes): auto (a GPU when torch sees one, else the CPU), cpu, cuda
+(under torchrun: the GPU of the process's local rank) or cuda:N."""
+
+AMP_MODES = ("off", "bf16", "fp16")
+"""``--amp``: float32 throughout, or torch.autocast to bfloat16 (CPU and GPU) or float16 (GPU)."""
+
 HOT_PIXEL_FACTOR = 10.0
 """A hot pixel fires more than this many times its neighbours' median rate (plus a margin; see
 asa_deploy.data.hot_pixels)."""

@@ -19,6 +19,9 @@ class BadRecordingError(AsaDeployError):
         self.problem = problem
         super().__init__(f"{self.source}: {problem}")
 
+    def __reduce__(self):  # rebuilt from both fields when a worker process hands it back
+        return type(self), (self.source, self.problem)
+
 
 class ArtifactError(AsaDeployError):
     """An artifact file (``model.pt``, ``chip_config.json``, ...) that is missing, truncated, corrupt
@@ -45,3 +48,7 @@ class ChipConfigError(AsaDeployError):
 
 class CompileError(AsaDeployError):
     """A network the chip cannot run: an unsupported layer, a design-rule violation or no mapping."""
+
+
+class ComputeDeviceError(AsaDeployError):
+    """A torch device (``--device``) or precision (``--amp``) this machine or torch build cannot run."""

@@ -20,6 +20,7 @@ from asa_deploy.chip.compile import (
 from asa_deploy.chip.sim import simulate
 from asa_deploy.chip.simulate import event_windows, recording_accuracy, simulate_run
 from asa_deploy.chip.spec import ChipSpec, load_chip_spec
+from asa_deploy.data import CacheSetting
 from asa_deploy.data.hot_pixels import FACTOR, detect_in_split
 from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.errors import CompileError
@@ -41,10 +42,11 @@ def load_network_for_compile(run_dir: str | Path):
 
 def compile_run(run_dir: str | Path, chip: str, *, bias_policy: str | None = None,
                 use_sensor: bool = True, use_folded: bool = True, kill_hot_pixels: bool = False,
-                hot_pixel_factor: float = FACTOR) -> CompiledNetwork:
+                hot_pixel_factor: float = FACTOR, cache: CacheSetting = None) -> CompiledNetwork:
     """Compile ``RUN_DIR/folded.pt`` (the fold stage's chip layers) when present and
     ``use_folded``, else the trained ``model.pt``; writes ``chip_config.json`` and ``mapping.json``.
-    ``kill_hot_pixels``: find hot pixels in the run's training split and kill them on the chip."""
+    ``kill_hot_pixels``: find hot pixels in the run's training split and kill them on the chip;
+    ``cache``: where its decoded recordings live (``open_dataset``)."""
     run_dir = Path(run_dir)
     spec = load_chip_spec(chip)
     model, artifact, input_shape, sensor = load_network_for_compile(run_dir)
@@ -59,12 +61,14 @@ def compile_run(run_dir: str | Path, chip: str, *, bias_policy: str | None = Non
     return _compile_and_write(run_dir, model, spec, source=source.name,
                               artifact=artifact, input_shape=input_shape,
                               sensor=sensor if use_sensor else None, bias_policy=bias_policy,
-                              kill_hot_pixels=kill_hot_pixels, hot_pixel_factor=hot_pixel_factor)
+                              kill_hot_pixels=kill_hot_pixels, hot_pixel_factor=hot_pixel_factor,
+                              cache=cache)
 
 
 def _compile_and_write(run_dir: Path, network, spec: ChipSpec, *, source: str, artifact: dict,
                        input_shape, sensor, bias_policy: str | None, kill_hot_pixels: bool,
-                       hot_pixel_factor: float, extra_meta: dict | None = None) -> CompiledNetwork:
+                       hot_pixel_factor: float, extra_meta: dict | None = None,
+                       cache: CacheSetting) -> CompiledNetwork:
     """Compile ``network`` (made from ``run_dir/source``) and write ``chip_config.json`` and
     ``mapping.json``, both recording the file they were made from."""
     data = artifact["data"]
@@ -77,7 +81,7 @@ def _compile_and_write(run_dir: Path, network, spec: ChipSpec, *, source: str, a
     if data["frame_spec"].get("binarize"):
         meta["warning"] = ("trained on binarized frames; the chip sums every event, so expect a "
                            "gap until fine-tuned without binarize")
-    hot = _hot_pixels(data, kill_hot_pixels, hot_pixel_factor, meta, spec)
+    hot = _hot_pixels(data, kill_hot_pixels, hot_pixel_factor, meta, spec, cache)
     compiled = compile_network(network, spec, input_shape=input_shape, sensor=sensor,
                                bias_policy=bias_policy, class_names=list(data["class_names"]),
                                meta=meta, hot_pixels=hot)
@@ -92,13 +96,13 @@ def _require_pixel_kill(spec: ChipSpec) -> None:
                            f"input_pixel_kill in {spec.path}); drop the option or use a Speck chip")
 
 
-def _hot_pixels(data: dict, kill: bool, factor: float, meta: dict,
-                spec: ChipSpec) -> list[tuple[int, int]] | None:
+def _hot_pixels(data: dict, kill: bool, factor: float, meta: dict, spec: ChipSpec,
+                cache: CacheSetting) -> list[tuple[int, int]] | None:
     """The run's hot pixels (training split) when asked for, recorded in ``meta``."""
     if not kill:
         return None
     _require_pixel_kill(spec)
-    found = detect_in_split(data, factor=factor)
+    found = detect_in_split(data, factor=factor, cache=cache)
     meta["hot_pixels"] = found.to_dict()
     return found.pixels
 
@@ -120,23 +124,24 @@ def _sim_row(step: str, result) -> dict:
 
 def fold_run(run_dir: str | Path, chip: str = "speck2f", *, eval_windows: int = TEST_WINDOWS,
              bias_policy: str = "drop", progress: bool = False, kill_hot_pixels: bool = False,
-             hot_pixel_factor: float = FACTOR, **fold_options) -> dict:
+             hot_pixel_factor: float = FACTOR, cache: CacheSetting = None, **fold_options) -> dict:
     """The ``fold`` command: the fold stage (``asa_deploy.fold.stage.fold``: calibrate, fold,
     lower, fine-tune -> ``folded.pt``), then compile (``chip_config.json``, ``mapping.json``) and
-    both simulators on the validation split; the whole ladder goes to ``fold.json``."""
+    both simulators on the validation split; the whole ladder goes to ``fold.json``. ``cache``:
+    where decoded recordings live (``open_dataset``)."""
     run_dir = Path(run_dir)
     if kill_hot_pixels:
         _require_pixel_kill(load_chip_spec(chip))  # before minutes of calibration
     folded = fold(run_dir, chip, eval_windows=eval_windows, bias_policy=bias_policy,
-                  progress=progress, **fold_options)
+                  progress=progress, cache=cache, **fold_options)
     data, report, ladder = folded.artifact["data"], folded.report, folded.ladder
     compiled = _compile_and_write(
         run_dir, folded.layers, folded.spec, source=FOLDED, artifact=folded.artifact,
         input_shape=folded.input_shape, sensor=folded.sensor, bias_policy=bias_policy,
         kill_hot_pixels=kill_hot_pixels, hot_pixel_factor=hot_pixel_factor,
-        extra_meta={"fold_strategy": report["strategy"]})
+        extra_meta={"fold_strategy": report["strategy"]}, cache=cache)
     report["hot_pixels"] = compiled.config.meta.get("hot_pixels")  # killed in the quantized rungs
-    windows, _ = event_windows(compiled.config, None, windows=eval_windows)
+    windows, _ = event_windows(compiled.config, None, windows=eval_windows, cache=cache)
     for engine in ("fast", "exact"):
         result = simulate(compiled.config, windows, engine, progress=progress)
         ladder.append(_sim_row(f"quantized, {engine} simulator", result))
@@ -184,10 +189,11 @@ def chip_comparison(ladders: dict[str, list[dict]], chip: str, windows: int) -> 
 
 
 def quickstart(out: str | Path, config: TrainConfig, attention: str, *, chip: str = "speck2f",
-               finetune_epochs: int = 3, progress: bool = True) -> dict:
+               finetune_epochs: int = 3, progress: bool = True, cache: CacheSetting = None) -> dict:
     """Train vanilla and ``attention`` runs under ``out``, analyze both side by side, fold,
     compile and simulate both on ``chip`` (exact engine), and write the report; prints as it goes.
-    Returns the run directories, the analysis summaries, the ladders and the report's paths."""
+    Returns the run directories, the analysis summaries, the ladders and the report's paths.
+    ``cache``: where decoded recordings live (``open_dataset``)."""
     from dataclasses import replace
 
     from asa_deploy.analysis.stage import analyze_runs, attention_label, comparison_table
@@ -201,16 +207,16 @@ def quickstart(out: str | Path, config: TrainConfig, attention: str, *, chip: st
         print(f"== training {label} ({config.model} on {config.data}, {config.epochs} epochs)",
               flush=True)
         runs[label] = out / label
-        train(replace(config, attention=kind), runs[label], progress=progress)
+        train(replace(config, attention=kind), runs[label], progress=progress, cache=cache)
     print("== analyzing", flush=True)
     summaries = analyze_runs(list(runs.values()), windows=windows, figures_dir=out / "figures",
-                             progress=progress)
+                             progress=progress, cache=cache)
     ladders = {}
     for label, run in runs.items():
         print(f"== folding {label} onto {chip} (calibrate, fold, lower, fine-tune, compile, "
               f"simulate)", flush=True)
         ladders[label] = fold_run(run, chip, finetune_epochs=finetune_epochs,
-                                  eval_windows=windows, progress=progress)["ladder"]
+                                  eval_windows=windows, progress=progress, cache=cache)["ladder"]
     io.write_json(out / "quickstart.json", {"runs": {k: str(v) for k, v in runs.items()},
                                             "summaries": summaries, "ladders": ladders})
     print(comparison_table(summaries))
@@ -223,7 +229,7 @@ def quickstart(out: str | Path, config: TrainConfig, attention: str, *, chip: st
             print(f"  {label:8s} {row['step']:60s} {row['accuracy']:.3f}{synops}")
     print(chip_comparison(ladders, chip, windows))
     for run in runs.values():
-        simulate_run(run, engine="exact", windows=windows)
+        simulate_run(run, engine="exact", windows=windows, cache=cache)
     paths = write_report(list(runs.values()), out)
     print(f"\nrun directories: {', '.join(map(str, runs.values()))}; figures: {out / 'figures'}")
     print(f"report: {paths['html']}")

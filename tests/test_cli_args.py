@@ -105,6 +105,12 @@ BAD = [  # (argv after the command's RUN_DIR, if any; the option named; a fragme
     (["camera", "RUN", "--replay", "/no/such.npy"], "--replay", "no such file"),
     (["camera", "RUN", "--device", "speck2fdevkit:0", "--seconds", "0"], "--seconds", "> 0"),
     (["camera", "RUN", "--device", "speck 2f"], "--device", "must be KIND[:INDEX]"),
+    (["train", "--device", "gpu"], "--device", "must be auto, cpu, cuda or cuda:N"),
+    (["train", "--device", "cuda:"], "--device", "(N a GPU index, e.g. cuda:0), got 'cuda:'"),
+    (["train", "--device", "cuda:-1"], "--device", "got 'cuda:-1'"),
+    (["evaluate", "RUN", "--device", "tpu"], "--device", "must be auto, cpu, cuda or cuda:N"),
+    (["train", "--workers", "-1"], "--workers", "must be a non-negative integer, got -1"),
+    (["train", "--amp", "fp32"], "--amp", "invalid choice: 'fp32'"),
 ]
 
 
@@ -187,7 +193,7 @@ def test_good_values_parse_to_the_right_types(tmp_path):
     recording = tmp_path / "rec.npy"
     recording.write_bytes(b"")
     args = PARSER.parse_args(["camera", str(tmp_path), "--replay", str(recording)])
-    assert args.replay == recording and args.device is None
+    assert args.replay == [recording] and args.device is None and args.jobs == 1
     for device in ("speck2fdevkit:0", "speck2fdevkit", "dynapcnndevkit:12"):
         assert PARSER.parse_args(["deploy", str(tmp_path), "--device", device]).device == device
 
@@ -304,6 +310,7 @@ CONSTRAINTS = {
     "dt": lambda v: _is_float(v, lambda x: x > 0), "seconds": lambda v: _is_float(v, lambda x: x > 0),
     "apply_wait": lambda v: v is None or _is_float(v, lambda x: x >= 0),
     "slow_clk_hz": lambda v: v is None or _is_int(v, 1),
+    "workers": lambda v: _is_int(v, 0),
     "weight_decay": lambda v: _is_float(v, lambda x: x >= 0),
     "synops_weight": lambda v: _is_float(v, lambda x: x >= 0),
     "synops_budget": lambda v: v is None or _is_float(v, lambda x: x > 0),
@@ -317,7 +324,9 @@ CONSTRAINTS = {
     "compare": lambda v: all(isinstance(r, str) and os.path.isdir(r) for r in v),
     "out": lambda v: v is None or (isinstance(v, Path) and str(v) and _no_file_on_the_way(v)),
     "figures": lambda v: v is None or (isinstance(v, Path) and _no_file_on_the_way(v)),
-    "replay": lambda v: v is None or (isinstance(v, Path) and v.is_file()),
+    "cache_dir": lambda v: v is None or (isinstance(v, Path) and _no_file_on_the_way(v)),
+    "replay": lambda v: v is None or (v and all(isinstance(p, Path) and p.is_file() for p in v)),
+    "jobs": lambda v: _is_int(v, 1),
     "data": lambda v: v is None or _good_data(v), "calib": lambda v: v is None or _good_data(v),
     "model": lambda v: os.path.isfile(v) or os.path.isfile(cli_args.models_dir() / f"{v}.yaml"),
     "chip": lambda v: v in list_chips() or (v.endswith(".toml") and os.path.isfile(v)),
@@ -392,6 +401,8 @@ def _plausible_values(sandbox) -> dict[str, st.SearchStrategy[str]]:
         "monitor_cores": st.one_of(st.just("all"), st.lists(st.integers(0, 9), min_size=1, max_size=4)
                                    .map(lambda cores: ",".join(map(str, cores)))),
         "out_file": paths,
+        "torch_device": st.sampled_from(["auto", "cpu", "cuda", "cuda:0", "CUDA:1", " cpu ", "gpu",
+                                         "cuda:", "cuda:x", "mps"]),
     }
 
 

@@ -10,6 +10,7 @@ from asa_deploy import provenance
 from asa_deploy.analysis.collect import collect
 from asa_deploy.analysis.figures import plot_comparison
 from asa_deploy.analysis.report import summarize, write_analysis
+from asa_deploy.data import CacheSetting
 from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.train.loop import eval_set, load_run
 
@@ -20,18 +21,19 @@ def attention_label(kind: str) -> str:
 
 def analyze_runs(run_dirs: list[Path], *, data: str | None = None, windows: int = TEST_WINDOWS,
                  max_samples: int | None = None, figures_dir: Path | None = None,
-                 progress: bool = True) -> dict[str, dict]:
+                 progress: bool = True, cache: CacheSetting = None) -> dict[str, dict]:
     """Analyze each run on its validation split (or ``data``), write ``RUN/analysis.json`` (on other
     data ``analysis-<data>.json``, never over the run's own) and draw the runs side by side into
     ``figures_dir`` (default: the first run's ``figures/``, or ``figures-<data>/``).
 
-    ``windows`` test windows per recording (1: one sample per recording, as N-SFR counts samples).
+    ``windows`` test windows per recording (1: one sample per recording, as N-SFR counts samples);
+    ``cache``: where decoded recordings live (``open_dataset``).
     Returns {label: summary}, each with the ``file`` it was written to and the ``figures`` folder; labels are "vanilla" / the attention kind, suffixed when repeated.
     """
     summaries, records = {}, {}
     for run_dir in map(Path, run_dirs):
         model, artifact = load_run(run_dir)
-        dataset, described = eval_set(artifact, data, windows=windows)
+        dataset, described = eval_set(artifact, data, windows=windows, cache=cache)
         loader = DataLoader(dataset, batch_size=32)
         result = collect(model, loader, max_samples=max_samples, raw_bytes=256 * 2**20,
                          progress=progress)

@@ -26,8 +26,15 @@ from asa_deploy import provenance
 from asa_deploy.chip.compile import CHIP_CONFIG
 from asa_deploy.chip.config import ChipConfig
 from asa_deploy.chip.monitor import MONITOR_NPZ, Monitor, engine_of, select_cores
-from asa_deploy.chip.sim import EventWindow, SimResult, simulate
-from asa_deploy.data import FrameSpec, check_class_names, check_input_shape, open_dataset
+from asa_deploy.chip.sim import EventWindow, SimResult
+from asa_deploy.chip.sim.parallel import simulate_parallel
+from asa_deploy.data import (
+    CacheSetting,
+    FrameSpec,
+    check_class_names,
+    check_input_shape,
+    open_dataset,
+)
 from asa_deploy.data.framing import recording_accuracy as framing_recording_accuracy
 from asa_deploy.data.framing import test_window_starts
 from asa_deploy.defaults import TEST_WINDOWS
@@ -39,10 +46,11 @@ log = logging.getLogger("asa_deploy.simulate")
 
 
 def event_windows(config: ChipConfig, data: str | None = None, *, windows: int = TEST_WINDOWS,
-                  max_recordings: int | None = None,
-                  whole: bool = False) -> tuple[list[EventWindow], str]:
+                  max_recordings: int | None = None, whole: bool = False,
+                  cache: CacheSetting = None) -> tuple[list[EventWindow], str]:
     """Test windows of ``data`` (default: the compiled run's validation split), with a description;
-    ``whole``: one window per recording spanning all of it (``windows`` is then not used)."""
+    ``whole``: one window per recording spanning all of it (``windows`` is then not used);
+    ``cache``: where decoded recordings live (``open_dataset``)."""
     meta = config.meta
     if "frame_spec" not in meta:
         raise ChipConfigError("this chip_config.json has no frame_spec in its meta (compiled from a "
@@ -53,7 +61,7 @@ def event_windows(config: ChipConfig, data: str | None = None, *, windows: int =
         raise DataSpecError("this chip config was compiled from a model imported without --data, "
                             "so it names no data to simulate: pass --data SPEC")
     split = meta.get("split", {})
-    dataset = open_dataset(spec, seed=split.get("seed", 0))
+    dataset = open_dataset(spec, seed=split.get("seed", 0), cache=cache)
     target = f"the chip config of model {meta.get('model', '?')!r}"
     check_input_shape(dataset.sensor_size, None, config.input_shape(), target=target, data=spec,
                       fix=f"it was compiled for {meta.get('data_spec', 'other data')}; simulate "
@@ -121,7 +129,8 @@ def agreement(a: SimResult, b: SimResult) -> dict:
 def simulate_run(run_dir: str | Path, data: str | None = None, *, engine: str = "fast",
                  windows: int = TEST_WINDOWS, max_recordings: int | None = None,
                  progress: bool = False, monitor: Sequence[int] | str | None = None,
-                 monitor_out: str | Path | None = None, whole_recordings: bool = False) -> dict:
+                 monitor_out: str | Path | None = None, whole_recordings: bool = False,
+                 jobs: int = 1, cache: CacheSetting = None) -> dict:
     """Simulate ``RUN_DIR/chip_config.json`` and write ``RUN_DIR/sim.json`` (one key per engine;
     on other data ``sim-<data>.json``; returned as ``file``). Refuses a chip config made from a model that has changed
     since; another engine's entry is kept only while it describes the same config and windows.
@@ -131,20 +140,25 @@ def simulate_run(run_dir: str | Path, data: str | None = None, *, engine: str = 
     returned as ``monitor_file``); a core the config does not use is refused before simulating.
 
     ``whole_recordings``: one window per recording spanning it (see the module docstring); the
-    entry records ``windows_per_recording`` 1 and ``whole_recordings`` true."""
+    entry records ``windows_per_recording`` 1 and ``whole_recordings`` true.
+
+    ``jobs``: processes to simulate in (``chip.sim.parallel``); every count, and so ``sim.json`` and
+    the monitor file, is the same for any number, only the timing differs (``jobs`` is recorded).
+
+    ``cache``: where decoded recordings live (``open_dataset``)."""
     run_dir = Path(run_dir)
     provenance.require_current(run_dir, CHIP_CONFIG)
     config = ChipConfig.load(run_dir / CHIP_CONFIG)
     cores = [] if monitor is None else select_cores(config, monitor, str(run_dir / CHIP_CONFIG))
     items, described = event_windows(config, data, windows=windows, max_recordings=max_recordings,
-                                     whole=whole_recordings)
+                                     whole=whole_recordings, cache=cache)
     if whole_recordings:
         windows = 1
-    result = simulate(config, items, engine, progress=progress, monitor=cores)
+    result = simulate_parallel(config, items, engine, jobs, progress=progress, monitor=cores)
     facts = {"data": data or config.meta.get("data_spec"), "windows": windows,
              "max_recordings": max_recordings, "whole_recordings": whole_recordings}
     summary = {"data": described, "chip": config.chip, "windows_per_recording": windows,
-               "whole_recordings": whole_recordings, **result.to_dict(),
+               "whole_recordings": whole_recordings, **result.to_dict(), "jobs": jobs,
                "recording_accuracy": recording_accuracy(result),
                provenance.KEY: provenance.record(run_dir, [CHIP_CONFIG], engine=engine, **facts)}
     path = run_dir / provenance.data_artifact(SIM_JSON, data, config.meta.get("data_spec", ""))

@@ -1,5 +1,6 @@
 """Event datasets (tonic underneath), framing into T bins, RCS and test windows, splits."""
 
+from asa_deploy.data.cache import CacheSetting
 from asa_deploy.data.datasets import (
     EventDataset,
     RecordingSource,
@@ -25,6 +26,7 @@ from asa_deploy.data.splits import stratified_split
 
 __all__ = [
     "EVENT_DTYPE",
+    "CacheSetting",
     "EventDataset",
     "FrameSpec",
     "FramedDataset",

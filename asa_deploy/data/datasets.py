@@ -1,4 +1,4 @@
-"""Event datasets named by a URI-like spec, decoded once and kept in memory.
+"""Event datasets named by a URI-like spec, decoded once and kept in memory or in a disk cache.
 
 Specs (``open_dataset``):
 
@@ -49,7 +49,9 @@ frame spec uses T=10 bins over the median recording duration, downsampled to at 
 Every recording is decoded and validated once, in the constructor: a bad file (truncated, corrupt,
 outside the sensor, empty, timestamps going backwards, unknown label) is logged on the
 ``asa_deploy.data`` logger, recorded in ``EventDataset.skipped`` and left out; only a dataset with no
-usable recording at all is an error.
+usable recording at all is an error. With ``open_dataset(..., cache=...)`` the decoded recordings
+and the validation results go to a disk cache (asa_deploy.data.cache) and are memory-mapped, so
+RAM stays bounded and later runs neither decode nor validate again; without it they stay in RAM.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ import numpy as np
 import tonic.datasets
 from tqdm import tqdm
 
-from asa_deploy.data.events import EVENT_DTYPE, SensorSize, as_events, check_events
+from asa_deploy.data.cache import Cached, CacheSetting, DiskCache, InMemory, decode, open_cache
+from asa_deploy.data.events import SensorSize
 from asa_deploy.data.framing import FrameSpec
 from asa_deploy.data.readers import READERS, read_bin40, read_recording
 from asa_deploy.errors import BadRecordingError, DataSpecError
@@ -131,11 +134,12 @@ class RecordingSource:
 
 
 class EventDataset(Sequence):
-    """Labelled recordings decoded once into memory: ``dataset[i] -> (events, label)``.
+    """Labelled recordings decoded once: ``dataset[i] -> (events, label)``.
 
     Decoding in the constructor makes every later epoch free of parsing and surfaces bad files
-    before training starts. The cached event arrays are read-only, so a transform cannot
-    silently change the data seen by later epochs.
+    before training starts. Each recording is held in memory or, with a ``cache``, as a file of
+    the disk cache memory-mapped on access; either way the event arrays are read-only, so a
+    transform cannot silently change the data seen by later epochs.
     """
 
     def __init__(
@@ -147,32 +151,35 @@ class EventDataset(Sequence):
         sensor_size: SensorSize | None,
         frame_spec: FrameSpec | None,
         location: str,
+        cache: DiskCache | None = None,
     ):
         """``sensor_size`` / ``frame_spec`` of ``None`` are inferred from the data (and logged);
-        ``location`` names the folder in errors."""
+        ``location`` names the folder in errors; ``cache`` (None: memory) holds the recordings."""
         self.spec = spec
         self.class_names = list(class_names)
         self.skipped: list[tuple[str, str]] = []
         recordings = list(recordings)
         class_index = {name: i for i, name in enumerate(self.class_names)}
-        decoded: list[tuple[RecordingSource, np.ndarray, int]] = []
+        decoded: list[tuple[RecordingSource, InMemory | Cached, int]] = []
         for rec in tqdm(recordings, desc=f"decoding {spec}", unit="file", disable=None):
             try:
                 label = _label_index(rec.label, class_index, rec.source, rec.label_from)
-                events = rec.load()
-                if events.dtype != EVENT_DTYPE:
-                    events = as_events(events, rec.source)
+                recording = (
+                    cache.decode(rec.source, rec.load)
+                    if cache is not None
+                    else InMemory(decode(rec.source, rec.load))
+                )
                 if sensor_size is not None:
-                    check_events(events, sensor_size, rec.source)
+                    recording.check(sensor_size, rec.source)
             except BadRecordingError as exc:
                 self._skip(rec.source, exc.problem)
-            except Exception as exc:  # any decoder failure is one bad file, not a crash
-                self._skip(rec.source, f"cannot decode ({type(exc).__name__}: {exc})")
             else:
-                decoded.append((rec, events, label))
+                decoded.append((rec, recording, label))
         if sensor_size is None:
             sensor_size, refused = _infer_sensor_size(
-                [(rec.source, ev) for rec, ev, _ in decoded], spec, Path(location) / "dataset.json"
+                {rec.source: r.extent for rec, r, _ in decoded if r.extent},
+                spec,
+                Path(location) / "dataset.json",
             )
             for source, problem in refused.items():
                 self._skip(source, problem)
@@ -181,6 +188,8 @@ class EventDataset(Sequence):
                 for d in decoded
                 if d[0].source not in refused and self._valid(d[1], sensor_size, d[0].source)
             ]
+        if cache is not None:
+            cache.save()
         width, height, polarities = sensor_size
         self.sensor_size: SensorSize = (int(width), int(height), int(polarities))
         if not decoded:
@@ -192,15 +201,13 @@ class EventDataset(Sequence):
                 len(self.skipped),
                 len(recordings),
             )
-        self._events = []
-        for _, events, _ in decoded:
-            view = events.view()  # read-only view: the caller's own array stays writeable
-            view.flags.writeable = False
-            self._events.append(view)
+        self._recordings = [recording for _, recording, _ in decoded]
         self.labels = np.array([label for _, _, label in decoded], dtype=np.int64)
         self.sources = [rec.source for rec, _, _ in decoded]
         self.splits = [rec.split for rec, _, _ in decoded]
-        self.frame_spec = frame_spec or _default_frame_spec(self._events, self.sensor_size, spec)
+        self.frame_spec = frame_spec or _default_frame_spec(
+            [r.span for r in self._recordings], self.sensor_size, spec
+        )
 
     @classmethod
     def from_arrays(
@@ -239,10 +246,10 @@ class EventDataset(Sequence):
         return len(self.class_names)
 
     def __len__(self) -> int:
-        return len(self._events)
+        return len(self._recordings)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:  # type: ignore[override]
-        return self._events[index], int(self.labels[index])
+        return self._recordings[index].events(), int(self.labels[index])
 
     def __repr__(self) -> str:
         w, h, p = self.sensor_size
@@ -255,9 +262,9 @@ class EventDataset(Sequence):
         logger.warning("skipping %s: %s", source, problem)
         self.skipped.append((source, problem))
 
-    def _valid(self, events: np.ndarray, sensor_size: SensorSize, source: str) -> bool:
+    def _valid(self, recording: InMemory | Cached, sensor_size: SensorSize, source: str) -> bool:
         try:
-            check_events(events, sensor_size, source)
+            recording.check(sensor_size, source)
         except BadRecordingError as exc:
             self._skip(source, exc.problem)
             return False
@@ -273,8 +280,18 @@ class EventDataset(Sequence):
         )
 
 
-def open_dataset(spec: str, *, seed: int = 0) -> EventDataset:
-    """Open a dataset from its spec (see the module docstring); ``seed`` drives synthetic data."""
+def open_dataset(spec: str, *, seed: int = 0, cache: CacheSetting = None) -> EventDataset:
+    """Open a dataset from its spec (see the module docstring); ``seed`` drives synthetic data.
+
+    ``cache`` says where decoded recordings live (synthetic data always stays in memory):
+
+    - None or False: in memory, decoded again by every call; nothing is written (a library call
+      never writes beside your data unasked);
+    - True: the disk cache in ``PATH/.asa_deploy_cache`` when writable, else in
+      ``$XDG_CACHE_HOME/asa_deploy`` (``~/.cache/asa_deploy``); when neither is, in memory
+      with one warning (the CLI's default);
+    - a folder: the disk cache there; an error when it cannot be written.
+    """
     scheme, sep, rest = spec.partition(":")
     scheme = scheme.strip().lower()
     if not sep and scheme == "synthetic":
@@ -298,7 +315,7 @@ def open_dataset(spec: str, *, seed: int = 0) -> EventDataset:
     opener = {"nmnist": _open_nmnist, "dvsgesture": _open_dvsgesture, "events": _open_events}[
         scheme
     ]
-    return opener(f"{scheme}:{rest}", root)
+    return opener(f"{scheme}:{rest}", root, open_cache(cache, scheme, root))
 
 
 def check_class_names(
@@ -326,13 +343,13 @@ def _shown(names: Sequence[str]) -> str:
     return "[" + ", ".join(map(repr, names[:12])) + (", ...]" if len(names) > 12 else "]")
 
 
-def _open_nmnist(spec: str, root: Path) -> EventDataset:
+def _open_nmnist(spec: str, root: Path, cache: DiskCache | None) -> EventDataset:
     split_dirs = [d for d in _subfolders(root) if d.name.lower() in ("train", "test")]
     if split_dirs:
         groups = [(d, d.name.lower()) for d in split_dirs]
     elif (root / "labels.csv").is_file():
         return _open_labelled_folder(
-            spec, root, "labels.csv", ("label",), NMNIST_CLASSES, NMNIST_SENSOR, NMNIST_FRAME
+            spec, root, "labels.csv", ("label",), NMNIST_CLASSES, NMNIST_SENSOR, NMNIST_FRAME, cache
         )
     elif _subfolders(root):
         groups = [(root, root.name.lower() if root.name.lower() in ("train", "test") else "")]
@@ -354,6 +371,7 @@ def _open_nmnist(spec: str, root: Path) -> EventDataset:
         sensor_size=NMNIST_SENSOR,
         frame_spec=NMNIST_FRAME,
         location=str(root),
+        cache=cache,
     )
 
 
@@ -373,7 +391,7 @@ class _LocalDVSGesture(tonic.datasets.DVSGesture):
 _LocalDVSGesture.__name__ = "DVSGesture"  # tonic reads from save_to/<class name>/
 
 
-def _open_dvsgesture(spec: str, root: Path) -> EventDataset:
+def _open_dvsgesture(spec: str, root: Path, cache: DiskCache | None) -> EventDataset:
     save_to = None
     if any((root / "DVSGesture" / f).is_dir() for f in ("ibmGestureTrain", "ibmGestureTest")):
         save_to = root
@@ -399,6 +417,7 @@ def _open_dvsgesture(spec: str, root: Path) -> EventDataset:
             sensor_size=GESTURE_SENSOR,
             frame_spec=GESTURE_FRAME,
             location=str(save_to / "DVSGesture"),
+            cache=cache,
         )
     for csv_name in ("manifest.csv", "labels.csv"):
         if (root / csv_name).is_file():
@@ -410,6 +429,7 @@ def _open_dvsgesture(spec: str, root: Path) -> EventDataset:
                 GESTURE_CLASSES,
                 GESTURE_SENSOR,
                 GESTURE_FRAME,
+                cache,
             )
     raise DataSpecError(
         f"{spec}: {root} holds neither the official release (DVSGesture/ibmGestureTrain/... as "
@@ -422,7 +442,7 @@ def _tonic_events(tonic_set: tonic.datasets.DVSGesture, index: int) -> np.ndarra
     return tonic_set[index][0]
 
 
-def _open_events(spec: str, root: Path) -> EventDataset:
+def _open_events(spec: str, root: Path, cache: DiskCache | None) -> EventDataset:
     if not (root / "labels.csv").is_file():
         raise DataSpecError(
             f"{spec}: {root} has no labels.csv; an events: folder needs labels.csv (columns "
@@ -442,6 +462,7 @@ def _open_events(spec: str, root: Path) -> EventDataset:
         class_names,
         meta.get("sensor_size"),
         meta.get("frame_spec"),
+        cache,
         rows=rows,
     )
 
@@ -472,6 +493,7 @@ def _open_labelled_folder(
     class_names: Sequence[str],
     sensor_size: SensorSize | None,
     frame_spec: FrameSpec | None,
+    cache: DiskCache | None,
     rows: dict[str, LabelRow] | None = None,
 ) -> EventDataset:
     """A folder of recordings labelled by a CSV; files without a row and rows without a file are
@@ -505,6 +527,7 @@ def _open_labelled_folder(
         sensor_size=sensor_size,
         frame_spec=frame_spec,
         location=str(root),
+        cache=cache,
     )
 
 
@@ -779,17 +802,13 @@ def _is_int(text: str) -> bool:
 
 
 def _infer_sensor_size(
-    recordings: Sequence[tuple[str, np.ndarray]], spec: str, dataset_json: Path
+    extents: dict[str, tuple[int, int]], spec: str, dataset_json: Path
 ) -> tuple[SensorSize, dict[str, str]]:
     """Largest coordinate + 1 over the recordings that agree with the rest, two polarities; logged
-    so a user can see it. Returns the size and ``{source: problem}`` for the recordings refused:
-    those reaching beyond ``INFERRED_EXTENT_FACTOR`` x the median recording's extent or beyond
-    ``INFERRED_SENSOR_CAP`` (module docstring)."""
-    extents = {
-        source: (int(ev["x"].max()) + 1, int(ev["y"].max()) + 1)
-        for source, ev in recordings
-        if len(ev)
-    }
+    so a user can see it. ``extents``: each non-empty recording's largest x + 1 and y + 1.
+    Returns the size and ``{source: problem}`` for the recordings refused: those reaching beyond
+    ``INFERRED_EXTENT_FACTOR`` x the median recording's extent or beyond ``INFERRED_SENSOR_CAP``
+    (module docstring)."""
     if not extents:
         return (1, 1, 2), {}
     median_w = float(np.median([w for w, _ in extents.values()]))
@@ -829,10 +848,11 @@ def _infer_sensor_size(
 
 
 def _default_frame_spec(
-    recordings: Sequence[np.ndarray], sensor_size: SensorSize, spec: str
+    spans: Sequence[tuple[int, int]], sensor_size: SensorSize, spec: str
 ) -> FrameSpec:
-    """T=10 bins over the median duration (ms steps), downsampled by powers of 2 to <= 64x64."""
-    durations = [int(ev["t"][-1]) - int(ev["t"][0]) + 1 for ev in recordings]
+    """T=10 bins over the median duration (ms steps), downsampled by powers of 2 to <= 64x64;
+    ``spans``: each recording's first and last timestamp."""
+    durations = [last - first + 1 for first, last in spans]
     dt_us = max(1000, math.ceil(float(np.median(durations)) / 10 / 1000) * 1000)
     downsample = 1
     while max(sensor_size[:2]) // downsample > 64:

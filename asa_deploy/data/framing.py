@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from asa_deploy.data.events import SensorSize
 from asa_deploy.errors import ModelSpecError
@@ -212,6 +212,66 @@ class FramedDataset(Dataset):
             start = int(events["t"][0])
         frames = frame_events(events, self.dataset.sensor_size, spec, start)
         return torch.from_numpy(frames), int(label), recording
+
+
+class FrameCache(Dataset):
+    """A ``FramedDataset`` whose windows never change (``"test"``, ``"whole"``), framed once and kept
+    sparse (flat index and count of every non-empty bin), so that validation does not frame the same
+    windows again every epoch. ``items`` (default: all) are framed when the cache is made, in
+    ``workers`` DataLoader processes; any other item is framed when asked for. Items equal the
+    dataset's, bit for bit."""
+
+    def __init__(self, dataset: FramedDataset, items: Sequence[int] | None = None, *,
+                 workers: int = 0, batch_size: int = 64):
+        if dataset.mode == "rcs":
+            raise ValueError("RCS windows change every epoch; only test or whole windows are cached")
+        self.dataset = dataset
+        self._kept: dict[int, tuple[tuple[int, ...], np.ndarray, np.ndarray, int, int]] = {}
+        items = list(range(len(dataset)) if items is None else items)
+        batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+        # A private generator: a DataLoader iterator otherwise draws its seed from torch's global RNG,
+        # which would shift the dropout masks of the training that follows.
+        loader = DataLoader(_SparseFrames(dataset), batch_sampler=batches, num_workers=workers,
+                            collate_fn=list, generator=torch.Generator())
+        for batch in loader:
+            self._kept.update(batch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.dataset.labels
+
+    @property
+    def recordings(self) -> np.ndarray:
+        return self.dataset.recordings
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        if index not in self._kept:
+            return self.dataset[index]
+        shape, flat, counts, label, recording = self._kept[index]
+        frames = np.zeros(math.prod(shape), dtype=np.float32)
+        frames[flat] = counts
+        return torch.from_numpy(frames.reshape(shape)), label, recording
+
+
+class _SparseFrames(Dataset):
+    """Items of a dataset as ``(index, (shape, flat indices, counts, label, recording))``: what a
+    DataLoader worker sends back to a ``FrameCache``, a fraction of the dense frames' bytes."""
+
+    def __init__(self, dataset: FramedDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        frames, label, recording = self.dataset[index]
+        dense = frames.numpy().ravel()
+        flat = np.flatnonzero(dense)
+        flat = flat.astype(np.int32) if dense.size < 2**31 else flat
+        return index, (tuple(frames.shape), flat, dense[flat], label, recording)
 
 
 def majority_vote(pred: np.ndarray, recording: np.ndarray, n_classes: int) -> np.ndarray:

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+from asa_deploy.data.cache import CacheSetting
 from asa_deploy.data.datasets import open_dataset
 from asa_deploy.data.events import SensorSize
 from asa_deploy.defaults import HOT_PIXEL_FACTOR
@@ -104,15 +105,16 @@ def detect_hot_pixels(recordings: Sequence[np.ndarray], sensor_size: SensorSize,
 
 
 def detect_in_split(data: dict, *, max_recordings: int = MAX_RECORDINGS, factor: float = FACTOR,
-                    margin_hz: float = MARGIN_HZ) -> HotPixels:
+                    margin_hz: float = MARGIN_HZ, cache: CacheSetting = None) -> HotPixels:
     """Hot pixels from a run's training split (its ``model.pt`` data record), the first
-    ``max_recordings`` recordings of it."""
+    ``max_recordings`` recordings of it; ``cache``: where decoded recordings live
+    (``open_dataset``)."""
     train = list(data.get("split", {}).get("train") or [])[:max_recordings]
     if not train:
         raise AsaDeployError(f"--kill-hot-pixels: the run has no training split of {data.get('spec')} "
                              f"to find hot pixels in (an imported run has none); retrain here, or "
                              f"drop --kill-hot-pixels")
-    dataset = open_dataset(data["spec"], seed=data["split"]["seed"])
+    dataset = open_dataset(data["spec"], seed=data["split"]["seed"], cache=cache)
     return detect_hot_pixels([dataset[int(i)][0] for i in train], dataset.sensor_size,
                              factor=factor, margin_hz=margin_hz,
                              source=f"{data['spec']} training split ({len(train)} recordings)")

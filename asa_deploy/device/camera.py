@@ -9,12 +9,16 @@ the ``exact`` simulator, optionally paced to the wall clock (``realtime``); ``De
 same decisions from a board's monitored output spikes through the samna adapter. On a board,
 ``spikes`` counts the monitored cores' spikes only (the others never reach the host), and
 ``input_events`` the DVS layer's output events (after its pooling and region of interest).
+
+``replay_files`` replays several recordings, in worker processes with ``jobs`` > 1 (one file per
+worker at a time; a file's windows follow each other, as on a camera), each file's decisions the
+same as when it is replayed alone.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +26,7 @@ import numpy as np
 
 from asa_deploy.chip.config import ChipConfig
 from asa_deploy.chip.sim import EventWindow, simulate
+from asa_deploy.chip.sim.parallel import process_pool
 from asa_deploy.data.framing import FrameSpec
 from asa_deploy.data.readers import read_recording
 from asa_deploy.errors import BadRecordingError, ChipConfigError
@@ -96,6 +101,55 @@ class ReplayCamera:
             output_spikes=int(result.output_spikes[0].sum()), input_events=int(len(inside)),
             spikes=int(result.spikes_per_core[0].sum()), first_spike_latency_ms=latency,
             decision_ms=decision_ms)
+
+
+@dataclass
+class Replay:
+    """One recording replayed whole: its decisions and the host time they took (after loading)."""
+
+    path: Path
+    duration_s: float
+    decisions: list[WindowDecision]
+    wall_seconds: float
+
+    def summary(self) -> dict:
+        return {"file": str(self.path), **summarize(self.decisions, self.wall_seconds, self.duration_s)}
+
+
+def replay(config: ChipConfig, path: str | Path, *, realtime: bool = False,
+           on_decision: Callable[[Path, WindowDecision], None] | None = None) -> Replay:
+    """``path`` through a ``ReplayCamera``; ``on_decision`` sees each decision as it is made."""
+    camera = ReplayCamera(config, path, realtime=realtime)
+    decisions, start = [], time.perf_counter()
+    for decision in camera:
+        decisions.append(decision)
+        if on_decision is not None:
+            on_decision(camera.path, decision)
+    return Replay(camera.path, camera.duration_s, decisions, time.perf_counter() - start)
+
+
+def replay_files(config: ChipConfig, paths: Sequence[str | Path], *, jobs: int = 1,
+                 realtime: bool = False,
+                 on_decision: Callable[[Path, WindowDecision], None] | None = None) -> Iterator[Replay]:
+    """Each of ``paths`` replayed, yielded in the order given. ``jobs`` > 1: that many files at once
+    in worker processes, ``on_decision`` called once a file is handed back; pacing to the wall clock
+    (``realtime``) is then refused, as several files would not play in real time each."""
+    if jobs <= 1 or len(paths) <= 1:
+        for path in paths:
+            yield replay(config, path, realtime=realtime, on_decision=on_decision)
+        return
+    if realtime:
+        raise ValueError("realtime replay is one file at a time: use jobs=1")
+    pool = process_pool(min(jobs, len(paths)))
+    try:
+        futures = [pool.submit(replay, config, path) for path in paths]
+        for future in futures:
+            done = future.result()
+            for decision in done.decisions if on_decision is not None else ():
+                on_decision(done.path, decision)
+            yield done
+    finally:  # on an error, files not started yet are dropped, not replayed for nothing
+        pool.shutdown(cancel_futures=True)
 
 
 class DeviceCamera:

@@ -30,6 +30,7 @@ from asa_deploy.chip.compile import CHIP_CONFIG
 from asa_deploy.chip.config import ChipConfig
 from asa_deploy.chip.monitor import MONITOR_NPZ, Monitor, counts_from_spikes, select_cores
 from asa_deploy.chip.simulate import event_windows
+from asa_deploy.data import CacheSetting
 from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.device.samna_adapter import APPLY_WAIT_S, DeviceSession, require_samna
 from asa_deploy.io import write_json
@@ -43,12 +44,13 @@ def deploy_run(run_dir: str | Path, device: str, *, data: str | None = None, win
                slow_clk_hz: int | None = None, pixel_kill: str = "host",
                dynapcnn_timer: str = "sinabs2", readout_average: int = 1, power: bool = True,
                monitor: Sequence[int] | str | None = None,
-               monitor_out: str | Path | None = None) -> dict:
+               monitor_out: str | Path | None = None, cache: CacheSetting = None) -> dict:
     """Run ``RUN_DIR/chip_config.json`` on the board ``device`` over the test windows of ``data``
     and write ``RUN_DIR/device.json`` (on other data ``device-<data>.json``; returned as ``file``).
     The options are ``DeviceSession``'s (``asa_deploy.device.samna_adapter``); ``power`` False
     skips the power monitor; ``monitor`` (core ids or ``"all"``) also writes their per-neuron
-    counts to ``monitor_out`` (default ``RUN_DIR/monitor.npz``; returned as ``monitor_file``)."""
+    counts to ``monitor_out`` (default ``RUN_DIR/monitor.npz``; returned as ``monitor_file``);
+    ``cache``: where decoded recordings live (``open_dataset``)."""
     require_samna()
     run_dir = Path(run_dir)
     provenance.require_current(run_dir, CHIP_CONFIG)
@@ -57,7 +59,8 @@ def deploy_run(run_dir: str | Path, device: str, *, data: str | None = None, win
     session = DeviceSession(device, config, apply_wait_s=apply_wait_s, slow_clk_hz=slow_clk_hz,
                             pixel_kill=pixel_kill, dynapcnn_timer=dynapcnn_timer,
                             readout_average=readout_average, monitor_cores=cores)
-    items, described = event_windows(config, data, windows=windows, max_recordings=max_recordings)
+    items, described = event_windows(config, data, windows=windows, max_recordings=max_recordings,
+                                     cache=cache)
     shapes = {c: config.core(c).neuron_shape for c in cores}
     counts = {c: [] for c in cores}
     predictions, readout_predictions, spikes, written = [], [], [], []

@@ -89,7 +89,7 @@ from torch import nn
 from asa_deploy import io, provenance
 from asa_deploy.chip.compile import SensorInput, chip_inputs
 from asa_deploy.chip.lower import flatten_modules, lower
-from asa_deploy.data import FrameSpec, open_dataset
+from asa_deploy.data import CacheSetting, FrameSpec, open_dataset
 from asa_deploy.errors import ArtifactError, AsaDeployError, CompileError, DataSpecError
 from asa_deploy.export.nir_io import FORMAT as ASA_NIR_FORMAT
 
@@ -719,8 +719,9 @@ def _pick_downsample(sensor: tuple[int, int, int], shape: tuple[int, int, int],
 
 def data_record(data: str | None, input_shape: tuple[int, int, int], num_classes: int, *,
                 T: int | None = None, dt_us: int | None = None,
-                downsample: int | None = None) -> dict:
-    """What the imported model expects from its input (``model.pt``'s ``data`` keys)."""
+                downsample: int | None = None, cache: CacheSetting = None) -> dict:
+    """What the imported model expects from its input (``model.pt``'s ``data`` keys); ``cache``:
+    where decoded recordings live (``open_dataset``)."""
     c, h, w = input_shape
     if data is None:
         d = downsample or 1
@@ -728,7 +729,7 @@ def data_record(data: str | None, input_shape: tuple[int, int, int], num_classes
         return {"spec": None, "sensor_size": [w * d, h * d, c],
                 "class_names": [str(k) for k in range(num_classes)],
                 "frame_spec": frames.to_dict(), "split": {"seed": 0}, "skipped": []}
-    dataset = open_dataset(data)
+    dataset = open_dataset(data, cache=cache)
     sensor = tuple(int(v) for v in dataset.sensor_size)
     d = _pick_downsample(sensor, input_shape, downsample, data)
     if c not in (1, sensor[2]):
@@ -749,10 +750,12 @@ def data_record(data: str | None, input_shape: tuple[int, int, int], num_classes
 def import_model(model: str | Path, out_dir: str | Path, *, data: str | None = None,
                  input_shape: tuple[int, int, int] | None = None, dt: float | None = None,
                  reset: str = "auto", floor: str = "none", T: int | None = None,
-                 dt_us: int | None = None, downsample: int | None = None) -> dict:
+                 dt_us: int | None = None, downsample: int | None = None,
+                 cache: CacheSetting = None) -> dict:
     """The import stage: read ``model`` (.nir graph or torch.save'd nn.Sequential), map it onto
     chip layers, check that the chip lowering accepts it, and write ``OUT/imported.pt``. Returns
-    the record (without the network)."""
+    the record (without the network). ``cache``: where ``data``'s decoded recordings live
+    (``open_dataset``)."""
     path, out_dir = Path(model), Path(out_dir)
     kind = model_format(path)
     notes: list[str] = []
@@ -765,13 +768,14 @@ def import_model(model: str | Path, out_dir: str | Path, *, data: str | None = N
         network = load_torch_model(path)
         info = {"nodes": [{"node": n, "type": type(m).__name__} for n, m in network.named_children()],
                 "notes": [], "warnings": []}
-        shape = input_shape or _torch_input_shape(network, data, downsample)
+        shape = input_shape or _torch_input_shape(network, data, downsample, cache)
     try:
         lowered = lower(network, shape, bias_policy="leak")
     except CompileError as exc:
         raise CompileError(f"{path}: {exc}") from exc
     num_classes = int(lowered.layers[-1].neuron_shape[0])
-    record_data = data_record(data, shape, num_classes, T=T, dt_us=dt_us, downsample=downsample)
+    record_data = data_record(data, shape, num_classes, T=T, dt_us=dt_us, downsample=downsample,
+                              cache=cache)
     moved_to, moved = provenance.supersede(out_dir)
     if moved:
         log.warning("importing into %s: the previous model's artifacts (%s) moved to %s", out_dir,
@@ -791,14 +795,14 @@ def import_model(model: str | Path, out_dir: str | Path, *, data: str | None = N
     return record
 
 
-def _torch_input_shape(network: nn.Sequential, data: str | None,
-                       downsample: int | None) -> tuple[int, int, int]:
+def _torch_input_shape(network: nn.Sequential, data: str | None, downsample: int | None,
+                       cache: CacheSetting) -> tuple[int, int, int]:
     first = next((m for m in network.modules() if isinstance(m, (nn.Conv2d, nn.Linear))), None)
     if data is None or not isinstance(first, nn.Conv2d):
         raise AsaDeployError("a torch model does not say what input it takes: pass --input-shape "
                              "C,H,W (or --data SPEC for a network starting with a Conv2d, with "
                              "--downsample if it pools the sensor)")
-    width, height, _ = open_dataset(data).sensor_size
+    width, height, _ = open_dataset(data, cache=cache).sensor_size
     d = downsample or 1
     return int(first.in_channels), int(height) // d, int(width) // d
 

@@ -33,7 +33,13 @@ from asa_deploy import provenance
 from asa_deploy.chip.compile import SensorInput, check_network, chip_inputs
 from asa_deploy.chip.lower import LoweredNetwork, lower
 from asa_deploy.chip.spec import ChipSpec, load_chip_spec
-from asa_deploy.data import FramedDataset, FrameSpec, check_input_shape, open_dataset
+from asa_deploy.data import (
+    CacheSetting,
+    FramedDataset,
+    FrameSpec,
+    check_input_shape,
+    open_dataset,
+)
 from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.errors import AsaDeployError, CompileError
 from asa_deploy.fold.balance import balance_thresholds
@@ -77,9 +83,10 @@ def fold(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None
          input_mask_keep: float = 0.5, balance: bool = True,
          finetune_epochs: int = 3, finetune_lr: float = 1e-4, finetune_loss: str = "ce",
          synops_weight: float = 0.0, synops_budget: float | None = None,
-         seed: int = 0, progress: bool = False) -> Folded:
+         seed: int = 0, progress: bool = False, cache: CacheSetting = None) -> Folded:
     """Calibrate, fold, lower for ``chip``, fine-tune and write ``folded.pt``, measuring every
-    float step on the run's validation split."""
+    float step on the run's validation split; ``cache``: where decoded recordings live
+    (``open_dataset``)."""
     run_dir = Path(run_dir)
     if synops_budget is not None and not synops_weight:
         raise AsaDeployError(f"fold {run_dir}: --synops-budget {synops_budget:g} with synops weight "
@@ -94,7 +101,7 @@ def fold(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None
                              f"with a validation split")
     _check_fits(model, spec, input_shape, sensor, bias_policy)
     frames = FrameSpec(**data["frame_spec"])
-    dataset = open_dataset(data["spec"], seed=data["split"]["seed"])
+    dataset = open_dataset(data["spec"], seed=data["split"]["seed"], cache=cache)
     train_idx = np.asarray(data["split"]["train"])
     val_set = FramedDataset(dataset, np.asarray(data["split"]["val"]), frames, mode="test",
                             n_windows=eval_windows)
@@ -104,7 +111,7 @@ def fold(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None
 
     has_attention = bool(model.attention_layers())
     first_gain, reference = None, model
-    calib_dataset = open_dataset(calib, seed=seed) if calib else dataset
+    calib_dataset = open_dataset(calib, seed=seed, cache=cache) if calib else dataset
     check_input_shape(calib_dataset.sensor_size, frames.downsample, input_shape,
                       target=f"model {artifact['model_spec']['name']!r}", data=calib or data["spec"],
                       fix=f"calibrate on data from the run's sensor ({data['spec']})")

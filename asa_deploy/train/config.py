@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 
-from asa_deploy.defaults import TEST_WINDOWS
+from asa_deploy.defaults import AMP_MODES, TEST_WINDOWS, TORCH_DEVICE
 from asa_deploy.errors import ModelSpecError
 
 # What each recipe sets for training; its network-level settings are nn.network.apply_recipe's.
@@ -14,6 +15,11 @@ RECIPE_TRAINING = {
     "default": {"lr": 1e-3, "loss": "mse"},
     "paper": {"lr": 1e-4, "loss": "mse"},  # asa-method.md section 5: Adam 1e-4, cosine, MSE on rates
 }
+# Where and how the same arithmetic runs, not what it computes: a checkpoint resumes under other
+# values (a run started on a GPU continues on the CPU). Results are identical for any number of
+# workers; across devices they agree up to float rounding. ``amp`` changes the arithmetic itself
+# (bfloat16 keeps 8 bits of mantissa), so it stays part of the run.
+EXECUTION_FIELDS = ("device", "workers")
 
 
 @dataclass
@@ -47,6 +53,9 @@ class TrainConfig:
     # per step. 0: no cost term (the cost is still logged).
     synops_weight: float = 0.0
     synops_budget: float | None = None
+    device: str = "auto"  # auto, cpu, cuda or cuda:N (train/accelerator.py)
+    workers: int = 0  # DataLoader processes framing the data off the training thread
+    amp: str = "off"  # mixed precision of the forward pass: off, bf16 or fp16 (GPU only)
 
     def __post_init__(self) -> None:
         """The Python API refuses what the CLI's parser refuses (a negative batch trained to NaN)."""
@@ -87,6 +96,13 @@ class TrainConfig:
             bad.append(f"asa_lambda={self.asa_lambda!r} (must lie in (0, 1))")
         bad += [f"params[{k!r}]={v!r} (must be a positive integer)"
                 for k, v in self.params.items() if not (isinstance(v, int) and positive(v))]
+        if not (isinstance(self.device, str) and re.fullmatch(TORCH_DEVICE, self.device)):
+            bad.append(f"device={self.device!r} (must be auto, cpu, cuda or cuda:N)")
+        if not (isinstance(self.workers, int) and not isinstance(self.workers, bool)
+                and self.workers >= 0):
+            bad.append(f"workers={self.workers!r} (must be a non-negative integer)")
+        if self.amp not in AMP_MODES:
+            bad.append(f"amp={self.amp!r} (must be one of {', '.join(AMP_MODES)})")
         if bad:
             raise ModelSpecError("training configuration: " + "; ".join(bad))
 
@@ -99,6 +115,8 @@ class TrainConfig:
         return cls(**{k: v for k, v in raw.items() if k in known})
 
     def differences(self, other: TrainConfig) -> list[str]:
-        """Human-readable fields that differ, e.g. ``model: 'arch-a' (checkpoint) vs 'arch-d'``."""
+        """Human-readable fields that differ, e.g. ``model: 'arch-a' (checkpoint) vs 'arch-d'``;
+        ``EXECUTION_FIELDS`` (device, workers) do not make another run."""
         a, b = self.to_dict(), other.to_dict()
-        return [f"{k}: {a[k]!r} (checkpoint) vs {b[k]!r} (now)" for k in a if a[k] != b[k]]
+        return [f"{k}: {a[k]!r} (checkpoint) vs {b[k]!r} (now)" for k in a
+                if a[k] != b[k] and k not in EXECUTION_FIELDS]

@@ -17,6 +17,8 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 import torch.nn as nn
 
+from asa_deploy.train.accelerator import resolve_device
+
 
 @dataclass(frozen=True)
 class ProcessGroup:
@@ -35,18 +37,17 @@ class ProcessGroup:
         return start, start + base + (1 if self.rank < extra else 0)
 
 
-def init_from_env(device: str | None = None) -> ProcessGroup:
-    """Join the process group that ``torchrun`` describes in the environment, if any."""
+def init_from_env(device: str = "auto") -> ProcessGroup:
+    """Join the process group that ``torchrun`` describes in the environment, if any, on ``device``
+    (a ``--device`` value; under torchrun a GPU means each process's ``cuda:LOCAL_RANK``)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device, world_size=world_size,
+                            local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)
     if world_size == 1:
         return ProcessGroup(device=device)
     rank = int(os.environ["RANK"])
-    if device == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        device = f"cuda:{local}"
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     return ProcessGroup(rank, world_size, device)
@@ -66,8 +67,12 @@ def sum_gradients(model: nn.Module, group: ProcessGroup) -> None:
 
 
 def sum_tensor(t: torch.Tensor, group: ProcessGroup) -> torch.Tensor:
+    """The sum over processes of ``t``, on ``t``'s device. NCCL reduces only GPU tensors, so a CPU
+    tensor (a logged loss, counts) travels through the group's device and back."""
     if group.world_size > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        moved = t.to(group.device)
+        dist.all_reduce(moved, op=dist.ReduceOp.SUM)
+        t = moved.to(t.device)
     return t
 
 
@@ -82,6 +87,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
+        x = x.float()  # under autocast a bfloat16 / float16 input: statistics in float32
         dims = (0, 2, 3)
         count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
         stats = torch.cat([x.sum(dims), (x * x).sum(dims), count])

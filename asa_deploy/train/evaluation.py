@@ -16,6 +16,11 @@ def collate(items) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return torch.stack(frames), torch.as_tensor(labels), torch.as_tensor(recordings)
 
 
+def shard_items(n: int, group: ProcessGroup) -> list[int]:
+    """The items of an ``n``-item dataset that ``evaluate`` runs in this process."""
+    return list(range(group.rank, n, group.world_size))
+
+
 @torch.no_grad()
 def evaluate(model, dataset, *, batch_size: int = 64, group: ProcessGroup | None = None,
              progress: bool = False) -> dict:
@@ -38,7 +43,7 @@ def evaluate(model, dataset, *, batch_size: int = 64, group: ProcessGroup | None
 
     handles = [layer.register_forward_hook(counter(i)) for i, (_, layer) in enumerate(layers)]
     n = len(dataset)
-    mine = list(range(group.rank, n, group.world_size))
+    mine = shard_items(n, group)
     predictions = torch.zeros(n, dtype=torch.float64)
     try:
         for start in tqdm(range(0, len(mine), batch_size), desc="evaluate", leave=False,

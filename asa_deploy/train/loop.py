@@ -3,7 +3,10 @@ selection on the validation split, optional data parallelism (train/distributed.
 
 Determinism: the shuffle of epoch e comes from (seed, e), each RCS window from (seed, e, index), and the
 torch RNG state (dropout) is saved with every checkpoint, so a run killed mid-epoch and started again
-with the same command ends with the same weights as an uninterrupted one.
+with the same command ends with the same weights as an uninterrupted one. Framing runs in ``--workers``
+DataLoader processes, which use no random numbers (the windows are seeded per item) and draw their
+loader seed from a private generator, never torch's global one: the result is the same for any number
+of workers.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from asa_deploy import io, provenance
 from asa_deploy.data import (
+    CacheSetting,
     FramedDataset,
     FrameSpec,
     check_class_names,
@@ -27,13 +32,15 @@ from asa_deploy.data import (
     open_dataset,
     stratified_split,
 )
+from asa_deploy.data.framing import FrameCache
 from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.errors import ArtifactError, AsaDeployError, DataSpecError, ModelSpecError
 from asa_deploy.nn import SpikingNetwork, apply_recipe, build_network, load_model_spec
 from asa_deploy.train import distributed as D
+from asa_deploy.train.accelerator import Precision, resolve_device
 from asa_deploy.train.config import TrainConfig
 from asa_deploy.train.cost import CostMeter
-from asa_deploy.train.evaluation import collate, evaluate
+from asa_deploy.train.evaluation import collate, evaluate, shard_items
 
 log = logging.getLogger("asa_deploy.train")
 CHECKPOINT = "checkpoint.pt"
@@ -53,8 +60,8 @@ class Prepared:
     data_info: dict
 
 
-def prepare(config: TrainConfig) -> Prepared:
-    dataset = open_dataset(config.data, seed=config.seed)
+def prepare(config: TrainConfig, *, cache: CacheSetting = None) -> Prepared:
+    dataset = open_dataset(config.data, seed=config.seed, cache=cache)
     spec = load_model_spec(config.model)
     spec = apply_recipe(spec.with_overrides(params=config.params, T=config.T, neuron=config.neuron), config.recipe,
                         release_masks=config.release_masks)
@@ -100,19 +107,22 @@ def per_sample_loss(out: torch.Tensor, labels: torch.Tensor, kind: str) -> torch
 
 
 def train(config: TrainConfig, out_dir: Path, *, progress: bool = True, verbose: bool = True,
-          device: str | None = None) -> dict:
-    """Train (or resume) into ``out_dir``; returns the final ``model.pt`` contents' metrics."""
+          device: str | None = None, cache: CacheSetting = None) -> dict:
+    """Train (or resume) into ``out_dir``; returns the final ``model.pt`` contents' metrics.
+    ``device`` (None: ``config.device``) and ``config.amp`` are checked before any data is read;
+    ``cache``: where decoded recordings live (``open_dataset``), not part of the run."""
     out_dir = Path(out_dir)
-    group = D.init_from_env(device)
+    group = D.init_from_env(device or config.device)
     try:
-        return _train(config, out_dir, group, progress, verbose)
+        precision = Precision(group.device, config.amp)
+        return _train(config, out_dir, group, precision, progress, verbose, cache)
     finally:
         D.shutdown(group)
 
 
-def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: bool,
-           verbose: bool) -> dict:
-    prepared = prepare(config)
+def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, precision: Precision,
+           progress: bool, verbose: bool, cache: CacheSetting) -> dict:
+    prepared = prepare(config, cache=cache)
     model = prepared.model.to(group.device)
     if group.world_size > 1:
         D.use_global_batch_norm(model)
@@ -125,6 +135,7 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: 
     if checkpoint_path.exists() or (out_dir / PREVIOUS_CHECKPOINT).exists():
         state, replace_unreadable = _resume(out_dir, config, model, optimizer, schedule,
                                             warn=group.is_main)
+        precision.load_state_dict(state.get("amp_scaler"))
         if group.is_main:
             log.info("resuming %s after epoch %d", out_dir, state["epoch"])
     elif group.is_main:
@@ -149,39 +160,51 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: 
     n_train = len(train_set)
     batch = min(config.batch_size, n_train)
     meter = CostMeter(model)
+    pin = group.device.startswith("cuda")  # pinned host memory only pays off for copies to a GPU
+    val_frames = None  # the validation windows never change: framed once, at the first validation
     for epoch in range(state["epoch"], config.epochs):
         model.train()
-        train_set.set_epoch(epoch)
+        train_set.set_epoch(epoch)  # before the loader: its workers copy the dataset, epoch included
         order = np.random.default_rng([config.seed, epoch]).permutation(n_train)
         batches = [order[i:i + batch] for i in range(0, n_train - batch + 1, batch)]
+        shards = [group.shard(len(b)) for b in batches]
+        loader = DataLoader(train_set, batch_sampler=[b[start:stop].tolist() for b, (start, stop)
+                                                      in zip(batches, shards, strict=True)],
+                            collate_fn=collate, num_workers=config.workers, pin_memory=pin,
+                            generator=torch.Generator())
         losses, t0 = [], time.perf_counter()
         synops = torch.zeros(3, dtype=torch.float64)  # network-driven, input-driven, windows
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+        bar = tqdm(zip(batches, shards, loader, strict=True), total=len(batches),
+                   desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                    disable=None if progress and group.is_main else True)  # None: no bars off a TTY
-        for global_batch in bar:
-            start, stop = group.shard(len(global_batch))
-            frames, labels, _ = collate([train_set[int(i)] for i in global_batch[start:stop]])
+        for global_batch, (start, stop), (frames, labels, _) in bar:
+            frames = frames.to(group.device, non_blocking=pin)
             model.set_batch_shard(len(global_batch), start, stop)
             model.reset_states()
-            out = model(frames.to(group.device))
-            loss = per_sample_loss(out, labels.to(group.device), config.loss).sum() / len(global_batch)
-            network, inputs = meter.synops(frames.to(group.device))
+            with precision.autocast():
+                out = model(frames)
+            loss = per_sample_loss(out.float(), labels.to(group.device, non_blocking=pin),
+                                   config.loss).sum() / len(global_batch)
+            network, inputs = meter.synops(frames)
             if config.synops_weight:
                 loss = loss + meter.penalty(network, inputs, config.synops_weight,
                                             config.synops_budget) / len(global_batch)
             synops += torch.stack([network.detach().sum().double().cpu(), inputs.sum().double().cpu(),
                                    torch.tensor(float(len(network)), dtype=torch.float64)])
             optimizer.zero_grad()
-            loss.backward()
+            precision.backward(loss)
             D.sum_gradients(model, group)
-            optimizer.step()
+            precision.step(optimizer)
             losses.append(float(D.sum_tensor(loss.detach().cpu().double(), group)))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         schedule.step()
         synops = D.sum_tensor(synops, group)
         network_synops, input_synops = float(synops[0] / synops[2]), float(synops[1] / synops[2])
         train_seconds = time.perf_counter() - t0
-        metrics = evaluate(model, val_set, group=group, progress=progress) if validate else None
+        if validate and val_frames is None:
+            val_frames = FrameCache(val_set, shard_items(len(val_set), group),
+                                    workers=config.workers)
+        metrics = evaluate(model, val_frames, group=group, progress=progress) if validate else None
         val = metrics or {}
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": schedule.get_last_lr()[0],
                   "val_accuracy": val.get("accuracy"), "val_window_accuracy": val.get("window_accuracy"),
@@ -194,8 +217,11 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, progress: 
         state["history"].append(record)
         if (metrics is None or state["best"] is None
                 or metrics["accuracy"] > state["best"]["metrics"]["accuracy"]):
-            state["best"] = {"epoch": epoch + 1, "metrics": metrics, "weights": model.weights()}
+            state["best"] = {"epoch": epoch + 1, "metrics": metrics,
+                             "weights": _on_cpu(model.weights())}
         state["epoch"] = epoch + 1
+        if precision.scaler is not None:
+            state["amp_scaler"] = precision.state_dict()
         if group.is_main:
             _checkpoint(checkpoint_path, config, model, optimizer, schedule, state,
                         keep_previous=not replace_unreadable)
@@ -269,12 +295,17 @@ def _checkpoint(path, config, model, optimizer, schedule, state, *, keep_previou
         "format_version": FORMAT_VERSION,
         "train_config": config.to_dict(),
         "model_spec": model.spec.to_dict(),
-        "weights": model.weights(),
+        "weights": _on_cpu(model.weights()),
         "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "state": state,
     }, keep_previous=path.with_name(PREVIOUS_CHECKPOINT) if keep_previous else None)
+
+
+def _on_cpu(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights as saved: on the CPU, so that a plain ``torch.load`` works on any machine too."""
+    return {k: v.cpu() for k, v in weights.items()}
 
 
 CHECKPOINT_KEYS = ("train_config", "model_spec", "weights", "optimizer", "schedule", "torch_rng",
@@ -339,12 +370,13 @@ def _spec_diff(a: dict, b: dict) -> str:
 
 
 def eval_set(artifact: dict, data: str | None = None, *, windows: int = TEST_WINDOWS,
-             mode: str = "test") -> tuple[FramedDataset, str]:
+             mode: str = "test", cache: CacheSetting = None) -> tuple[FramedDataset, str]:
     """The run's own validation split (``data`` None or the run's spec), or every recording of
-    another data spec, framed as the run was trained; with a description for printing."""
+    another data spec, framed as the run was trained; with a description for printing.
+    ``cache``: where decoded recordings live (``open_dataset``)."""
     info = artifact["data"]
     spec = data or info["spec"]
-    dataset = open_dataset(spec, seed=info["split"]["seed"])
+    dataset = open_dataset(spec, seed=info["split"]["seed"], cache=cache)
     frames = FrameSpec(**info["frame_spec"])
     model_spec = artifact["model_spec"]
     sensor = "x".join(str(v) for v in info["sensor_size"])
@@ -370,17 +402,22 @@ def eval_set(artifact: dict, data: str | None = None, *, windows: int = TEST_WIN
 
 
 def evaluate_run(run_dir: str | Path, data: str | None = None, *, windows: int = TEST_WINDOWS,
-                 progress: bool = False) -> tuple[dict, Path]:
+                 progress: bool = False, device: str = "auto",
+                 cache: CacheSetting = None) -> tuple[dict, Path]:
     """The evaluate stage: accuracy and firing rates of ``RUN/model.pt`` on its validation split
     (written to ``eval.json``) or on ``data`` (written to ``eval-<data>.json``, never over the
-    run's own figures), with the provenance of both."""
+    run's own figures), with the provenance of both. ``device``: a ``--device`` value; ``cache``:
+    where decoded recordings live (``open_dataset``)."""
     run_dir = Path(run_dir)
+    device = resolve_device(device)
     model, artifact = load_run(run_dir)
-    dataset, described = eval_set(artifact, data, windows=windows)
+    dataset, described = eval_set(artifact, data, windows=windows, cache=cache)
     own = (data is None or data == artifact["data"]["spec"]) and bool(artifact["data"]["split"]["val"])
     path = run_dir / provenance.data_artifact("eval.json", data, artifact["data"]["spec"])
     result = {"run": str(run_dir), "data": described, "attention": artifact["attention"],
-              "windows_per_recording": windows, **evaluate(model, dataset, progress=progress),
+              "windows_per_recording": windows,
+              **evaluate(model.to(device), dataset, group=D.ProcessGroup(device=device),
+                         progress=progress),
               provenance.KEY: provenance.record(
                   run_dir, [MODEL], data=data or artifact["data"]["spec"],
                   split="validation" if own else "all recordings", windows=windows)}
