@@ -254,6 +254,7 @@ def cmd_fold(args) -> int:
                       kill_hot_pixels=args.kill_hot_pixels, hot_pixel_factor=args.hot_pixel_factor,
                       finetune_epochs=args.finetune_epochs,
                       finetune_lr=args.finetune_lr, finetune_loss=args.finetune_loss,
+                      finetune_substeps=args.finetune_substeps,
                       synops_weight=args.synops_weight, synops_budget=args.synops_budget,
                       seed=args.seed, progress=not args.no_progress, cache=_cache(args))
     print(f"{args.run_dir} ({report['attention']}) on {report['chip']}: strategy "
@@ -658,6 +659,10 @@ def build_parser() -> argparse.ArgumentParser:
     hot_pixel_args(p)
     p.add_argument("--finetune-epochs", type=cli_args.non_negative_int, default=3,
                    help="0: no fine-tuning")
+    p.add_argument("--finetune-substeps", type=cli_args.positive_int, default=1,
+                   help="fine-tune at bins this many times finer than the run's (same windows): "
+                        "closer to the chip, which integrates event by event; must divide the "
+                        "run's bin width")
     p.add_argument("--finetune-lr", type=cli_args.positive_float, default=1e-4,
                    help="Adam learning rate (1e-3 diverged on synthetic:gesture)")
     p.add_argument("--finetune-loss", choices=["ce", "mse"], default="ce",

@@ -301,6 +301,7 @@ CONSTRAINTS = {
     "epochs": lambda v: _is_int(v, 1), "batch_size": lambda v: _is_int(v, 1),
     "eval_windows": lambda v: _is_int(v, 1), "windows": lambda v: _is_int(v, 1),
     "calib_recordings": lambda v: _is_int(v, 1), "finetune_epochs": lambda v: _is_int(v, 0),
+    "finetune_substeps": lambda v: _is_int(v, 1),
     "seed": lambda v: _is_int(v, 0, 2**32 - 1),
     "n_val": lambda v: v is None or _is_int(v, 0), "T": lambda v: v is None or _is_int(v, 1),
     "downsample": lambda v: v is None or _is_int(v, 1), "asa_r": lambda v: v is None or _is_int(v, 1),

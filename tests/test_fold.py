@@ -17,7 +17,7 @@ from asa_deploy.fold.calibrate import MIN_CALIBRATION_WINDOWS, attention_gain, c
 from asa_deploy.fold.static import fold_static, lower_folded, static_network
 from asa_deploy.fold.strategies import apply_strategy, input_mask, supported_strategies
 from asa_deploy.nn import build_network, load_model_spec
-from asa_deploy.train import TrainConfig, train
+from asa_deploy.train import TrainConfig, load_run, train
 
 TINY = dict(data="synthetic:gesture-tiny", T=5, epochs=2, batch_size=4, eval_windows=2, seed=0)
 
@@ -263,3 +263,21 @@ def test_chip_comparison_splits_synops_by_cause_with_ratios_to_vanilla():
     assert lines["input-driven"].split()[-1] == "x1.00"
     assert lines["network-driven"].split()[-1] == "x0.40"
     assert "75% of vanilla's synops are input-driven" in text
+
+
+def test_fold_fine_tunes_at_finer_bins_over_the_same_windows(tiny_runs, tmp_path):
+    import shutil
+
+    from asa_deploy.pipeline import fold_run
+
+    run = tmp_path / "substeps"
+    shutil.copytree(tiny_runs["none"], run)
+    frames = load_run(run)[1]["data"]["frame_spec"]
+    report = fold_run(run, "speck2f", finetune_epochs=1, eval_windows=1, finetune_substeps=5)
+    fine = report["finetune_frames"]
+    assert (fine["T"], fine["dt_us"] * 5) == (frames["T"] * 5, frames["dt_us"])
+    step = next(r["step"] for r in report["ladder"] if r["step"].startswith("fine-tuned"))
+    assert step.endswith(f"{fine['T']} bins of {fine['dt_us'] / 1000:g} ms)")
+    bad = next(k for k in range(2, 1000) if frames["dt_us"] % k)
+    with pytest.raises(AsaDeployError, match=f"--finetune-substeps {bad} does not divide"):
+        fold_run(run, "speck2f", finetune_epochs=1, eval_windows=1, finetune_substeps=bad)

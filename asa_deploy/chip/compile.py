@@ -19,12 +19,14 @@ from asa_deploy.chip.config import (
     DvsLayerConfig,
     ReadoutConfig,
 )
+from asa_deploy.chip.graph import LoweredGraph, graph_violations, lower_graph
 from asa_deploy.chip.lower import LoweredNetwork, lower
 from asa_deploy.chip.mapping import Mapping, map_layers
 from asa_deploy.chip.quantize import QuantizedLayer, quantize_layer
 from asa_deploy.chip.rules import Violation, check_design_rules
 from asa_deploy.chip.spec import ChipSpec, load_chip_spec
 from asa_deploy.errors import CompileError
+from asa_deploy.nn.graph import SpikingGraph
 
 CHIP_CONFIG = "chip_config.json"
 MAPPING = "mapping.json"
@@ -51,6 +53,8 @@ class CompiledNetwork:
             **self.mapping.to_dict(spec),
             "quantization": {q.name: q.stats for q in self.quantized},
             "notes": self.notes,
+            **({"graph": self.lowered.describe(self.mapping.assignment)}
+               if isinstance(self.lowered, LoweredGraph) else {}),
         }
 
 
@@ -65,8 +69,12 @@ def check_network(model: nn.Module | LoweredNetwork, chip: str | ChipSpec, *,
     """
     spec = chip if isinstance(chip, ChipSpec) else load_chip_spec(chip)
     lowered = (model if isinstance(model, LoweredNetwork)
+               else lower_graph(model, input_shape, bias_policy=bias_policy)
+               if isinstance(model, SpikingGraph)
                else lower(model, input_shape, bias_policy=bias_policy))
     violations = check_design_rules(lowered, spec, input_from_sensor=sensor is not None)
+    if isinstance(lowered, LoweredGraph):
+        violations += graph_violations(lowered, spec, input_from_sensor=sensor is not None)
     if sensor is not None:
         violations += _sensor_violations(sensor, lowered, spec)
     try:
@@ -107,7 +115,9 @@ def compile_network(model: nn.Module | LoweredNetwork, chip: str | ChipSpec, *, 
             raise CompileError(f"layer {layer.name}: needs per-neuron initial values, which "
                                f"{spec.name} lacks")
         last = i == len(lowered.layers) - 1
-        destinations = [] if last else [Destination(mapping.assignment[i + 1], layer.pool)]
+        destinations = (lowered.destinations(i, mapping.assignment)
+                        if isinstance(lowered, LoweredGraph) else
+                        [] if last else [Destination(mapping.assignment[i + 1], layer.pool)])
         if last and layer.pool > 1:
             notes.append(f"{layer.name}: final pooling {layer.pool} dropped (classes are counted "
                          f"over all positions)")
@@ -131,7 +141,8 @@ def compile_network(model: nn.Module | LoweredNetwork, chip: str | ChipSpec, *, 
                             num_classes=num_classes, class_names=list(class_names or []))
     dvs = None
     if sensor is not None:
-        dvs = _dvs_layer(sensor, lowered, first_core)
+        entries = lowered.entries() if isinstance(lowered, LoweredGraph) else [0]
+        dvs = _dvs_layer(sensor, lowered, [mapping.assignment[i] for i in entries])
         if lowered.input_mask is not None:
             if spec.has("input_pixel_kill"):
                 dvs.killed_pixels = _killed_pixels(lowered.input_mask, sensor, lowered.input_pool)
@@ -179,10 +190,10 @@ def _sensor_violations(sensor: SensorInput, lowered: LoweredNetwork, spec: ChipS
     return out
 
 
-def _dvs_layer(sensor: SensorInput, lowered: LoweredNetwork, first_core: int) -> DvsLayerConfig:
+def _dvs_layer(sensor: SensorInput, lowered: LoweredNetwork, entry_cores: list[int]) -> DvsLayerConfig:
     pool = sensor.downsample * lowered.input_pool
     c, h, w = lowered.input_shape
-    return DvsLayerConfig(sensor_shape=tuple(sensor.shape), destinations=[first_core],
+    return DvsLayerConfig(sensor_shape=tuple(sensor.shape), destinations=entry_cores,
                           merge=c == 1 and sensor.shape[0] == 2, pooling=(pool, pool),
                           cut=(h - 1, w - 1))
 
