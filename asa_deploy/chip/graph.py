@@ -111,7 +111,7 @@ def lower_graph(graph: SpikingGraph, input_shape: tuple[int, int, int], *,
                 "split it into one node per synapse -> neuron pair"))
         layer = lowered.layers[0]
         layer.name = name
-        _apply_source_scales(layer, graph.merge_of(name), src_index, layers, scales, notes)
+        _apply_source_scales(layer, graph.merge_of(name), src_index, layers, scales)
         layers.append(layer)
         scales.append(scale)
         notes += lowered.notes
@@ -142,8 +142,9 @@ def _merged_shape(graph: SpikingGraph, name: str, src_index: list[int], layers) 
     return sum(s[0] for s in shapes), *shapes[0][1:]
 
 
-def _apply_source_scales(layer, merge, src_index, layers, scales, notes) -> None:
-    """A source's trailing AvgPool: x 1/k^2 on the input channels it feeds."""
+def _apply_source_scales(layer, merge, src_index, layers, scales) -> None:
+    """A source's trailing AvgPool: x 1/k^2 on the input channels it feeds (the chain lowering
+    notes it)."""
     if not src_index:
         return
     if merge == "sum":
@@ -154,18 +155,12 @@ def _apply_source_scales(layer, merge, src_index, layers, scales, notes) -> None
                 f"AvgPools scale the same weights differently ({sorted(distinct)})",
                 "use SumPool2d in the feeding nodes, or equal pooling"))
         if distinct != {1.0}:
-            scale = distinct.pop()
-            layer.weight = layer.weight * scale
-            notes.append(f"{layer.name}: its sources' AvgPool of spikes -> sum pooling, weights "
-                         f"x {scale:g}")
+            layer.weight = layer.weight * distinct.pop()
         return
     start = 0
     for j in src_index:
         c = layers[j].output_shape[0]
-        if scales[j] != 1.0:
-            layer.weight[:, start:start + c] *= scales[j]
-            notes.append(f"{layers[j].name}: AvgPool of spikes -> sum pooling, {layer.name}'s "
-                         f"weights on its channels x {scales[j]:g}")
+        layer.weight[:, start:start + c] *= scales[j]
         start += c
 
 
