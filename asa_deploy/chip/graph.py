@@ -110,6 +110,11 @@ def lower_graph(graph: SpikingGraph, input_shape: tuple[int, int, int], *,
                 f"({[layer.name for layer in lowered.layers]}); a node is one core",
                 "split it into one node per synapse -> neuron pair"))
         layer = lowered.layers[0]
+        if layer.weight.shape[1] != shape[0]:
+            raise CompileError(node_error(
+                name, "input_channels", f"its synapse takes {layer.weight.shape[1]} channels, its "
+                f"input {srcs}{' (' + graph.merge_of(name) + ')' if len(srcs) > 1 else ''} gives "
+                f"{shape[0]}", "match the synapse's input channels to what its sources send"))
         layer.name = name
         _apply_source_scales(layer, graph.merge_of(name), src_index, layers, scales)
         layers.append(layer)

@@ -2,8 +2,9 @@
 
 Each violation names the layer, the rule, the value, the limit and a fix, and all violations are
 collected at once (a user fixing a network wants the whole list, not one error per compile).
-Memory limits are checked by the mapper (they depend on which core a layer gets), fan-out by
-``ChipConfig.validate`` (lowered networks are chains: one destination per core).
+Memory limits are checked by the mapper (they depend on which core a layer gets); a chain has one
+destination per core, and a graph's fan-out, DVS destinations and core count are checked by
+``chip.graph.graph_violations``.
 """
 
 from __future__ import annotations

@@ -79,6 +79,7 @@ import torch
 from torch import nn
 
 from asa_deploy.chip.config import READOUT_CORE, ChipConfig
+from asa_deploy.chip.graph import LoweredGraph
 from asa_deploy.chip.lower import LoweredNetwork
 from asa_deploy.errors import AsaDeployError
 from asa_deploy.io import artifact_error, atomic_output, brief
@@ -195,7 +196,10 @@ def _infer_types(graph: nir.NIRGraph, where: str) -> None:
 
 def lowered_to_nir(net: LoweredNetwork, *, dt: float = 1.0) -> nir.NIRGraph:
     """The float network ``net`` (what ``net.to_sequential()`` computes, plus its initial states and
-    kill bits) as a NIR chain with our metadata; see the module docstring."""
+    kill bits) as a NIR chain with our metadata (a ``LoweredGraph``: a NIR graph keeping its
+    branches and merges, see "graphs" below); see the module docstring."""
+    if isinstance(net, LoweredGraph):
+        return _lowered_graph_to_nir(net, dt)
     c, h, w = net.input_shape
     p = int(net.input_pool)
     builder = _ChainBuilder((c, h * p, w * p), dt)
@@ -236,7 +240,10 @@ def _chain(config: ChipConfig) -> list[int]:
 def chip_config_to_nir(config: ChipConfig, *, dt: float = 1.0) -> nir.NIRGraph:
     """The integer network ``config`` holds, as float arrays in a NIR chain (cores in topological
     order; the DVS layer's pooling as the leading SumPool2d). Importing it with ``nir_to_sinabs``
-    gives the spikes ``sim.fast.run_frames`` gives for the last core."""
+    gives the spikes ``sim.fast.run_frames`` gives for the last core. A config whose cores branch
+    or merge is exported as a graph (see "graphs" below)."""
+    if _is_graph(config):
+        return _chip_graph_to_nir(config, dt)
     order = _chain(config)
     first = config.core(order[0])
     c, h, w = first.input_shape
@@ -256,6 +263,10 @@ def chip_config_to_nir(config: ChipConfig, *, dt: float = 1.0) -> nir.NIRGraph:
             kill=core.neurons_kill if core.neurons_kill is not None and np.any(core.neurons_kill)
             else None,
             pool=targets[0].pooling if targets else 1, extra={"core": int(cid)})
+    return builder.finish(_chip_metadata(config, pool))
+
+
+def _chip_metadata(config: ChipConfig, pool: tuple[int, int]) -> dict:
     r = config.readout
     metadata = {"source": f"ChipConfig {config.chip}",
                 "readout": {"source_core": int(r.source_core), "num_classes": int(r.num_classes),
@@ -267,7 +278,141 @@ def chip_config_to_nir(config: ChipConfig, *, dt: float = 1.0) -> nir.NIRGraph:
             "in_graph": "pooling only; polarity, region of interest, mirror, killed pixels: "
                         "see config_json",
             "config_json": json.dumps(config.to_dict()["dvs"])}
-    return builder.finish(metadata)
+    return metadata
+
+
+# ---- graphs (branches and merges) -------------------------------------------------------------------
+#
+# NIR sums the inputs of a node that several edges enter, and NIR 1.0.4 has no concatenation. So a
+# core fed by several sources (a merge) becomes one Conv2d per input-channel range [feature_shift,
+# feature_shift + C) that a source fills, ``conv{i}_{shift}`` holding those columns of the weights
+# (the bias on the first), all entering ``if{i}``: conv over concatenated channels = sum of convs
+# over the ranges, exactly. Sources sharing a range (a sum merge) enter the same conv, named
+# ``conv{i}`` when it covers all channels. A core whose destinations pool differently gets one
+# ``pool{i}_{k}`` per pooling. The graph's metadata adds ``topology``: JSON, per layer (IF node),
+# its sources with feature shift and pooling. ``nir_to_sinabs`` reads chains only; other importers
+# (sinabs.from_nir) read the NIR nodes and edges.
+
+def _graph_to_nir(input_shape, input_pool: tuple[int, int], layers: list[dict],
+                  feeds: list[list[tuple[int, int, int]]], output: int, dt: float,
+                  metadata: dict) -> nir.NIRGraph:
+    """``layers[i]``: the keyword arguments of ``_ChainBuilder.layer`` but ``pool``; ``feeds[i]``:
+    (source layer, -1 for the input; feature shift; pooling) per source, layers topologically."""
+    builder = _ChainBuilder(input_shape, dt)
+    builder.pool("input_pool", input_pool)
+    nodes, edges = builder.nodes, []
+    if builder.order[1:]:
+        edges.append(("input", "input_pool"))
+    outputs = {-1: (builder.order[-1], builder.shape)}  # layer -> (IF node, neuron shape)
+    pool_nodes: dict[tuple[int, int], str] = {}
+
+    def source_node(j: int, k: int) -> str:
+        name, shape = outputs[j]
+        if j < 0 or k == 1:
+            return name
+        if (j, k) not in pool_nodes:
+            poolings = {p for f in feeds for s, _, p in f if s == j and p > 1}
+            pool_nodes[(j, k)] = f"pool{j}" if len(poolings) == 1 else f"pool{j}_{k}"
+            node = nir.SumPool2d(kernel_size=np.array((k, k)), stride=np.array((k, k)),
+                                 padding=np.array((0, 0)))
+            node.input_type = {"input": np.array(shape)}
+            node.output_type = {"output": np.array(_pool_out(shape, (k, k)))}
+            nodes[pool_nodes[(j, k)]] = node
+            edges.append((name, pool_nodes[(j, k)]))
+        return pool_nodes[(j, k)]
+
+    topology = {}
+    for i, (layer, srcs) in enumerate(zip(layers, feeds, strict=True)):
+        weight = _f32(layer["weight"])
+        channels = {j: (outputs[j][1][0] if j >= 0 else builder.shape[0]) for j, _, _ in srcs}
+        _, h, w = outputs[srcs[0][0]][1]
+        if srcs[0][0] >= 0 and srcs[0][2] > 1:
+            h, w = h // srcs[0][2], w // srcs[0][2]
+        one = _ChainBuilder((weight.shape[1], h, w), dt)  # conv, IF and their metadata
+        one.layer(i, **layer)
+        ranges = sorted({(shift, channels[j]) for j, shift, _ in srcs})
+        bias = _f32(layer["bias"]) if layer["bias"] is not None else np.zeros(weight.shape[0], np.float32)
+        for n, (shift, c) in enumerate(ranges):
+            whole = ranges == [(0, weight.shape[1])]
+            name = f"conv{i}" if whole else f"conv{i}_{shift}"
+            nodes[name] = nir.Conv2d(
+                input_shape=(h, w), weight=np.ascontiguousarray(weight[:, shift:shift + c]),
+                stride=one.nodes[f"conv{i}"].stride, padding=one.nodes[f"conv{i}"].padding,
+                dilation=(1, 1), groups=1, bias=bias if n == 0 else np.zeros_like(bias))
+            edges += [(source_node(j, k), name) for j, s, k in srcs if (s, channels[j]) == (shift, c)]
+            edges.append((name, f"if{i}"))
+        nodes[f"if{i}"] = one.nodes[f"if{i}"]
+        builder.layers[f"if{i}"] = one.layers[f"if{i}"]
+        outputs[i] = (f"if{i}", one.shape)
+        topology[f"if{i}"] = [{"from": "input" if j < 0 else f"if{j}", "feature_shift": s,
+                               "pooling": k} for j, s, k in srcs]
+    nodes["output"] = nir.Output(output_type={"output": np.array(outputs[output][1])})
+    edges.append((outputs[output][0], "output"))
+    graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata={
+        "format": FORMAT, "format_version": FORMAT_VERSION, "dt": builder.dt,
+        "integration": INTEGRATION, "bias": BIAS, "kill": KILL, **metadata,
+        "topology": json.dumps(topology), "layers": builder.layers})
+    _infer_types(graph, "NIR export")
+    return graph
+
+
+def _lowered_graph_to_nir(net: LoweredGraph, dt: float) -> nir.NIRGraph:
+    layers = [_layer_kwargs(layer) for layer in net.layers]
+    feeds = [[(j, net.feature_shift(i, j), net.layers[j].pool) for j in srcs] or [(-1, 0, 1)]
+             for i, srcs in enumerate(net.sources)]
+    return _graph_to_nir(net.input_shape, (1, 1), layers, feeds, len(layers) - 1, dt,
+                         {"source": "LoweredGraph"})
+
+
+def _layer_kwargs(layer) -> dict:
+    return dict(name=layer.name, weight=layer.weight, bias=layer.bias, stride=layer.stride,
+                padding=layer.padding,
+                threshold=(layer.per_neuron_threshold if layer.per_neuron_threshold is not None
+                           else np.float32(layer.threshold)),
+                min_v_mem=layer.min_v_mem, return_to_zero=layer.return_to_zero,
+                initial_state=layer.initial_state, kill=layer.kill)
+
+
+def _is_graph(config: ChipConfig) -> bool:
+    """More than one entry core, or a core with two destinations or two sources."""
+    fan_in: dict[int, int] = {}
+    for core in config.cores:
+        targets = [d.core for d in core.destinations if d.core != READOUT_CORE]
+        if len(targets) > 1:
+            return True
+        for t in targets:
+            fan_in[t] = fan_in.get(t, 0) + 1
+    return len(config.entry_cores()) > 1 or any(n > 1 for n in fan_in.values())
+
+
+def _chip_graph_to_nir(config: ChipConfig, dt: float) -> nir.NIRGraph:
+    order = config.topological_order()
+    index = {cid: i for i, cid in enumerate(order)}
+    feeds: list[list[tuple[int, int, int]]] = [[] for _ in order]
+    for cid in config.entry_cores():
+        feeds[index[cid]].append((-1, 0, 1))
+    layers = []
+    for i, cid in enumerate(order):
+        core = config.core(cid)
+        if core.output_decimator is not None:
+            raise AsaDeployError(f"NIR export: core {cid} ({core.name}) uses output_decimator "
+                                 f"{core.output_decimator}, which NIR (like sim.fast) cannot model")
+        for d in core.destinations:
+            if d.core != READOUT_CORE:
+                feeds[index[d.core]].append((i, d.feature_shift, d.pooling))
+        state = core.neurons_initial_value
+        layers.append(dict(
+            name=core.name, weight=core.weights, bias=core.biases if core.leak_enable else None,
+            stride=core.stride, padding=core.padding, threshold=np.float32(core.threshold_high),
+            min_v_mem=float(core.threshold_low), return_to_zero=core.return_to_zero,
+            initial_state=state if np.any(state != 0) else None,
+            kill=core.neurons_kill if core.neurons_kill is not None and np.any(core.neurons_kill)
+            else None, extra={"core": int(cid)}))
+    c, h, w = config.core(config.entry_cores()[0]).input_shape
+    pool = (1, 1) if config.dvs is None else tuple(int(p) for p in config.dvs.pooling)
+    metadata = _chip_metadata(config, pool)
+    return _graph_to_nir((c, h * pool[0], w * pool[1]), pool, layers, feeds,
+                         index[config.readout.source_core], dt, metadata)
 
 
 # ---- files ------------------------------------------------------------------------------------------
