@@ -11,7 +11,8 @@ cost are swept for both methods alike: the cost weight W, the first layer's chan
 which sets the input-driven synops per event) and the neuron trained (`--neuron iaf`: chip-native
 training, no LIF -> IAF conversion at fold); ASA runs are also folded with DVS pixel kills from
 the first attention layer's calibrated map, keeping a share K of the pixels (`--input-mask
---input-mask-keep K`), the attention at the input that only ASA has.
+--input-mask-keep K`), the attention at the input that only ASA has. `--substeps 1,5` also folds
+every run with `--finetune-substeps 5` (fine-tuning at 5x finer bins; a point `<run>-sub5`).
 
 The goal (issue 11): at accuracy within 1 point of the best vanilla point, the best ASA-derived point
 needs at most 0.5x that vanilla point's synops per window, and at most 0.5x its spikes. The JSON has
@@ -76,16 +77,19 @@ def train_point(runs: Path, preset: dict, attention: str, variant: list[str], we
             "synops_weight": weight, "train_command": shown(command)}
 
 
-def fold_point(point: dict, preset: dict, keep: float | None) -> dict:
+def fold_point(point: dict, preset: dict, keep: float | None, substeps: int) -> dict:
     source: Path = point["run"]
-    out = source if keep is None else source.with_name(f"{source.name}-keep{keep:g}")
-    if keep is not None and not (out / "model.pt").is_file():
+    suffix = (f"-keep{keep:g}" if keep is not None else "") + (
+        f"-sub{substeps}" if substeps > 1 else "")
+    out = source.with_name(source.name + suffix)
+    if suffix and not (out / "model.pt").is_file():
         out.mkdir(parents=True, exist_ok=True)
         for name in ("model.pt", "train_log.jsonl"):
             shutil.copy2(source / name, out / name)
     mask = [] if keep is None else ["--input-mask", "--input-mask-keep", f"{keep:g}"]
+    fine = [] if substeps == 1 else ["--finetune-substeps", str(substeps)]
     command = [*asa_deploy(), "fold", str(out), "--chip", "speck2f", "--kill-hot-pixels",
-               "--synops-weight", f"{point['synops_weight']:g}", *preset["fold"], *mask,
+               "--synops-weight", f"{point['synops_weight']:g}", *preset["fold"], *mask, *fine,
                "--no-progress"]
     fold_json = out / "fold.json"
     if not (fold_json.is_file() and fold_json.stat().st_mtime > (out / "model.pt").stat().st_mtime):
@@ -95,7 +99,7 @@ def fold_point(point: dict, preset: dict, keep: float | None) -> dict:
     exact = ladder["quantized, exact simulator"]
     finetuned = next((row for step, row in ladder.items() if step.startswith("fine-tuned")), None)
     return {k: v for k, v in point.items() if k != "run"} | {
-        "name": out.name, "input_keep": keep,
+        "name": out.name, "input_keep": keep, "finetune_substeps": substeps,
         "method": "vanilla" if point["attention"] == "none" else point["attention"],
         "input_mask_kept": report.get("input_mask_kept"),
         "hot_pixels_killed": len((report.get("hot_pixels") or {}).get("pixels", [])),
@@ -162,9 +166,14 @@ def plot(points: list[dict], summary: dict, path: Path, title: str) -> None:
             group = [p for p in points if p["method"] == method]
             color, marker = styles.get(method, ("tab:red", "D"))
             masked = [p for p in group if p["input_keep"] is not None]
-            plain = [p for p in group if p["input_keep"] is None]
+            plain = [p for p in group if p["input_keep"] is None and p["finetune_substeps"] == 1]
+            fine = [p for p in group if p["input_keep"] is None and p["finetune_substeps"] > 1]
             ax.scatter([p[cost] for p in plain], [p["accuracy"] for p in plain], color=color,
                        marker=marker, label=method)
+            if fine:
+                ax.scatter([p[cost] for p in fine], [p["accuracy"] for p in fine], color=color,
+                           marker=marker, edgecolors="k", linewidths=1.5,
+                           label=f"{method}, fine-tuned at finer bins")
             if masked:
                 ax.scatter([p[cost] for p in masked], [p["accuracy"] for p in masked],
                            facecolors="none", edgecolors=color, marker=marker,
@@ -201,20 +210,25 @@ def main() -> int:
     parser.add_argument("--attentions", default="none,asa2")
     parser.add_argument("--weights", default=None, help="comma-separated synops weights")
     parser.add_argument("--keeps", default=None, help="comma-separated input-mask keep shares")
+    parser.add_argument("--substeps", default="1",
+                        help="comma-separated `fold --finetune-substeps` values, each a point of "
+                             "every trained run; input masks use the first")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
     preset = PRESETS[args.preset]
     weights = [float(w) for w in args.weights.split(",")] if args.weights else preset["weights"]
     keeps = [float(k) for k in args.keeps.split(",")] if args.keeps else preset["keeps"]
+    substeps = [int(k) for k in args.substeps.split(",")]
     runs = args.runs or ROOT / "runs" / "fronts" / args.preset
     runs.mkdir(parents=True, exist_ok=True)
     grid = list(itertools.product(args.attentions.split(","), preset["variants"], weights))
     with ThreadPoolExecutor(args.jobs) as pool:
         trained = list(pool.map(lambda g: train_point(runs, preset, *g, args.seed), grid))
-        folds = [(t, None) for t in trained]
-        folds += [(t, k) for t in trained if t["attention"] != "none" for k in keeps]
-        points = list(pool.map(lambda f: fold_point(f[0], preset, f[1]), folds))
+        folds = [(t, None, k) for t in trained for k in substeps]
+        folds += [(t, keep, substeps[0]) for t in trained if t["attention"] != "none"
+                  for keep in keeps]
+        points = list(pool.map(lambda f: fold_point(f[0], preset, f[1], f[2]), folds))
     for p in sorted(points, key=lambda p: p["synops_per_window"]):
         print(f"{p['name']:28s} acc {p['accuracy']:.3f}  synops/window {p['synops_per_window']:>11,.0f}"
               f" (input {p['input_synops_per_window']:>11,.0f})  spikes/window "

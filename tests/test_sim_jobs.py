@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 from pathlib import Path
 
@@ -14,10 +15,10 @@ import numpy as np
 import pytest
 
 from asa_deploy.chip.config import ChipConfig
-from asa_deploy.chip.sim.parallel import chunks, process_pool
+from asa_deploy.chip.sim.parallel import MappedEvents, by_reference, chunks, process_pool
 from asa_deploy.cli import main
 from asa_deploy.data import open_dataset
-from asa_deploy.errors import BadRecordingError
+from asa_deploy.errors import BadRecordingError, DataSpecError
 from asa_deploy.train import TrainConfig, train
 
 TIMING = {"wall_seconds", "events_per_second", "synops_per_second", "jobs", "mean_decision_ms",
@@ -149,3 +150,46 @@ def test_camera_refuses_jobs_with_realtime_or_a_device(tmp_path, capsys):
             "another; --jobs would play them at once: drop --jobs or --realtime") in capsys.readouterr().err
     assert main(["camera", str(tmp_path), "--device", "speck2fdevkit:0", "--jobs", "2"]) == 2
     assert "a device is one camera: drop --jobs" in capsys.readouterr().err
+
+
+def events_folder(folder: Path, count: int) -> str:
+    """An ``events:`` folder of the first ``count`` gesture-tiny recordings, with its classes."""
+    tiny = open_dataset("synthetic:gesture-tiny")
+    files = recordings(folder, count)
+    (folder / "labels.csv").write_text("file,label\n" + "".join(
+        f"{path.name},{tiny.labels[i]}\n" for i, path in enumerate(files)))
+    (folder / "dataset.json").write_text(json.dumps({"sensor_size": list(tiny.sensor_size),
+                                                     "class_names": tiny.class_names}))
+    return f"events:{folder}"
+
+
+def test_cached_recordings_go_to_workers_as_file_references(tmp_path):
+    """Pickled, a cached recording would carry every event to a worker (1.1 GB per chunk at DVS
+    Gesture's size with 2 jobs, benchmarks/scale.py); its reference is its file, offset and length."""
+    spec = events_folder(tmp_path, 3)
+    events, _ = open_dataset(spec, cache=tmp_path / "cache")[0]
+    sent = by_reference(events)
+    assert isinstance(sent, MappedEvents) and sent.count == len(events) > 1000
+    assert len(pickle.dumps(sent)) < 600 < events.nbytes
+    assert np.array_equal(sent.load(), events)
+    part = events[5:17]
+    assert by_reference(part).offset == sent.offset + 5 * events.itemsize
+    assert np.array_equal(by_reference(part).load(), part)
+    in_memory, _ = open_dataset(spec)[0]  # no cache: the events travel themselves
+    assert by_reference(in_memory) is in_memory
+    os.utime(sent.path, ns=(sent.mtime_ns + 10**9, sent.mtime_ns + 10**9))  # rewritten meanwhile
+    with pytest.raises(DataSpecError, match=r"the cached events changed or vanished while simulating "
+                                            r"\(it was rewritten\); rerun the command"):
+        sent.load()
+
+
+def test_two_jobs_on_cached_recordings_equal_one(run, tmp_path, capsys):
+    spec, cache = events_folder(tmp_path, 6), str(tmp_path / "cache")
+    results = []
+    for jobs in (1, 2):
+        assert main(["simulate", str(run), "--data", spec, "--cache-dir", cache, "--engine", "exact",
+                     "--windows", "2", "--jobs", str(jobs), "--json"]) == 0
+        printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        results.append(json.loads(Path(printed["file"]).read_text())["exact"])
+    assert untimed(results[1]) == untimed(results[0])
+    assert results[0]["n_windows"] == 12 and results[0]["input_events"] > 0
