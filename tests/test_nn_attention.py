@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asa_deploy.nn import (
     AdvancedSpatialAttention,
@@ -12,7 +14,7 @@ from asa_deploy.nn import (
     load_model_spec,
     make_neuron,
 )
-from asa_deploy.nn.attention import top_k_mask
+from asa_deploy.nn.attention import _first_max, soft_top_k_mask, top_k_mask
 
 
 @pytest.mark.parametrize("variant", ["asa1", "asa2"])
@@ -169,3 +171,125 @@ def test_asa_gradients_match_the_plain_formula():
     reference = torch.autograd.grad((plain(x) * g).sum(), [x, *asa.parameters()])
     for a, b in zip(fast, reference, strict=True):
         assert torch.allclose(a, b, atol=1e-10)
+
+
+# ---- the hand-written forward and backward (_AsaGain, _PoolSpace) against autograd ----------------
+
+def reference_asa(asa: AdvancedSpatialAttention, x: torch.Tensor) -> torch.Tensor:
+    """ASA written plainly, every gradient by autograd. Each max sends its gradient to the first
+    maximum (``torch.max``'s choice), as the implementation before the hand-written backward did."""
+    n, t, c, h, w = x.shape
+    avg, mx = x.mean(dim=(3, 4)), x.flatten(3).max(dim=3).values
+    if asa.variant == "asa2" or asa.release_masks:
+        scores = (avg + mx).detach() if asa.variant == "asa2" else None
+    if asa.variant == "asa1":
+        raw = (0.5 + asa.a) * avg + (0.5 + asa.b) * mx
+        scores = asa.mlp(raw.transpose(1, 2)).transpose(1, 2)
+        if asa.release_masks:
+            scores = scores.detach()
+    select = (soft_top_k_mask if asa.variant == "asa1" and not asa.release_masks else top_k_mask)
+    over_channels = select(scores, math.floor(c * asa.lam), dim=2)
+    over_time = select(scores, math.floor(t * asa.lam), dim=1)
+    if asa.release_masks:
+        over_channels = over_channels.amax(dim=0, keepdim=True).expand_as(over_channels)
+        over_time = over_time.amax(dim=0, keepdim=True).expand_as(over_time)
+    m1 = (over_channels + over_time - 2 * over_channels * over_time)[..., None, None]
+    maps = []
+    for conv, group, share in ((asa.spatial[0], m1 * x, asa.lam),
+                               (asa.spatial[1], (1 - m1) * x, 1 - asa.lam)):
+        flat = group.flatten(1, 2)
+        pooled = torch.stack([flat.mean(1) / share, flat.max(1).values], 1)
+        maps.append(torch.sigmoid(conv(pooled))[:, None])
+    return maps[0] * m1 * x + maps[1] * (1 - m1) * x
+
+
+def assert_matches_reference(asa, x, *, atol=1e-10):
+    torch.manual_seed(11)
+    g = torch.randn_like(x)
+    wrt = ([x] if x.requires_grad else []) + list(asa.parameters())
+    fast_out, slow_out = asa(x), reference_asa(asa, x)
+    assert torch.allclose(fast_out, slow_out, atol=atol)
+    fast = torch.autograd.grad((fast_out * g).sum(), wrt, allow_unused=True)
+    slow = torch.autograd.grad((slow_out * g).sum(), wrt, allow_unused=True)
+    for a, b in zip(fast, slow, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, atol=atol), (a - b).abs().max()
+
+
+@pytest.mark.parametrize("variant", ["asa1", "asa2"])
+@pytest.mark.parametrize("release", [False, True])
+@pytest.mark.parametrize("ties", [False, True])
+def test_asa_hand_written_backward_matches_autograd(variant, release, ties):
+    # 9 x 9 pixels reach _first_max's two-stage search (HW >= 64), 5 x 5 its plain one
+    for shape in [(3, 4, 6, 9, 9), (2, 5, 3, 5, 5), (1, 1, 4, 3, 3)]:
+        torch.manual_seed(5)
+        asa = AdvancedSpatialAttention(T=shape[1], variant=variant, r=2, release_masks=release)
+        asa = asa.double()
+        x = torch.randn(shape, dtype=torch.float64)
+        if ties:  # integers: many equal maxima, where the first one must get the gradient
+            x = (2 * x).round()
+        assert_matches_reference(asa, x.requires_grad_(True))
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 3), t=st.integers(1, 4), c=st.integers(1, 5), h=st.integers(1, 9),
+       w=st.integers(1, 9), lam=st.sampled_from([0.25, 0.5, 0.75]),
+       variant=st.sampled_from(["asa1", "asa2"]), ties=st.booleans(), x_grad=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_asa_matches_autograd_fuzz(n, t, c, h, w, lam, variant, ties, x_grad, seed):
+    torch.manual_seed(seed)
+    asa = AdvancedSpatialAttention(T=t, variant=variant, lam=lam, r=2).double()
+    x = torch.randn(n, t, c, h, w, dtype=torch.float64)
+    if ties:
+        x = x.round()
+    assert_matches_reference(asa, x.requires_grad_(x_grad))
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5, 2), (2, 3, 7, 64), (4, 2, 3, 70)])  # L < 64, >= 64
+def test_first_max_is_torch_max_with_its_first_index(shape):
+    torch.manual_seed(6)
+    x = torch.randint(-2, 3, shape).float()  # ties everywhere
+    values, index = _first_max(x)
+    expected = x.flatten(1, 2).max(dim=1)
+    assert torch.equal(values, expected.values)
+    assert torch.equal(index, expected.indices)
+
+
+@pytest.mark.parametrize("variant", ["asa1", "asa2"])
+def test_asa_without_gradient_gives_the_same_output(variant):
+    torch.manual_seed(7)
+    asa = AdvancedSpatialAttention(T=4, variant=variant, r=2)
+    x = torch.randn(3, 4, 6, 9, 9)
+    with torch.no_grad():
+        quiet = asa(x)
+    assert torch.equal(quiet, asa(x.requires_grad_(True)))
+
+
+def test_asa_spatial_maps_stay_differentiable():
+    torch.manual_seed(8)
+    asa = AdvancedSpatialAttention(T=3, variant="asa2").double()
+    x = torch.randn(2, 3, 4, 5, 5, dtype=torch.float64, requires_grad=True)
+    m1, m2 = asa.masks(x)
+    (fast,) = torch.autograd.grad(asa.spatial_maps(x, m1).sum(), [x])
+    expected = 0
+    for conv, group, share in ((asa.spatial[0], m1 * x, 0.5), (asa.spatial[1], m2 * x, 0.5)):
+        flat = group.flatten(1, 2)
+        expected = expected + torch.sigmoid(conv(torch.stack([flat.mean(1) / share,
+                                                               flat.amax(1)], 1))).sum()
+    (slow,) = torch.autograd.grad(expected, [x])
+    assert torch.allclose(fast, slow, atol=1e-12)
+
+
+@pytest.mark.parametrize("variant", ["asa1", "asa2"])
+def test_asa_under_bf16_autocast_computes_in_the_input_dtype(variant):
+    torch.manual_seed(9)
+    asa = AdvancedSpatialAttention(T=4, variant=variant, r=2)
+    x = torch.randn(2, 4, 6, 9, 9).bfloat16().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = asa(x)
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert x.grad.dtype == torch.bfloat16 and torch.isfinite(x.grad.float()).all()
+    for name, p in asa.named_parameters():
+        assert p.grad is not None and p.grad.dtype == torch.float32, name
