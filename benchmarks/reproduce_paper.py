@@ -45,13 +45,17 @@ PRESETS = {
 ATTENTIONS = {"none": [], "asa2": [], "asa1": [], "asa1-release": ["--release-masks"]}
 
 
-def train_run(runs: Path, preset: dict, recipe: str, attention: str, seed: int) -> dict:
+def train_run(runs: Path, preset: dict, recipe: str, attention: str, seed: int,
+              train: bool = True) -> dict | None:
+    """One run's row (training it first when missing; ``train`` False: None when missing)."""
     out = runs / f"{recipe}-{attention}-s{seed}"
     epochs = preset["paper_epochs" if recipe == "paper" else "epochs"]
     command = [*asa_deploy(), "train", *preset["train"], "--epochs", str(epochs), "--recipe", recipe,
                "--attention", attention.split("-")[0], *ATTENTIONS[attention], "--seed", str(seed),
                "--no-progress", "--out", str(out)]
     if not (out / "model.pt").is_file():
+        if not train:
+            return None
         out.mkdir(parents=True, exist_ok=True)
         run(command, out.parent / f"{out.name}.log")
     artifact = torch.load(out / "model.pt", weights_only=False, map_location="cpu")
@@ -116,6 +120,9 @@ def main() -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--runs", type=Path, default=None, help="default: runs/paper/<preset>")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--existing-only", action="store_true",
+                        help="summarise the finished runs of the grid, train nothing (a grid point "
+                             "without a finished run is listed under `missing`)")
     args = parser.parse_args()
     preset = PRESETS[args.preset]
     runs = args.runs or ROOT / "runs" / "paper" / args.preset
@@ -125,9 +132,13 @@ def main() -> int:
     if unknown:
         parser.error(f"--attentions: unknown {sorted(unknown)}; valid: {list(ATTENTIONS)}")
     with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda g: train_run(runs, preset, *g), grid))
+        found = list(pool.map(lambda g: train_run(runs, preset, *g, not args.existing_only), grid))
+    rows = [r for r in found if r is not None]
+    missing = [f"{r}-{a}-s{s}" for (r, a, s), row in zip(grid, found, strict=True) if row is None]
     table = summarise(rows)
     text = markdown(table, args.preset)
+    if missing:
+        text += "\n\nnot run: " + ", ".join(missing)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
@@ -135,7 +146,7 @@ def main() -> int:
         "command": " ".join(["python", "benchmarks/reproduce_paper.py", *sys.argv[1:]]),
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "cpus": os.cpu_count()},
-        "table": table, "runs": rows}, indent=1) + "\n")
+        "table": table, "runs": rows, "missing": missing}, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(text + "\n")
     return 0
 
