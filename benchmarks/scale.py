@@ -316,14 +316,12 @@ def child_train(spec: dict) -> None:
     """``spec["steps"]`` steps of the training loop (``asa_deploy.train.loop._train``'s body) on
     one rank, or with ``spec["frames_only"]`` one epoch of training windows framed, no model."""
     import torch
-    from torch.utils.data import DataLoader
 
     from asa_deploy.train import distributed as D
     from asa_deploy.train.accelerator import Precision
     from asa_deploy.train.config import TrainConfig
     from asa_deploy.train.cost import CostMeter
-    from asa_deploy.train.evaluation import collate
-    from asa_deploy.train.loop import per_sample_loss, prepare
+    from asa_deploy.train.loop import epoch_loader, prepare, train_step
 
     marks = {"imported": time.time()}
     config = TrainConfig(data=spec["data"], model=spec["model"], attention=spec["attention"],
@@ -343,33 +341,16 @@ def child_train(spec: dict) -> None:
     train_set.set_epoch(0)
     n_train = len(train_set)
     batch = min(config.batch_size, n_train)
-    order = np.random.default_rng([config.seed, 0]).permutation(n_train)
-    batches = [order[i:i + batch] for i in range(0, n_train - batch + 1, batch)]
-    if not spec["frames_only"]:
-        batches = batches[:spec["steps"]]
-    shards = [group.shard(len(b)) for b in batches]
     pin = group.device.startswith("cuda")
-    loader = DataLoader(train_set, batch_sampler=[b[start:stop].tolist() for b, (start, stop)
-                                                  in zip(batches, shards, strict=True)],
-                        collate_fn=collate, num_workers=config.workers, pin_memory=pin,
-                        generator=torch.Generator())
+    batches, shards, loader = epoch_loader(train_set, config, 0, group, pin,
+                                           limit=None if spec["frames_only"] else spec["steps"])
     done, losses = [], []
     model.train()
     for global_batch, (start, stop), (frames, labels, _) in zip(batches, shards, loader, strict=True):
         marks.setdefault("first_batch", time.time())  # framed and collated: the step starts
         if not spec["frames_only"]:
-            frames = frames.to(group.device, non_blocking=pin)
-            model.set_batch_shard(len(global_batch), start, stop)
-            model.reset_states()
-            with precision.autocast():
-                out = model(frames)
-            loss = per_sample_loss(out.float(), labels.to(group.device, non_blocking=pin),
-                                   config.loss).sum() / len(global_batch)
-            meter.synops(frames)
-            optimizer.zero_grad()
-            precision.backward(loss)
-            D.sum_gradients(model, group)
-            precision.step(optimizer)
+            loss, _, _ = train_step(model, meter, optimizer, precision, group, config, frames,
+                                    labels, len(global_batch), start, stop, pin)
             losses.append(float(D.sum_tensor(loss.detach().cpu().double(), group)))
         done.append(time.time())
         if len(done) == 1:

@@ -165,36 +165,17 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, precision:
     for epoch in range(state["epoch"], config.epochs):
         model.train()
         train_set.set_epoch(epoch)  # before the loader: its workers copy the dataset, epoch included
-        order = np.random.default_rng([config.seed, epoch]).permutation(n_train)
-        batches = [order[i:i + batch] for i in range(0, n_train - batch + 1, batch)]
-        shards = [group.shard(len(b)) for b in batches]
-        loader = DataLoader(train_set, batch_sampler=[b[start:stop].tolist() for b, (start, stop)
-                                                      in zip(batches, shards, strict=True)],
-                            collate_fn=collate, num_workers=config.workers, pin_memory=pin,
-                            generator=torch.Generator())
+        batches, shards, loader = epoch_loader(train_set, config, epoch, group, pin)
         losses, t0 = [], time.perf_counter()
         synops = torch.zeros(3, dtype=torch.float64)  # network-driven, input-driven, windows
         bar = tqdm(zip(batches, shards, loader, strict=True), total=len(batches),
                    desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                    disable=None if progress and group.is_main else True)  # None: no bars off a TTY
         for global_batch, (start, stop), (frames, labels, _) in bar:
-            frames = frames.to(group.device, non_blocking=pin)
-            model.set_batch_shard(len(global_batch), start, stop)
-            model.reset_states()
-            with precision.autocast():
-                out = model(frames)
-            loss = per_sample_loss(out.float(), labels.to(group.device, non_blocking=pin),
-                                   config.loss).sum() / len(global_batch)
-            network, inputs = meter.synops(frames)
-            if config.synops_weight:
-                loss = loss + meter.penalty(network, inputs, config.synops_weight,
-                                            config.synops_budget) / len(global_batch)
+            loss, network, inputs = train_step(model, meter, optimizer, precision, group, config,
+                                               frames, labels, len(global_batch), start, stop, pin)
             synops += torch.stack([network.detach().sum().double().cpu(), inputs.sum().double().cpu(),
                                    torch.tensor(float(len(network)), dtype=torch.float64)])
-            optimizer.zero_grad()
-            precision.backward(loss)
-            D.sum_gradients(model, group)
-            precision.step(optimizer)
             losses.append(float(D.sum_tensor(loss.detach().cpu().double(), group)))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         schedule.step()
@@ -263,6 +244,44 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, precision:
     if group.is_main and not finished_before:
         io.save_torch(out_dir / MODEL, artifact)
     return artifact["metrics"]
+
+
+def epoch_loader(train_set, config: TrainConfig, epoch: int, group, pin: bool,
+                 limit: int | None = None) -> tuple[list, list, DataLoader]:
+    """An epoch's global batches (order seeded by seed and epoch, full batches only; the first
+    ``limit``), this rank's (start, stop) shard of each, and the loader framing the shards."""
+    n_train = len(train_set)
+    batch = min(config.batch_size, n_train)
+    order = np.random.default_rng([config.seed, epoch]).permutation(n_train)
+    batches = [order[i:i + batch] for i in range(0, n_train - batch + 1, batch)][:limit]
+    shards = [group.shard(len(b)) for b in batches]
+    loader = DataLoader(train_set, batch_sampler=[b[start:stop].tolist() for b, (start, stop)
+                                                  in zip(batches, shards, strict=True)],
+                        collate_fn=collate, num_workers=config.workers, pin_memory=pin,
+                        generator=torch.Generator())
+    return batches, shards, loader
+
+
+def train_step(model, meter: CostMeter, optimizer, precision, group, config: TrainConfig,
+               frames, labels, global_size: int, start: int, stop: int, pin: bool):
+    """One optimizer step on this rank's rows [start, stop) of a global batch: the loss (summed
+    over the shard / global size, cost term included) and the network- and input-driven synops."""
+    frames = frames.to(group.device, non_blocking=pin)
+    model.set_batch_shard(global_size, start, stop)
+    model.reset_states()
+    with precision.autocast():
+        out = model(frames)
+    loss = per_sample_loss(out.float(), labels.to(group.device, non_blocking=pin),
+                           config.loss).sum() / global_size
+    network, inputs = meter.synops(frames)
+    if config.synops_weight:
+        loss = loss + meter.penalty(network, inputs, config.synops_weight,
+                                    config.synops_budget) / global_size
+    optimizer.zero_grad()
+    precision.backward(loss)
+    D.sum_gradients(model, group)
+    precision.step(optimizer)
+    return loss, network, inputs
 
 
 def synops_summary(config: TrainConfig, history: list[dict]) -> dict | None:
