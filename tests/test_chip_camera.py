@@ -9,10 +9,8 @@ import json
 
 import numpy as np
 import pytest
-import sinabs.layers as sl
-import torch
+from helpers import two_core_net
 from samna_conformance import install
-from torch import nn
 
 from asa_deploy.chip.compile import SensorInput, compile_network
 from asa_deploy.chip.monitor import Monitor
@@ -26,13 +24,7 @@ from asa_deploy.errors import BadRecordingError
 
 def gesture_config():
     """A 128x128 DVS input pooled by 4 into a small two-core network that spikes readily."""
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), sl.IAFSqueeze(batch_size=1, min_v_mem=-1.0),
-                        sl.SumPool2d(4), nn.Flatten(), nn.Linear(4 * 8 * 8, 3, bias=False),
-                        sl.IAFSqueeze(batch_size=1, min_v_mem=-1.0))
-    for module in net.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            module.weight.data = module.weight.data.abs()
+    net = two_core_net()
     config = compile_network(net, "speck2f", input_shape=(2, 32, 32),
                              sensor=SensorInput((2, 128, 128), 4), class_names=["a", "b", "c"]).config
     config.meta["frame_spec"] = {"T": 10, "dt_us": 10_000, "downsample": 4, "binarize": False}

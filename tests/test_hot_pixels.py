@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import sinabs.layers as sl
 import torch
-from torch import nn
+from helpers import two_core_net
 
 from asa_deploy.chip.compile import SensorInput, compile_network
 from asa_deploy.chip.sim import EventWindow, simulate
@@ -65,23 +64,12 @@ def test_a_lower_factor_or_margin_flags_the_edge_a_higher_misses_weak_hot_pixels
     assert strict.pixels == [(12, 16)]  # only the one at 50x the edge's rate
 
 
-def small_net() -> nn.Sequential:
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), sl.IAFSqueeze(batch_size=1, min_v_mem=-1.0),
-                        sl.SumPool2d(4), nn.Flatten(), nn.Linear(4 * 8 * 8, 3, bias=False),
-                        sl.IAFSqueeze(batch_size=1, min_v_mem=-1.0))
-    for module in net.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            module.weight.data = module.weight.data.abs()
-    return net
-
-
 def test_compile_kills_hot_pixels_and_the_exact_simulator_drops_their_events():
     recording = planted_recording(0)
     hot = detect_hot_pixels([recording], (SIZE, SIZE, 2)).pixels
     sensor = SensorInput((2, SIZE, SIZE), 1)
-    plain = compile_network(small_net(), "speck2f", input_shape=(2, SIZE, SIZE), sensor=sensor)
-    killed = compile_network(small_net(), "speck2f", input_shape=(2, SIZE, SIZE), sensor=sensor,
+    plain = compile_network(two_core_net(), "speck2f", input_shape=(2, SIZE, SIZE), sensor=sensor)
+    killed = compile_network(two_core_net(), "speck2f", input_shape=(2, SIZE, SIZE), sensor=sensor,
                              hot_pixels=hot)
     assert killed.config.dvs.killed_pixels == sorted(PLANTED)
     assert plain.config.dvs.killed_pixels == []
@@ -99,19 +87,19 @@ def test_compile_kills_hot_pixels_and_the_exact_simulator_drops_their_events():
 
 def test_refuses_a_chip_without_pixel_kill_and_no_dvs():
     with pytest.raises(CompileError, match="dynapcnn cannot kill input pixels"):
-        compile_network(small_net(), "dynapcnn", input_shape=(2, SIZE, SIZE),
+        compile_network(two_core_net(), "dynapcnn", input_shape=(2, SIZE, SIZE),
                         sensor=SensorInput((2, SIZE, SIZE), 1), hot_pixels=[(3, 28)])
     with pytest.raises(CompileError, match="drop --no-dvs"):
-        compile_network(small_net(), "speck2f", input_shape=(2, SIZE, SIZE), hot_pixels=[(3, 28)])
+        compile_network(two_core_net(), "speck2f", input_shape=(2, SIZE, SIZE), hot_pixels=[(3, 28)])
 
 
 def test_refuses_killing_every_input_pixel():
     every = [(y, x) for y in range(SIZE) for x in range(SIZE)]
     with pytest.raises(CompileError, match=r"cover all 1024 sensor pixels that reach the network"):
-        compile_network(small_net(), "speck2f", input_shape=(2, SIZE, SIZE),
+        compile_network(two_core_net(), "speck2f", input_shape=(2, SIZE, SIZE),
                         sensor=SensorInput((2, SIZE, SIZE), 1), hot_pixels=every)
     # all but one is allowed
-    config = compile_network(small_net(), "speck2f", input_shape=(2, SIZE, SIZE),
+    config = compile_network(two_core_net(), "speck2f", input_shape=(2, SIZE, SIZE),
                              sensor=SensorInput((2, SIZE, SIZE), 1), hot_pixels=every[1:]).config
     assert len(config.dvs.killed_pixels) == SIZE * SIZE - 1
 
