@@ -256,6 +256,10 @@ def cmd_fold(args) -> int:
                       finetune_lr=args.finetune_lr, finetune_loss=args.finetune_loss,
                       finetune_substeps=args.finetune_substeps,
                       synops_weight=args.synops_weight, synops_budget=args.synops_budget,
+                      gates=args.gate, gate_at=args.gate_at, gate_channels=args.gate_channels,
+                      gate_kernel=args.gate_kernel, gate_fire_share=args.gate_fire_share,
+                      gate_lr=args.gate_lr,
+                      distill_weight=args.distill_weight,
                       seed=args.seed, progress=not args.no_progress, cache=_cache(args))
     print(f"{args.run_dir} ({report['attention']}) on {report['chip']}: strategy "
           f"{report['strategy']}; accuracy per recording on the validation split, "
@@ -266,6 +270,12 @@ def cmd_fold(args) -> int:
         synops = f"{row['synops_per_window']:,.0f}" if "synops_per_window" in row else "-"
         fed = f"{row['input_synops_per_window']:,.0f}" if "input_synops_per_window" in row else "-"
         print(f"{row['step']:52s} {row['accuracy']:6.3f} {nasfr:>7s} {synops:>14s} {fed:>13s}")
+    if report.get("gate"):
+        gate = report["gate"]
+        learned = ", ".join(f"{name}: {w['negative_share']:.0%} negative"
+                            for name, w in gate["feedback_weights"].items())
+        print(f"spiking gates before {gate['layers']} ({gate['placement']}); weights from the "
+              f"gates: {learned}")
     run = Path(args.run_dir)
     print(f"wrote {run / FOLDED}, {run / FOLD_JSON}, chip_config.json, mapping.json")
     return 0
@@ -673,6 +683,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --synops-weight: penalise only synops per window above this budget")
     p.add_argument("--no-balance", action="store_true",
                    help="keep the source thresholds for IAF (no per-layer rate balancing)")
+    gate = p.add_argument_group(
+        "spiking gates", "input-dependent attention on the chip itself: a side core reads a "
+        "layer's input spikes and sends a saliency map into that layer's core as extra input "
+        "channels (fan-out 2, feature shift), trained in fine-tuning. Example: asa-deploy fold "
+        "runs/asa --gate 1 --distill-weight 1")
+    where = gate.add_mutually_exclusive_group()
+    where.add_argument("--gate", type=cli_args.non_negative_int, default=0,
+                       help="gate this many layers, where the calibrated attention gain varies "
+                            "most across samples (vanilla: the first gateable layers); 0: none")
+    where.add_argument("--gate-at", type=cli_args.layer_name, nargs="+", default=None,
+                       metavar="LAYER", help="gate these layers instead, e.g. block1.conv")
+    gate.add_argument("--gate-channels", type=cli_args.positive_int, default=1,
+                      help="saliency maps per gate")
+    gate.add_argument("--gate-kernel", type=cli_args.odd_int, default=3,
+                      help="the gate's kernel size (odd: the map keeps its layer's input size)")
+    gate.add_argument("--gate-fire-share", type=cli_args.open_share, default=0.3,
+                      help="initial threshold: this share of positions reach it over a window "
+                           "of calibration data")
+    gate.add_argument("--gate-lr", type=cli_args.positive_float, default=1e-3,
+                      help="learning rate of the gates and of the weights from them (they start "
+                           "from scratch; the rest fine-tunes at --finetune-lr)")
+    gate.add_argument("--distill-weight", type=cli_args.non_negative_float, default=0.0,
+                      help="also train the gated layers' spike counts towards the dynamic "
+                           "attention network's (runs with attention)")
     p.add_argument("--seed", type=cli_args.seed, default=0,
                    help="seeds fine-tuning's windows and order")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -67,10 +67,19 @@ open_share = _real("open_share", "a number in (0, 1), both ends excluded", lambd
 # A validation share: 0 holds out nothing (training keeps its last epoch); 1 would leave no training.
 val_share = _real("val_share", "a number in [0, 1)", lambda v: 0 <= v < 1)
 share = _real("share", "a number in (0, 1]", lambda v: 0 < v <= 1)
+odd_int = _integer("odd_int", "an odd positive integer", lambda v: v >= 1 and v % 2 == 1)
 # Below 1 a pixel merely as busy as its neighbours would count as hot.
 hot_pixel_factor = _real("hot_pixel_factor", "a number >= 1", lambda v: v >= 1)
 bin_ms = _real("bin_ms", f"a bin width of at least {MIN_BIN_MS} ms (1 us, the timestamp unit)",
                lambda v: v >= MIN_BIN_MS)
+
+
+def layer_name(text: str) -> str:
+    """A chip layer's name as ``fold.json`` and ``mapping.json`` print it, e.g. ``block1.conv``."""
+    if not text or any(c.isspace() for c in text) or "," in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected one layer name such as block1.conv "
+                                         f"(give several separated by spaces)")
+    return text
 
 
 def model_param(text: str) -> tuple[str, int]:

@@ -60,6 +60,7 @@ PRESETS = {
              "variants": [[]], "weights": [0.0, 8.0], "keeps": [0.5]},
 }
 ACCURACY_SLACK = 0.01  # "within 1 point"
+GATE, GATE_DISTILL = "gate", "gate-distill"  # issue 12: `fold --gate 1` (+ `--distill-weight 1`)
 GOAL = 0.5
 
 
@@ -77,10 +78,11 @@ def train_point(runs: Path, preset: dict, attention: str, variant: list[str], we
             "synops_weight": weight, "train_command": shown(command)}
 
 
-def fold_point(point: dict, preset: dict, keep: float | None, substeps: int) -> dict:
+def fold_point(point: dict, preset: dict, keep: float | None, substeps: int,
+               gate: str | None = None) -> dict:
     source: Path = point["run"]
     suffix = (f"-keep{keep:g}" if keep is not None else "") + (
-        f"-sub{substeps}" if substeps > 1 else "")
+        f"-sub{substeps}" if substeps > 1 else "") + (f"-{gate}" if gate else "")
     out = source.with_name(source.name + suffix)
     if suffix and not (out / "model.pt").is_file():
         out.mkdir(parents=True, exist_ok=True)
@@ -88,9 +90,14 @@ def fold_point(point: dict, preset: dict, keep: float | None, substeps: int) -> 
             shutil.copy2(source / name, out / name)
     mask = [] if keep is None else ["--input-mask", "--input-mask-keep", f"{keep:g}"]
     fine = [] if substeps == 1 else ["--finetune-substeps", str(substeps)]
+    gated = []
+    if gate:  # the static fold's own strategy: the gate is the only difference
+        static = json.loads((source / "fold.json").read_text())
+        gated = ["--strategy", static["strategy"]] if static["strategy"] != "none" else []
+        gated += ["--gate", "1", *(["--distill-weight", "1"] if gate == GATE_DISTILL else [])]
     command = [*asa_deploy(), "fold", str(out), "--chip", "speck2f", "--kill-hot-pixels",
                "--synops-weight", f"{point['synops_weight']:g}", *preset["fold"], *mask, *fine,
-               "--no-progress"]
+               *gated, "--no-progress"]
     fold_json = out / "fold.json"
     if not (fold_json.is_file() and fold_json.stat().st_mtime > (out / "model.pt").stat().st_mtime):
         run(command, out.parent / f"{out.name}.fold.log")
@@ -98,9 +105,10 @@ def fold_point(point: dict, preset: dict, keep: float | None, substeps: int) -> 
     ladder = {row["step"]: row for row in report["ladder"]}
     exact = ladder["quantized, exact simulator"]
     finetuned = next((row for step, row in ladder.items() if step.startswith("fine-tuned")), None)
+    method = "vanilla" if point["attention"] == "none" else point["attention"]
     return {k: v for k, v in point.items() if k != "run"} | {
         "name": out.name, "input_keep": keep, "finetune_substeps": substeps,
-        "method": "vanilla" if point["attention"] == "none" else point["attention"],
+        "method": method + (f"+{gate}" if gate else ""), "gate": gate_cost(out, report),
         "input_mask_kept": report.get("input_mask_kept"),
         "hot_pixels_killed": len((report.get("hot_pixels") or {}).get("pixels", [])),
         "strategy": report["strategy"],
@@ -112,6 +120,26 @@ def fold_point(point: dict, preset: dict, keep: float | None, substeps: int) -> 
         "network_synops_per_window": exact["network_synops_per_window"],
         "spikes_per_window": exact["spikes_per_window"],
         "fold_command": shown(command)}
+
+
+def gate_cost(run: Path, report: dict) -> dict | None:
+    """What the spiking gate core itself costs per window on the exact simulator: its spikes, the
+    synops it receives (exact) and those its spikes cause in the gated core (its spikes x the
+    mean fan-out of the gated core's input map: an estimate at the map's edges)."""
+    if not report.get("gate"):
+        return None
+    mapping = json.loads((run / "mapping.json").read_text())
+    config = json.loads((run / "chip_config.json").read_text())
+    edge = next(e for e in mapping["graph"] if e["from"].endswith(".gate"))
+    core = next(c for c in config["cores"] if c["core"] == edge["to_core"])
+    c_out, ky, kx = len(core["weights"]), len(core["weights"][0][0]), len(core["weights"][0][0][0])
+    exact = next(r for r in report["ladder"] if r["step"] == "quantized, exact simulator")
+    spikes = exact["spikes_per_core"][str(edge["from_core"])]
+    sy, sx = core["stride"]
+    return {"layers": report["gate"]["layers"], "core": edge["from_core"], "spikes_per_window": spikes,
+            "received_synops_per_window": exact["synops_per_core"][str(edge["from_core"])],
+            "sent_synops_per_window_estimate": spikes * c_out * (ky / sy) * (kx / sx),
+            "feedback_weights": report["gate"]["feedback_weights"]}
 
 
 def pareto(points: list[dict], cost: str) -> list[dict]:
@@ -213,6 +241,12 @@ def main() -> int:
     parser.add_argument("--substeps", default="1",
                         help="comma-separated `fold --finetune-substeps` values, each a point of "
                              "every trained run; input masks use the first")
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated indices into the preset's variants (default: all)")
+    parser.add_argument("--gates", default="",
+                        help=f"comma-separated: {GATE}, {GATE_DISTILL}: also fold every trained run "
+                             f"with a spiking gate (`fold --gate 1`, and `--distill-weight 1`, "
+                             f"attention runs only), with the static fold's strategy")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
@@ -222,13 +256,22 @@ def main() -> int:
     substeps = [int(k) for k in args.substeps.split(",")]
     runs = args.runs or ROOT / "runs" / "fronts" / args.preset
     runs.mkdir(parents=True, exist_ok=True)
-    grid = list(itertools.product(args.attentions.split(","), preset["variants"], weights))
+    variants = ([preset["variants"][int(i)] for i in args.variants.split(",")] if args.variants
+                else preset["variants"])
+    gates = [g for g in args.gates.split(",") if g]
+    unknown = [g for g in gates if g not in (GATE, GATE_DISTILL)]
+    if unknown:
+        parser.error(f"--gates: unknown {unknown}")
+    grid = list(itertools.product(args.attentions.split(","), variants, weights))
     with ThreadPoolExecutor(args.jobs) as pool:
         trained = list(pool.map(lambda g: train_point(runs, preset, *g, args.seed), grid))
         folds = [(t, None, k) for t in trained for k in substeps]
         folds += [(t, keep, substeps[0]) for t in trained if t["attention"] != "none"
                   for keep in keeps]
         points = list(pool.map(lambda f: fold_point(f[0], preset, f[1], f[2]), folds))
+        gated = [(t, g) for t in trained for g in gates
+                 if g == GATE or t["attention"] != "none"]
+        points += list(pool.map(lambda f: fold_point(f[0], preset, None, substeps[0], f[1]), gated))
     for p in sorted(points, key=lambda p: p["synops_per_window"]):
         print(f"{p['name']:28s} acc {p['accuracy']:.3f}  synops/window {p['synops_per_window']:>11,.0f}"
               f" (input {p['input_synops_per_window']:>11,.0f})  spikes/window "

@@ -302,6 +302,13 @@ CONSTRAINTS = {
     "eval_windows": lambda v: _is_int(v, 1), "windows": lambda v: _is_int(v, 1),
     "calib_recordings": lambda v: _is_int(v, 1), "finetune_epochs": lambda v: _is_int(v, 0),
     "finetune_substeps": lambda v: _is_int(v, 1),
+    "gate": lambda v: _is_int(v, 0), "gate_channels": lambda v: _is_int(v, 1),
+    "gate_kernel": lambda v: _is_int(v, 1) and v % 2 == 1,
+    "gate_at": lambda v: v is None or (v and all(isinstance(n, str) and n and "," not in n
+                                                 and not any(c.isspace() for c in n) for n in v)),
+    "gate_fire_share": lambda v: _is_float(v, lambda x: 0 < x < 1),
+    "gate_lr": lambda v: _is_float(v, lambda x: x > 0),
+    "distill_weight": lambda v: _is_float(v, lambda x: x >= 0),
     "seed": lambda v: _is_int(v, 0, 2**32 - 1),
     "n_val": lambda v: v is None or _is_int(v, 0), "T": lambda v: v is None or _is_int(v, 1),
     "downsample": lambda v: v is None or _is_int(v, 1), "asa_r": lambda v: v is None or _is_int(v, 1),

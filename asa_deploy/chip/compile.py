@@ -1,7 +1,8 @@
 """The compile stage: network -> lowered layers -> design rules -> quantization -> mapping -> ChipConfig.
 
 ``compile_network`` works on any sinabs-style ``nn.Sequential``, our ``SpikingNetwork`` or a
-``SpikingGraph`` (branches and merges, ``chip.graph``);
+``SpikingGraph`` (branches and merges, ``chip.graph``), or on chip layers lowered already (a
+``LoweredNetwork`` or ``LoweredGraph``, as the fold stage writes them to ``folded.pt``);
 ``asa_deploy.pipeline.compile_run`` applies it to a run directory and writes ``chip_config.json``
 (what the chip holds) and ``mapping.json`` (core table, quantization statistics, every lowering note).
 """

@@ -62,8 +62,9 @@ def input_cuts(config: ChipConfig, spec: ChipSpec) -> list[str]:
         if 2 * sy <= k and 2 * sx <= k:
             lines.append(f"  stride {2 * sy} in {core.name}: {strided:,} per event "
                          f"(x{strided / now:.2f})")
-        lines.append(f"  fewer channels in {core.name}: linear, e.g. {c_out // 2 or 1} channels "
-                     f"-> {now * (c_out // 2 or 1) // c_out:,} per event")
+        if c_out > 1:  # a one-channel entry core (e.g. a spiking gate) has none to drop
+            lines.append(f"  fewer channels in {core.name}: linear, e.g. {c_out // 2} channels "
+                         f"-> {now * (c_out // 2) // c_out:,} per event")
     dvs = config.dvs
     if dvs is not None:
         py, px = dvs.pooling

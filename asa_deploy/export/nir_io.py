@@ -360,7 +360,9 @@ def _lowered_graph_to_nir(net: LoweredGraph, dt: float) -> nir.NIRGraph:
     layers = [_layer_kwargs(layer) for layer in net.layers]
     feeds = [[(j, net.feature_shift(i, j), net.layers[j].pool) for j in srcs] or [(-1, 0, 1)]
              for i, srcs in enumerate(net.sources)]
-    return _graph_to_nir(net.input_shape, (1, 1), layers, feeds, len(layers) - 1, dt,
+    c, h, w = net.input_shape
+    p = int(net.input_pool)  # e.g. a fold stage's graph lowered from a chain that pools its input
+    return _graph_to_nir((c, h * p, w * p), (p, p), layers, feeds, len(layers) - 1, dt,
                          {"source": "LoweredGraph"})
 
 

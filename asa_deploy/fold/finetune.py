@@ -6,7 +6,9 @@ int8. A few epochs of training *through* both recover part of it; the same funct
 vanilla and the ASA runs, so their fidelity ladders stay comparable.
 
 ``ChipAwareNetwork`` is the trainable twin of a ``LoweredNetwork``: conv -> IAF -> sum pooling per
-core, on [B, T, C, H, W]. Modelling choices:
+core, on [B, T, C, H, W]; of a ``LoweredGraph`` too (a spiking gate, ``fold.gate``): cores in
+topological order, each reading its sources' pooled spikes concatenated along channels (or summed),
+as the destinations' feature shifts deliver them. Modelling choices:
 
 - Neurons: sinabs ``IAF`` with ``MultiSpike`` (what the fast simulator and sinabs's own chip model
   compute per time bin), the core's reset (zero or subtract) and ``min_v_mem`` floor, and our
@@ -52,6 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from asa_deploy.chip.graph import LoweredGraph
 from asa_deploy.chip.lower import ChipLayer, LoweredNetwork
 from asa_deploy.chip.quantize import discretization_scale
 from asa_deploy.chip.spec import Numerics
@@ -65,7 +68,8 @@ from asa_deploy.train.loop import per_sample_loss
 class ChipAwareLayer(nn.Module):
     """One core: conv (stride, padding) -> IAF, returning spikes [B, T, C, H, W] before pooling."""
 
-    def __init__(self, layer: ChipLayer, numerics: Numerics | None, surrogate_width: float):
+    def __init__(self, layer: ChipLayer, numerics: Numerics | None, surrogate_width: float,
+                 feedback_channels: int = 0):
         super().__init__()
         if layer.per_neuron_threshold is not None:
             raise CompileError(f"layer {layer.name}: has per-neuron thresholds (folded attention); "
@@ -77,7 +81,12 @@ class ChipAwareLayer(nn.Module):
         self.name = layer.name
         self.numerics = numerics
         self.surrogate_width = float(surrogate_width)
-        self.weight = nn.Parameter(layer.weight.detach().clone().float())
+        # a gated layer's last input channels come from its gate: their weights are a separate
+        # parameter so they can learn at the gate's rate (``gate_lr``)
+        weight = layer.weight.detach().clone().float()
+        split = weight.shape[1] - int(feedback_channels)
+        self.weight = nn.Parameter(weight[:, :split].clone())
+        self.feedback = nn.Parameter(weight[:, split:].clone()) if feedback_channels else None
         # an all-zero bias (e.g. from folding an untrained BatchNorm) stays zero: on chip a bias is
         # a slow-clock leak, which only the ``leak`` bias policy (non-zero biases) asked for
         in_use = layer.bias is not None and bool((layer.bias != 0).any())
@@ -97,7 +106,7 @@ class ChipAwareLayer(nn.Module):
     def scale(self) -> torch.Tensor:
         """The core's current quantization scale (0-d float32, detached), as ``quantize_layer``."""
         n = self.numerics
-        weight = self.weight.detach()
+        weight = self.full_weight().detach()
         bias = self.bias.detach() if self.bias is not None else weight.new_zeros(weight.shape[0])
         scales = [discretization_scale(weight, n.weight_bits),
                   discretization_scale(bias, n.bias_quantization_bits),
@@ -110,10 +119,11 @@ class ChipAwareLayer(nn.Module):
         """What the neuron runs with, in its own units: float (no numerics) or chip integers."""
         low, high = self.thresholds
         if self.numerics is None:
-            return {"weight": self.weight, "bias": self.bias, "threshold": high, "min_v_mem": low,
+            return {"weight": self.full_weight(), "bias": self.bias, "threshold": high,
+                    "min_v_mem": low,
                     "state": self.initial_state, "width": self.surrogate_width, "scale": 1.0}
         s = self.scale()
-        weight = _round_ste(self.weight * s)
+        weight = _round_ste(self.full_weight() * s)
         bias = None if self.bias is None else _round_ste(self.bias * s)
         low_q, high_q = torch.round(self.thresholds * s)
         if low_q == 0:
@@ -144,7 +154,14 @@ class ChipAwareLayer(nn.Module):
 
     def to_chip_layer(self) -> ChipLayer:
         bias = self.source.bias if self.bias is None else self.bias.detach().clone()
-        return replace(self.source, weight=self.weight.detach().clone(), bias=bias)
+        return replace(self.source, weight=self.full_weight().detach().clone(), bias=bias)
+
+    def full_weight(self) -> torch.Tensor:
+        """[out, in, k, k]: the layer's own input channels, then its gate's."""
+        return self.weight if self.feedback is None else torch.cat([self.weight, self.feedback], 1)
+
+
+GATE_SUFFIX = ".gate"  # a spiking gate's core (fold.gate) is named after the layer it gates
 
 
 def _round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -162,8 +179,13 @@ class ChipAwareNetwork(nn.Module):
         self.lowered = lowered
         self.numerics = numerics
         self.input_pool = int(lowered.input_pool)
-        self.layers = nn.ModuleList(ChipAwareLayer(layer, numerics, surrogate_width)
-                                    for layer in lowered.layers)
+        self.sources, self.merges = layer_sources(lowered)
+        gates = [i for i, layer in enumerate(lowered.layers) if layer.name.endswith(GATE_SUFFIX)]
+        self.gates = gates
+        feedback = [sum(lowered.layers[j].output_shape[0] for j in srcs if j in gates)
+                    for srcs in self.sources]
+        self.layers = nn.ModuleList(ChipAwareLayer(layer, numerics, surrogate_width, fed)
+                                    for layer, fed in zip(lowered.layers, feedback, strict=True))
         self.pools = [int(layer.pool) for layer in lowered.layers]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,11 +196,14 @@ class ChipAwareNetwork(nn.Module):
         if self.lowered.input_mask is not None:  # DVS pixels killed on the chip
             x = x * self.lowered.input_mask.to(x.dtype)
         last = len(self.layers) - 1
+        sent: list[torch.Tensor] = []  # each core's spikes as its destinations receive them
         for i, (layer, pool) in enumerate(zip(self.layers, self.pools, strict=True)):
-            x = layer(x)
-            if pool > 1 and i < last:
-                x = _sum_pool(x, pool)
-        return x.sum(dim=(3, 4))
+            parts = [sent[j] for j in self.sources[i]] or [x]
+            merged = parts[0] if len(parts) == 1 else (
+                torch.cat(parts, dim=2) if self.merges[i] == "cat" else torch.stack(parts).sum(0))
+            spikes = layer(merged)
+            sent.append(_sum_pool(spikes, pool) if pool > 1 and i < last else spikes)
+        return sent[-1].sum(dim=(3, 4))
 
     def reset_states(self) -> None:
         """No-op: every forward starts each sample from the layers' initial states."""
@@ -188,36 +213,112 @@ class ChipAwareNetwork(nn.Module):
         return [(layer.name, layer) for layer in self.layers]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for layer in self.layers for p in (layer.weight, layer.bias) if p is not None]
+        return [p for layer in self.layers for p in (layer.weight, layer.feedback, layer.bias)
+                if p is not None]
+
+    def parameter_groups(self, lr: float, gate_lr: float) -> list[dict]:
+        """Adam groups: the spiking gates' weights and the weights from them at ``gate_lr`` (they
+        start from scratch), everything else at ``lr``."""
+        gate = [p for i, layer in enumerate(self.layers) for p in (layer.weight, layer.bias)
+                if i in self.gates and p is not None]
+        gate += [layer.feedback for layer in self.layers if layer.feedback is not None]
+        rest = [p for p in self.trainable_parameters() if all(p is not q for q in gate)]
+        return [{"params": rest, "lr": lr}] + ([{"params": gate, "lr": gate_lr}] if gate else [])
 
     def scales(self) -> list[float]:
         """Each core's current quantization scale (1.0 everywhere without numerics)."""
         return [1.0 if self.numerics is None else float(layer.scale()) for layer in self.layers]
 
     def to_lowered(self) -> LoweredNetwork:
-        """The current float weights and biases back in a LoweredNetwork (everything else as given)."""
-        return LoweredNetwork(tuple(self.lowered.input_shape), self.lowered.input_pool,
-                              [layer.to_chip_layer() for layer in self.layers],
-                              list(self.lowered.notes), self.lowered.input_mask)
+        """The current float weights and biases back in a LoweredNetwork (a LoweredGraph when
+        given one; everything else as given)."""
+        fields = (tuple(self.lowered.input_shape), self.lowered.input_pool,
+                  [layer.to_chip_layer() for layer in self.layers], list(self.lowered.notes),
+                  self.lowered.input_mask)
+        if isinstance(self.lowered, LoweredGraph):
+            return LoweredGraph(*fields, sources=[list(s) for s in self.lowered.sources],
+                                merges=list(self.lowered.merges))
+        return LoweredNetwork(*fields)
+
+
+def layer_sources(lowered: LoweredNetwork) -> tuple[list[list[int]], list[str]]:
+    """Who feeds each layer (``[]``: the input) and how it merges them; a chain's layer i - 1
+    feeds layer i."""
+    if isinstance(lowered, LoweredGraph):
+        return [list(s) for s in lowered.sources], list(lowered.merges)
+    n = len(lowered.layers)
+    return [[]] + [[i] for i in range(n - 1)], ["cat"] * n
 
 
 def _sum_pool(x: torch.Tensor, pool: int) -> torch.Tensor:
     return sl.SumPool2d(pool)(x.flatten(0, 1)).unflatten(0, x.shape[:2])
 
 
+class Distiller:
+    """Distillation from a teacher network (the dynamic ASA network, issue 12): forward hooks keep
+    the teacher's and the student's spikes at matched layers, and ``loss`` is the mean over those
+    layers and samples of ``1 - cos(s, t)``, s and t a sample's spike counts per neuron over the
+    window. Only the pattern counts, not the scale: where the dynamic network fires for this input
+    is what a static fold loses and a gate can restore, while the overall rate differs between
+    the teacher's LIF and the chip's IAF whatever the gate does (a scale-sensitive error stayed
+    at 0.5 of the target's norm in measurement)."""
+
+    def __init__(self, teacher: nn.Module, student: ChipAwareNetwork, pairs: dict[int, int]):
+        self.teacher, self.pairs = teacher, dict(pairs)
+        self._kept: dict[tuple[str, int], torch.Tensor] = {}
+        teacher_layers = [module for _, module in teacher.spiking_layers()]
+        self._handles = [teacher_layers[t].register_forward_hook(self._keeper(("teacher", t)))
+                         for t in self.pairs.values()]
+        self._handles += [student.layers[s].register_forward_hook(self._keeper(("student", s)))
+                          for s in self.pairs]
+
+    def _keeper(self, key: tuple[str, int]):
+        def hook(_module, _inputs, output):
+            self._kept[key] = output
+        return hook
+
+    def loss(self, frames: torch.Tensor) -> torch.Tensor:
+        """After the student's forward on ``frames``: runs the teacher on them, returns the loss."""
+        self.teacher.eval()
+        with torch.no_grad():
+            self.teacher.reset_states()
+            self.teacher(frames)
+        terms = []
+        for s, t in self.pairs.items():
+            student = self._kept.pop(("student", s)).sum(dim=1)
+            target = self._kept.pop(("teacher", t)).sum(dim=1).to(student.dtype)
+            if student.shape != target.shape:
+                raise CompileError(f"distillation: student layer {s} gives {tuple(student.shape)} "
+                                   f"spike counts, teacher layer {t} {tuple(target.shape)}")
+            terms.append(1 - F.cosine_similarity(student.flatten(1), target.flatten(1),
+                                                 dim=1, eps=1e-6).mean())
+        return torch.stack(terms).mean()
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
 def finetune(lowered: LoweredNetwork, train_set, val_set, numerics: Numerics | None, *,
              epochs: int = 3, lr: float = 1e-4, batch_size: int = 16, seed: int = 0,
              loss: str = "mse", progress: bool = False, synops_weight: float = 0.0,
-             synops_budget: float | None = None) -> tuple[LoweredNetwork, list[dict]]:
+             synops_budget: float | None = None, teacher: nn.Module | None = None,
+             distill: dict[int, int] | None = None,
+             distill_weight: float = 0.0,
+             gate_lr: float | None = None) -> tuple[LoweredNetwork, list[dict]]:
     """Fine-tune ``lowered`` with the chip's quantization in the loop (``numerics``: the chip's
     ``ChipSpec.numerics``; None trains in float). Returns the best epoch's network (epoch 0: the
     one given) and the log, one ``{epoch, loss, val_accuracy, val_window_accuracy, val_nasfr,
-    scales, synops_per_window, network_synops_per_window}`` per epoch, epoch 0 being the evaluation
-    before training (loss and synops None; synops: mean over the epoch's training windows).
-    ``synops_weight`` / ``synops_budget``: the cost term of ``asa-deploy train`` (train/cost.py)."""
+    scales, synops_per_window, network_synops_per_window, distill_loss}`` per epoch, epoch 0 being
+    the evaluation before training (loss and synops None; synops: mean over the epoch's training
+    windows). ``synops_weight`` / ``synops_budget``: the cost term of ``asa-deploy train``
+    (train/cost.py). ``distill_weight`` > 0 adds ``Distiller``'s loss towards ``teacher`` (fed the
+    same frames), ``distill`` mapping a layer of ``lowered`` to the teacher's spiking layer;
+    ``gate_lr``: the spiking gates' learning rate (None: ``lr``)."""
     model = ChipAwareNetwork(lowered, numerics)
     meter = CostMeter(model, lowered_fanouts(lowered))
-    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=lr)
+    distiller = Distiller(teacher, model, distill) if distill_weight else None
+    optimizer = torch.optim.Adam(model.parameter_groups(lr, gate_lr or lr))
     n_train = len(train_set)
     if n_train == 0:
         raise ValueError("finetune needs at least one training sample")
@@ -230,9 +331,10 @@ def finetune(lowered: LoweredNetwork, train_set, val_set, numerics: Numerics | N
                 "val_window_accuracy": metrics["window_accuracy"],
                 "val_nasfr": metrics["nasfr"], "scales": model.scales(),
                 "synops_per_window": None if synops is None else float(synops[:2].sum() / synops[2]),
-                "network_synops_per_window": None if synops is None else float(synops[0] / synops[2])}
+                "network_synops_per_window": None if synops is None else float(synops[0] / synops[2]),
+                "distill_loss": float(np.mean(distilled)) if distilled else None}
 
-    synops = None
+    synops, distilled = None, []
 
     history = [record(0, None)]
     best = (history[0], copy.deepcopy(model.state_dict()))
@@ -242,7 +344,7 @@ def finetune(lowered: LoweredNetwork, train_set, val_set, numerics: Numerics | N
             train_set.set_epoch(epoch)
         order = np.random.default_rng([seed, epoch]).permutation(n_train)
         batches = [order[i:i + batch] for i in range(0, n_train - batch + 1, batch)]
-        losses, synops = [], torch.zeros(3, dtype=torch.float64)
+        losses, distilled, synops = [], [], torch.zeros(3, dtype=torch.float64)
         for idx in tqdm(batches, desc=f"fine-tune {epoch + 1}/{epochs}", leave=False,
                         disable=None if progress else True):
             frames, labels, _ = collate([train_set[int(i)] for i in idx])
@@ -253,6 +355,10 @@ def finetune(lowered: LoweredNetwork, train_set, val_set, numerics: Numerics | N
             if synops_weight:
                 value = value + meter.penalty(network, inputs, synops_weight,
                                               synops_budget) / len(idx)
+            if distiller is not None:
+                term = distiller.loss(frames)
+                distilled.append(float(term.detach()))
+                value = value + distill_weight * term
             synops += torch.tensor([float(network.detach().sum()), float(inputs.sum()), len(idx)],
                                    dtype=torch.float64)
             optimizer.zero_grad()
@@ -263,6 +369,8 @@ def finetune(lowered: LoweredNetwork, train_set, val_set, numerics: Numerics | N
         if _key(history[-1]) > _key(best[0]):
             best = (history[-1], copy.deepcopy(model.state_dict()))
     meter.close()
+    if distiller is not None:
+        distiller.close()
     model.load_state_dict(best[1])
     tuned = model.to_lowered()
     first, chosen = history[0], best[0]
@@ -278,7 +386,8 @@ def lowered_fanouts(lowered: LoweredNetwork):
     cores = [{"input": tuple(layer.input_shape), "c_out": int(layer.weight.shape[0]),
               "kernel": tuple(int(k) for k in layer.weight.shape[-2:]), "stride": tuple(layer.stride),
               "padding": tuple(layer.padding), "pool": int(layer.pool)} for layer in lowered.layers]
-    return core_fanouts(cores, int(lowered.input_pool), lowered.input_mask)
+    return core_fanouts(cores, int(lowered.input_pool), lowered.input_mask,
+                        layer_sources(lowered)[0])
 
 
 def _key(entry: dict) -> tuple[float, float]:

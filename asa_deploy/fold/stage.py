@@ -44,11 +44,19 @@ from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.errors import AsaDeployError, CompileError
 from asa_deploy.fold.balance import balance_thresholds
 from asa_deploy.fold.calibrate import calibrate, plot_calibration
-from asa_deploy.fold.finetune import ChipAwareNetwork, finetune
+from asa_deploy.fold.finetune import GATE_SUFFIX, ChipAwareNetwork, finetune
+from asa_deploy.fold.gate import (
+    add_gates,
+    check_gated,
+    choose_gated,
+    distill_pairs,
+    feedback_weights,
+)
 from asa_deploy.fold.static import fold_static, lower_folded, static_network
 from asa_deploy.fold.strategies import apply_strategy, input_mask, supported_strategies
 from asa_deploy.io import artifact_error, load_torch, save_torch
 from asa_deploy.train import evaluate, load_run
+from asa_deploy.train.evaluation import collate
 from asa_deploy.train.loop import MODEL
 
 FOLDED = "folded.pt"
@@ -84,10 +92,15 @@ def fold(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None
          finetune_epochs: int = 3, finetune_lr: float = 1e-4, finetune_loss: str = "ce",
          finetune_substeps: int = 1,
          synops_weight: float = 0.0, synops_budget: float | None = None,
+         gates: int = 0, gate_at: list[str] | None = None, gate_channels: int = 1,
+         gate_kernel: int = 3, gate_fire_share: float = 0.3, gate_lr: float = 1e-3,
+         distill_weight: float = 0.0,
          seed: int = 0, progress: bool = False, cache: CacheSetting = None) -> Folded:
     """Calibrate, fold, lower for ``chip``, fine-tune and write ``folded.pt``, measuring every
     float step on the run's validation split; ``cache``: where decoded recordings live
-    (``open_dataset``)."""
+    (``open_dataset``). ``gates`` (placed by calibration) or ``gate_at`` (layer names): spiking
+    gates added before fine-tuning (``fold.gate``), trained with it, distilled from the dynamic
+    network with ``distill_weight``."""
     run_dir = Path(run_dir)
     if synops_budget is not None and not synops_weight:
         raise AsaDeployError(f"fold {run_dir}: --synops-budget {synops_budget:g} with synops weight "
@@ -101,6 +114,16 @@ def fold(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None
                              f"recording per class); fold measures every step on it: retrain "
                              f"with a validation split")
     _check_fits(model, spec, input_shape, sensor, bias_policy)
+    gate_count = len(gate_at) if gate_at else gates
+    if gate_count and finetune_epochs < 1:
+        raise AsaDeployError(f"fold {run_dir}: a gate starts with zero weights into its layer and "
+                             f"learns them in fine-tuning; use --finetune-epochs 1 or more")
+    if distill_weight and not gate_count:
+        raise AsaDeployError(f"fold {run_dir}: --distill-weight trains spiking gates towards the "
+                             f"dynamic network; add --gate N")
+    if distill_weight and finetune_substeps != 1:
+        raise AsaDeployError(f"fold {run_dir}: --distill-weight compares spike counts with the "
+                             f"dynamic network at the run's bins; drop --finetune-substeps")
     frames = FrameSpec(**data["frame_spec"])
     dataset = open_dataset(data["spec"], seed=data["split"]["seed"], cache=cache)
     train_idx = np.asarray(data["split"]["train"])
@@ -132,7 +155,7 @@ def fold(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None
         reference = folded.folded
         first_gain = calibration[next(iter(calibration))].gain_mean
     else:
-        report["calibration"] = None
+        calibration, report["calibration"] = None, None
         per_neuron = lower(model, input_shape, bias_policy=bias_policy)
 
     candidates = ([strategy] if strategy else supported_strategies(spec)) if has_attention else [None]
@@ -145,6 +168,19 @@ def fold(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None
     fine_val_set = val_set if fine == frames else FramedDataset(
         dataset, np.asarray(data["split"]["val"]), fine, mode="test", n_windows=eval_windows)
     tried, networks, unbalanced = {}, {}, {}
+    gated, gate_report = [], None
+    if gate_count:
+        if gate_at:
+            gated, why = list(gate_at), {"placement": "given (--gate-at)"}
+        else:
+            gated, why = choose_gated(per_neuron, gates, calibration)
+        if distill_weight and not has_attention:
+            raise AsaDeployError(f"fold {run_dir}: --distill-weight needs a run with attention "
+                                 f"(the dynamic network is the teacher); this one is vanilla")
+        gate_frames = collate([calib_set[i] for i in range(min(len(calib_set), 64))])[0]
+        gate_report = {"layers": gated, **why, "channels": gate_channels, "kernel": gate_kernel,
+                       "fire_share": gate_fire_share, "lr": gate_lr,
+                       "distill_weight": distill_weight}
     for name in candidates:
         key = name or "none"
         lowered, layers = (apply_strategy(per_neuron, name, spec) if name
@@ -161,12 +197,24 @@ def fold(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None
         entry = {"layers": layers, "threshold_multipliers": multipliers,
                  "lowered_float": _float_row(f"lowered ({key})", evaluate(
                      ChipAwareNetwork(lowered, None), val_set, progress=progress))}
+        distill = {}
+        if gated:
+            lowered = add_gates(lowered, gated, gate_frames, channels=gate_channels,
+                                kernel=gate_kernel, fire_share=gate_fire_share)
+            check_gated(lowered, spec, input_from_sensor=sensor is not None)
+            entry["gate_thresholds"] = {layer.name: layer.threshold for layer in lowered.layers
+                                        if layer.name.endswith(GATE_SUFFIX)}
+            if distill_weight:
+                distill = distill_pairs(lowered, gated, [n for n, _ in model.spiking_layers()])
         tuned, log = lowered, []
         if finetune_epochs > 0:
             tuned, log = finetune(lowered, train_set, fine_val_set, spec.numerics,
                                   epochs=finetune_epochs, lr=finetune_lr, loss=finetune_loss,
                                   seed=seed, progress=progress, synops_weight=synops_weight,
-                                  synops_budget=synops_budget)
+                                  synops_budget=synops_budget, teacher=model, distill=distill,
+                                  distill_weight=distill_weight, gate_lr=gate_lr)
+        if gated:
+            entry["gate_feedback_weights"] = feedback_weights(tuned)
             entry["finetuned_float"] = _float_row(f"fine-tuned ({key})", evaluate(
                 ChipAwareNetwork(tuned, None), fine_val_set, progress=progress))
         entry["finetune_log"] = log
@@ -189,8 +237,12 @@ def fold(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None
                   | {"step": f"lowered to {spec.name} ({best_name}, IAF{balanced}, float)"})
     if "finetuned_float" in tried[best_name]:
         resolution = (f", {fine.T} bins of {fine.dt_us / 1000:g} ms" if fine != frames else "")
+        with_gates = f", {len(gated)} spiking gate(s)" if gated else ""
         ladder.append(tried[best_name]["finetuned_float"]
-                      | {"step": f"fine-tuned (IAF, quantization-aware, float{resolution})"})
+                      | {"step": f"fine-tuned (IAF, quantization-aware, float{resolution}{with_gates})"})
+    if gate_report is not None:
+        report["gate"] = {**gate_report, "thresholds": tried[best_name]["gate_thresholds"],
+                          "feedback_weights": tried[best_name]["gate_feedback_weights"]}
 
     save_torch(run_dir / FOLDED, {"format_version": FOLD_FORMAT, "chip": spec.name,
                                   "strategy": best_name, "lowered": tuned,

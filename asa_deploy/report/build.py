@@ -8,7 +8,8 @@ Every number in the report comes from an artifact a stage wrote; nothing is re-r
   and connection sparsity, footprint), the chip power model's static / dynamic split and the energy
   per inference, measured power rails (``device.json``) when present;
 * accuracy (float network and chip simulator, window and recording), NASFR, the fidelity ladder,
-  the core mapping and quantization statistics, and the paths of the analysis figures;
+  the core mapping (with the connections of a network that branches and merges) and quantization
+  statistics, and the paths of the analysis figures;
 * every missing artifact, with the command that produces it.
 
 ``build_report`` returns ``{"runs": {label: entry}, "comparison": ..., ...}``; ``render`` turns it into
@@ -508,6 +509,7 @@ def _mapping_summary(mapping: dict | None) -> dict | None:
         "chip": mapping.get("chip"),
         "cores": used,
         "free_cores": [row["core"] for row in mapping.get("cores", []) if not row.get("layer")],
+        "graph": mapping.get("graph"),  # a branching network's connections; None for a chain
         "quantization": {
             name: {k: q.get(k) for k in ("scale", "limited_by", "relative_weight_error",
                                           "weights_zeroed", "weights_total", "weights_clipped",

@@ -547,6 +547,14 @@ def _mapping(run: dict) -> list[Block]:
     ]
     if mp["free_cores"]:
         blocks.append(Para(f"Free cores: {', '.join(map(str, mp['free_cores']))}."))
+    if mp["graph"]:
+        grows = [[edge["from"], NA if edge["from_core"] is None else str(edge["from_core"]),
+                  edge["to"], str(edge["to_core"]), str(edge["pooling"]), str(edge["feature_shift"])]
+                 for edge in mp["graph"]]
+        blocks.append(Table(["from", "from core", "to", "to core", "sum pooling",
+                             "feature shift (first input channel)"], grows,
+                            numeric=[False, True, False, True, True, True],
+                            caption="Connections (the network branches and merges)"))
     if mp["quantization"]:
         qrows = [[name, num(q["scale"]), q["limited_by"] or NA, pct(q["relative_weight_error"]),
                   f"{count(q['weights_zeroed'])} / {count(q['weights_total'])}",

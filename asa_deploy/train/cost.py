@@ -121,19 +121,33 @@ def _neurons(core: dict) -> tuple[int, int, int]:
 
 
 def core_fanouts(cores: list[dict], input_pool: int = 1,
-                 input_mask: torch.Tensor | None = None) -> Fanouts:
-    """Fan-out maps of a chain of cores, each ``{input: (C, H, W), c_out, kernel, stride, padding,
-    pool}`` (pool: its destination sum pooling); ``input_pool``: the DVS layer's pooling;
-    ``input_mask``: bool [H, W] at the first core's input, False where input pixels are killed."""
+                 input_mask: torch.Tensor | None = None,
+                 sources: list[list[int]] | None = None) -> Fanouts:
+    """Fan-out maps of cores, each ``{input: (C, H, W), c_out, kernel, stride, padding, pool}``
+    (pool: its destination sum pooling); ``input_pool``: the DVS layer's pooling; ``input_mask``:
+    bool [H, W] at the entry cores' input, False where input pixels are killed; ``sources[i]``: the
+    cores feeding core i (``[]``: the input; None: a chain). A core feeding two others (fan-out 2)
+    costs the sum of both; a merge's sources land on their consumer's input map at the same
+    positions (channel offsets change no fan-out)."""
+    if sources is None:
+        sources = [[]] + [[i] for i in range(len(cores) - 1)]
     fans = [fanout_map(c["input"], c["c_out"], c["kernel"], c["stride"], c["padding"])
             for c in cores]
-    first = cores[0]
-    entry = fans[0] if input_mask is None else fans[0] * input_mask.to(torch.float64)
-    input_map = _reached(entry, (first["input"][1] * input_pool, first["input"][2] * input_pool),
-                         input_pool)
-    layers = [_reached(fan, _neurons(core)[1:], core["pool"])
-              for core, fan in zip(cores, fans[1:], strict=False)]
-    layers.append(torch.zeros(_neurons(cores[-1])[1:], dtype=torch.float64))
+    entries = [i for i, s in enumerate(sources) if not s]
+    first = cores[entries[0]]
+    size = (first["input"][1] * input_pool, first["input"][2] * input_pool)
+    input_map = torch.zeros(size, dtype=torch.float64)
+    for i in entries:
+        entry = fans[i] if input_mask is None else fans[i] * input_mask.to(torch.float64)
+        input_map += _reached(entry, size, input_pool)
+    layers = []
+    for j, core in enumerate(cores):
+        shape = _neurons(core)[1:]
+        fed = torch.zeros(shape, dtype=torch.float64)
+        for i, srcs in enumerate(sources):
+            if j in srcs:
+                fed += _reached(fans[i], shape, core["pool"])
+        layers.append(fed)
     return Fanouts(input_map, layers, [c["c_out"] for c in cores])
 
 
