@@ -154,7 +154,7 @@ def pareto(points: list[dict], cost: str) -> list[dict]:
 
 def goal(points: list[dict]) -> dict:
     vanilla = [p for p in points if p["method"] == "vanilla"]
-    asa = [p for p in points if p["method"] != "vanilla"]
+    asa = [p for p in points if p["method"].startswith("asa")]  # gated ASA included
     ref = max(vanilla, key=lambda p: (p["accuracy"], -p["synops_per_window"]))
     eligible = [p for p in asa if p["accuracy"] >= ref["accuracy"] - ACCURACY_SLACK - 1e-9]
     result = {"vanilla_reference": ref["name"], "reference_accuracy": ref["accuracy"],
@@ -181,13 +181,45 @@ def goal(points: list[dict]) -> dict:
     return result
 
 
+def gate_summary(points: list[dict], summary: dict) -> dict:
+    """Issue 12's comparison: each gated point against its static fold (the same trained run and
+    fine-tuning, no gate), and the best of each within 1 point of vanilla's best."""
+    static = {p["name"]: p for p in points if not p["gate"] and p["input_keep"] is None}
+    pairs = []
+    for p in points:
+        if not p["gate"]:
+            continue
+        twin = static[p["name"].rsplit("-gate", 1)[0]]
+        pairs.append({
+            "point": p["name"], "static": twin["name"], "method": p["method"],
+            "accuracy": p["accuracy"], "static_accuracy": twin["accuracy"],
+            "dynamic_to_chip_loss": p["dynamic_float_accuracy"] - p["accuracy"],
+            "static_dynamic_to_chip_loss": twin["dynamic_float_accuracy"] - twin["accuracy"],
+            **{f"{cost}_ratio": p[cost] / twin[cost]
+               for cost in ("synops_per_window", "spikes_per_window")},
+            "gate_spikes_per_window": p["gate"]["spikes_per_window"],
+            "gate_synops_per_window_estimate": p["gate"]["received_synops_per_window"]
+            + p["gate"]["sent_synops_per_window_estimate"]})
+    floor = summary["reference_accuracy"] - ACCURACY_SLACK - 1e-9
+    best = {}
+    for kind, group in (("static", [p for p in static.values() if p["method"].startswith("asa")]),
+                        ("gated", [p for p in points if p["gate"] and p["method"].startswith("asa")])):
+        eligible = [p for p in group if p["accuracy"] >= floor]
+        best[kind] = {cost: (lambda b: {"name": b["name"], "accuracy": b["accuracy"], cost: b[cost]}
+                             if b else None)(min(eligible, key=lambda p: p[cost], default=None))
+                      for cost in ("synops_per_window", "spikes_per_window")}
+    return {"pairs": pairs, "best_within_slack_of_vanilla": best}
+
+
 def plot(points: list[dict], summary: dict, path: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    styles = {"vanilla": ("tab:gray", "o"), "asa2": ("tab:blue", "s"), "asa1": ("tab:green", "^")}
+    styles = {"vanilla": ("tab:gray", "o"), "asa2": ("tab:blue", "s"), "asa1": ("tab:green", "^"),
+              "vanilla+gate": ("tab:brown", "P"), "asa2+gate": ("tab:orange", "P"),
+              "asa2+gate-distill": ("tab:purple", "X")}
     for ax, cost, label in ((axes[0], "synops_per_window", "synaptic operations per window"),
                             (axes[1], "spikes_per_window", "spikes per window")):
         for method in sorted({p["method"] for p in points}):
@@ -283,12 +315,20 @@ def main() -> int:
               f"({summary['vanilla_reference']}, {summary['reference_accuracy']:.3f}): "
               + (f"{s['best_asa_point']} x{s['ratio']:.2f} ({'met' if s['met'] else 'missed'})"
                  if s["ratio"] is not None else "none"))
+    if gates:
+        for pair in gate_summary(points, summary)["pairs"]:
+            print(f"{pair['point']:28s} vs {pair['static']:16s} acc {pair['accuracy']:.3f} vs "
+                  f"{pair['static_accuracy']:.3f}; synops x{pair['synops_per_window_ratio']:.2f}, "
+                  f"spikes x{pair['spikes_per_window_ratio']:.2f} (gate's own ~"
+                  f"{pair['gate_synops_per_window_estimate']:,.0f} synops); dynamic -> chip loss "
+                  f"{pair['dynamic_to_chip_loss']:+.3f} vs {pair['static_dynamic_to_chip_loss']:+.3f}")
     record = {"benchmark": "fronts", "preset": args.preset, "chip": "speck2f",
               "engine": "exact", "split": "validation", "seed": args.seed,
               "command": " ".join(["python", "benchmarks/fronts.py", *sys.argv[1:]]),
               "machine": {"platform": platform.platform(), "python": platform.python_version(),
                           "cpus": os.cpu_count()},
               "goal": summary, "points": points,
+              **({"gates": gate_summary(points, summary)} if gates else {}),
               "fronts": {cost: {m: [p["name"] for p in pareto(
                   [q for q in points if q["method"] == m], cost)]
                   for m in sorted({p["method"] for p in points})}
@@ -296,7 +336,8 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     if args.plot:
-        plot(points, summary, args.plot, f"{args.preset}: vanilla vs ASA on speck2f (exact)")
+        plot(points, summary, args.plot, f"{args.preset}: vanilla vs ASA"
+             f"{' and spiking gates' if gates else ''} on speck2f (exact)")
     return 0
 
 
