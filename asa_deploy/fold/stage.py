@@ -213,10 +213,10 @@ def fold(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None
                                   seed=seed, progress=progress, synops_weight=synops_weight,
                                   synops_budget=synops_budget, teacher=model, distill=distill,
                                   distill_weight=distill_weight, gate_lr=gate_lr)
-        if gated:
-            entry["gate_feedback_weights"] = feedback_weights(tuned)
             entry["finetuned_float"] = _float_row(f"fine-tuned ({key})", evaluate(
                 ChipAwareNetwork(tuned, None), fine_val_set, progress=progress))
+        if gated:
+            entry["gate_feedback_weights"] = feedback_weights(tuned)
         entry["finetune_log"] = log
         chosen_by = entry.get("finetuned_float", entry["lowered_float"])
         entry.update({k: chosen_by[k] for k in ("accuracy", "window_accuracy", "nasfr")},
