@@ -118,9 +118,9 @@ def flatten_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
                     f"chip core cannot compute; fold it first (asa-deploy fold) or compile the "
                     f"vanilla run")
             for _, module in _walk(block.synapse, ""):
-                role = {nn.BatchNorm2d: ".bn", nn.AvgPool2d: ".pool", nn.MaxPool2d: ".pool"}
-                out.append((name + ("" if block.kind == "pool" else role.get(type(module), "")),
-                            module))
+                role = {nn.BatchNorm2d: ".bn"}.get(type(module), ".pool" if isinstance(
+                    module, (nn.AvgPool2d, nn.MaxPool2d)) else "")  # nn.network.AvgPool2d too
+                out.append((name + ("" if block.kind == "pool" else role), module))
             if block.neuron is not None:
                 out.append((f"{name}.neuron", block.neuron))
         return out

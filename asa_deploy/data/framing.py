@@ -216,10 +216,10 @@ class FramedDataset(Dataset):
 
 class FrameCache(Dataset):
     """A ``FramedDataset`` whose windows never change (``"test"``, ``"whole"``), framed once and kept
-    sparse (flat index and count of every non-empty bin), so that validation does not frame the same
-    windows again every epoch. ``items`` (default: all) are framed when the cache is made, in
-    ``workers`` DataLoader processes; any other item is framed when asked for. Items equal the
-    dataset's, bit for bit."""
+    compact (``_SparseFrames``: small integer counts, sparse or dense), so that validation does not
+    frame the same windows again every epoch. ``items`` (default: all) are framed when the cache is
+    made, in ``workers`` DataLoader processes; any other item is framed when asked for. Items equal
+    the dataset's, bit for bit."""
 
     def __init__(self, dataset: FramedDataset, items: Sequence[int] | None = None, *,
                  workers: int = 0, batch_size: int = 64):
@@ -251,14 +251,20 @@ class FrameCache(Dataset):
         if index not in self._kept:
             return self.dataset[index]
         shape, flat, counts, label, recording = self._kept[index]
-        frames = np.zeros(math.prod(shape), dtype=np.float32)
-        frames[flat] = counts
+        if flat is None:
+            frames = counts.astype(np.float32)
+        else:
+            frames = np.zeros(math.prod(shape), dtype=np.float32)
+            frames[flat] = counts
         return torch.from_numpy(frames.reshape(shape)), label, recording
 
 
 class _SparseFrames(Dataset):
-    """Items of a dataset as ``(index, (shape, flat indices, counts, label, recording))``: what a
-    DataLoader worker sends back to a ``FrameCache``, a fraction of the dense frames' bytes."""
+    """Items of a dataset as ``(index, (shape, flat indices or None, counts, label, recording))``:
+    what a DataLoader worker sends back to a ``FrameCache``. The counts are kept in the smallest
+    unsigned integer type that holds them exactly (float32 otherwise), of the non-empty bins only,
+    or of every bin (flat None) when that is smaller: at DVS Gesture's event rates (T = 60: 28 % of
+    the bins non-empty, counts below 256) one byte per bin instead of eight per non-empty bin."""
 
     def __init__(self, dataset: FramedDataset):
         self.dataset = dataset
@@ -268,10 +274,22 @@ class _SparseFrames(Dataset):
 
     def __getitem__(self, index: int):
         frames, label, recording = self.dataset[index]
-        dense = frames.numpy().ravel()
+        dense = _smallest_exact(frames.numpy().ravel())
         flat = np.flatnonzero(dense)
         flat = flat.astype(np.int32) if dense.size < 2**31 else flat
+        if flat.size * (flat.itemsize + dense.itemsize) >= dense.nbytes:
+            return index, (tuple(frames.shape), None, dense, label, recording)
         return index, (tuple(frames.shape), flat, dense[flat], label, recording)
+
+
+def _smallest_exact(counts: np.ndarray) -> np.ndarray:
+    """``counts`` as uint8 or uint16 when every value survives the conversion, else unchanged."""
+    for dtype in (np.uint8, np.uint16):
+        if counts.size and counts.min() >= 0 and counts.max() <= np.iinfo(dtype).max:
+            small = counts.astype(dtype)
+            if np.array_equal(small, counts):  # whole numbers only
+                return small
+    return counts
 
 
 def majority_vote(pred: np.ndarray, recording: np.ndarray, n_classes: int) -> np.ndarray:

@@ -14,6 +14,14 @@
   2.0 wide (|v - 1| < 1): without a leak the membrane wanders far from threshold, and with width 1.0
   ``nmnist-speck`` reached 0.485 best validation accuracy in 6 epochs on N-MNIST against 0.92 with
   2.0 (MultiSpike with 1.0: 0.405); ``bash benchmarks/iaf_surrogate.sh``.
+
+Training memory: sinabs's LIF builds an autograd graph per time step, which keeps 8 bytes per neuron
+and step (a copy of the membrane and the reset mask as float32), and whose backward fills a zero
+tensor of the whole [B, T, ...] input for every step. ``LIF`` here runs the same arithmetic over all
+T steps as one autograd node that keeps 2 bytes (two bool masks; ``reset_grad``: a mask and the
+membrane, 5 bytes against sinabs's 12) and writes each step's gradient in place: at T = 60, arch-a
+keeps 37 MiB less per sample and its neurons train about eight times faster, with spikes and
+gradients equal to sinabs's bit for bit (tests/test_training_memory.py).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from dataclasses import dataclass
 import sinabs.activation as sa
 import sinabs.layers as sl
 import torch
+from torch.autograd.function import once_differentiable
 
 
 @dataclass
@@ -45,6 +54,96 @@ class SpikeGradReset(sa.MembraneReset):
         return {**state, "v_mem": state["v_mem"] * (1 - spikes)}
 
 
+class _LifSteps(torch.autograd.Function):
+    """sinabs's LIF loop with ``SingleSpike``, a ``Rectangular`` surrogate and a reset to a value
+    (or ``SpikeGradReset``): per step u = alpha * v + I, s = (u - threshold >= 0), v = u * (s == 0)
+    + reset (``reset_grad``: v = u * (1 - s)). Inputs current [B, T, ...] and the start state v;
+    outputs the spikes [B, T, ...] (float32, as sinabs's) and the end state. The backward makes
+    autograd's operations on sinabs's graph, in its order: the gradients are equal bit for bit."""
+
+    @staticmethod
+    def forward(ctx, current, v, alpha, threshold, width, reset_value, reset_grad):
+        ctx.set_materialize_grads(False)
+        spikes = torch.empty(current.shape, dtype=torch.float32, device=current.device)
+        window = torch.empty(current.shape, dtype=torch.bool, device=current.device)
+        # what the backward needs beyond the window: the reset mask, or the membrane itself
+        kept = torch.empty_like(current) if reset_grad else torch.empty_like(window)
+        for t in range(current.shape[1]):
+            u = alpha * v + current[:, t]
+            s = (u - threshold >= 0).float()
+            spikes[:, t] = s
+            torch.lt((u - threshold).abs(), width / 2, out=window[:, t])
+            if reset_grad:
+                kept[:, t] = u
+                v = u * (1 - s)
+            else:
+                keep = (s == 0).float()
+                kept[:, t] = keep
+                v = u * keep + reset_value
+        ctx.save_for_backward(window, kept, alpha, threshold)
+        ctx.width, ctx.reset_grad = width, reset_grad
+        return spikes, v
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_spikes, grad_v):
+        window, kept, alpha, threshold = ctx.saved_tensors
+        # autograd adds every step's gradient to zeros of the whole input: the same sums, in place
+        grad_current = torch.zeros_like(window, dtype=torch.float32)
+        for t in reversed(range(window.shape[1])):
+            grad_s = None if grad_spikes is None else grad_spikes[:, t]
+            if ctx.reset_grad:
+                u = kept[:, t]
+                keep = 1 - (u - threshold >= 0).float()
+                if grad_v is not None:  # the reset v = u * (1 - s) sends -grad_v * u to the spike
+                    through_reset = -(grad_v * u)
+                    grad_s = through_reset if grad_s is None else grad_s + through_reset
+            else:
+                keep = kept[:, t].float()
+            grad_u = None if grad_s is None else grad_s * (window[:, t].float() / ctx.width)
+            if grad_v is not None:
+                grad_u = grad_v * keep if grad_u is None else grad_u + grad_v * keep
+            if grad_u is None:
+                continue
+            grad_current[:, t] += grad_u
+            grad_v = grad_u * alpha
+        return grad_current, grad_v, None, None, None, None, None
+
+
+class LIF(sl.LIF):
+    """sinabs's ``LIF``; with autograd on, the neurons of ``make_neuron`` run their T steps as one
+    node (``_LifSteps``), any other configuration sinabs's own loop."""
+
+    def forward(self, input_data: torch.Tensor) -> torch.Tensor:
+        if not self._steps_apply(input_data):
+            return super().forward(input_data)
+        batch_size, _, *trailing = input_data.shape
+        shape = (batch_size, *trailing)
+        # sinabs's state handling (sl.LIF.forward)
+        if not self.is_state_initialised() or not self.has_trailing_dimension(trailing):
+            self.init_state_with_shape(shape)
+        elif not self.state_has_shape(shape):
+            self.handle_state_batch_size_mismatch(batch_size)
+        spikes, self.v_mem = _LifSteps.apply(
+            input_data, self.v_mem, self.alpha_mem_calculated, self.spike_threshold,
+            float(self.surrogate_grad_fn.width), float(getattr(self.reset_fn, "reset_value", 0.0)),
+            type(self.reset_fn) is SpikeGradReset)
+        self.i_syn, self.recordings = None, {}
+        self.firing_rate = spikes.mean()
+        return spikes
+
+    def _steps_apply(self, x: torch.Tensor) -> bool:
+        """Autograd records this forward, and the neuron is one ``_LifSteps`` reproduces."""
+        return (torch.is_grad_enabled() and x.dtype == torch.float32 and x.dim() >= 2
+                and x.shape[1] > 0 and self.spike_fn is sa.SingleSpike
+                and type(self.surrogate_grad_fn) is Rectangular
+                and type(self.reset_fn) in (sa.MembraneReset, SpikeGradReset)
+                and not self.train_alphas and self.tau_syn is None and not self.norm_input
+                and self.min_v_mem is None and not self.record_states
+                and not self.tau_mem.requires_grad and self.spike_threshold is not None
+                and not self.spike_threshold.requires_grad)
+
+
 NEURON_DEFAULTS = {
     "lif": {"decay": 0.3, "threshold": 0.3, "surrogate_width": 1.0, "reset_grad": False},
     "iaf": {"threshold": 1.0, "min_v_mem": -1.0, "multi_spike": False, "surrogate_width": 2.0},
@@ -62,7 +161,7 @@ def make_neuron(kind: str, **options) -> sl.StatefulLayer:
     opts = {**NEURON_DEFAULTS[kind], **options}
     surrogate = Rectangular(width=float(opts["surrogate_width"]))
     if kind == "lif":
-        neuron = sl.LIF(
+        neuron = LIF(
             tau_mem=-1.0 / math.log(opts["decay"]),
             spike_threshold=torch.tensor(float(opts["threshold"])),
             spike_fn=sa.SingleSpike,

@@ -162,12 +162,23 @@ def synops_from_spikes(fanouts: Fanouts, frames: torch.Tensor,
     """(network-driven [B], input-driven [B]) synops per window from the input frames
     [B, T, C, H, W] and each spiking layer's spikes ([B, T, C, H, W] or [B, T, F]); the first is
     differentiable through ``spikes``, the second is detached."""
-    if len(spikes) != len(fanouts.layers):
-        raise ModelSpecError(f"{len(spikes)} spike tensors for {len(fanouts.layers)} spiking layers")
+    return synops_from_counts(fanouts, frames, [spikes_per_position(s) for s in spikes])
+
+
+def spikes_per_position(spikes: torch.Tensor) -> torch.Tensor:
+    """A layer's spikes [B, T, C, H, W] or [B, T, F] summed over time and channels: [B, H, W]
+    ([B, 1, 1]), all the cost needs of them."""
+    return spikes.sum(dim=(1, 2)) if spikes.dim() == 5 else spikes.sum(dim=1)[..., None, None]
+
+
+def synops_from_counts(fanouts: Fanouts, frames: torch.Tensor,
+                       counts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``synops_from_spikes`` from each layer's ``spikes_per_position``."""
+    if len(counts) != len(fanouts.layers):
+        raise ModelSpecError(f"{len(counts)} spike tensors for {len(fanouts.layers)} spiking layers")
     network = frames.new_zeros(frames.shape[0], dtype=torch.float32)
-    for s, fan in zip(spikes, fanouts.layers, strict=True):
-        per_position = s.sum(dim=(1, 2)) if s.dim() == 5 else s.sum(dim=1)[..., None, None]
-        network = network + (per_position * fan.to(s.device, s.dtype)).flatten(1).sum(1)
+    for c, fan in zip(counts, fanouts.layers, strict=True):
+        network = network + (c * fan.to(c.device, c.dtype)).flatten(1).sum(1)
     events = frames.detach().sum(dim=(1, 2)).to(torch.float64)
     h, w = fanouts.input.shape
     inputs = (events[:, :h, :w] * fanouts.input.to(frames.device)).flatten(1).sum(1)
@@ -175,7 +186,9 @@ def synops_from_spikes(fanouts: Fanouts, frames: torch.Tensor,
 
 
 class CostMeter:
-    """Forward hooks on a network's spiking layers that keep their spikes for ``synops``.
+    """Forward hooks on a network's spiking layers that keep, for ``synops``, their spikes summed
+    per position (``spikes_per_position``; the spikes themselves would stay in memory until
+    ``synops``), in forward passes that autograd records: a training step's, not evaluation's.
     ``fanouts``: given for networks other than a ``SpikingNetwork`` (fold's chip-aware twin)."""
 
     def __init__(self, model: nn.Module, fanouts: Fanouts | None = None):
@@ -187,15 +200,17 @@ class CostMeter:
 
     def _keeper(self, i: int):
         def hook(_module, _inputs, output):
-            self._spikes[i] = output
+            if torch.is_grad_enabled():
+                self._spikes[i] = spikes_per_position(output)
         return hook
 
     def synops(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(network-driven, input-driven) synops per window [B] of the last forward on ``frames``."""
-        spikes = [s for s in self._spikes if s is not None]
+        """(network-driven, input-driven) synops per window [B] of the last training forward on
+        ``frames``."""
+        counts = [s for s in self._spikes if s is not None]
         self._spikes = [None] * len(self.fanouts.layers)
         self.norm = self.fanouts.full_activity(int(frames.shape[1]))
-        return synops_from_spikes(self.fanouts, frames, spikes)
+        return synops_from_counts(self.fanouts, frames, counts)
 
     def penalty(self, network: torch.Tensor, inputs: torch.Tensor, weight: float,
                 budget: float | None) -> torch.Tensor:

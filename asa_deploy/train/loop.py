@@ -185,7 +185,11 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, precision:
         if validate and val_frames is None:
             val_frames = FrameCache(val_set, shard_items(len(val_set), group),
                                     workers=config.workers)
-        metrics = evaluate(model, val_frames, group=group, progress=progress) if validate else None
+        # in batches of this rank's training shard, so validation needs no more memory than a step
+        # (evaluate's default of 64 windows takes 5 GB for arch-a at T = 60); in eval mode each
+        # window's output is the same, bit for bit, whatever the batch it runs in
+        metrics = evaluate(model, val_frames, batch_size=-(-batch // group.world_size), group=group,
+                           progress=progress) if validate else None
         val = metrics or {}
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": schedule.get_last_lr()[0],
                   "val_accuracy": val.get("accuracy"), "val_window_accuracy": val.get("window_accuracy"),
