@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -183,12 +184,45 @@ def load_json(path: str | Path, kind: str, *, remedy: str, expect: type | None =
     return value
 
 
+@dataclass(frozen=True)
+class Streamed:
+    """An array ``write_npz`` writes a block at a time, so that it is never whole in memory:
+    ``blocks()`` yields arrays that, joined along axis 0, make ``shape``; each is cast to ``dtype``."""
+
+    dtype: Any
+    shape: tuple[int, ...]
+    blocks: Callable[[], Iterable[Any]]
+
+
 def write_npz(path: str | Path, arrays: dict[str, Any]) -> Path:
-    """``numpy.savez_compressed`` atomically (through a file object, so no ``.npz`` is appended)."""
+    """``numpy.savez_compressed`` atomically: the same zip of ``.npy`` members, written as numpy
+    writes it, where a ``Streamed`` value is written a block at a time."""
+    import zipfile
+
     import numpy as np
 
-    with atomic_output(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
+    with atomic_output(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED,
+                                                     allowZip64=True) as zf:
+        for name, value in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                if not isinstance(value, Streamed):
+                    np.lib.format.write_array(member, np.asanyarray(value))
+                    continue
+                dtype = np.dtype(value.dtype)
+                np.lib.format.write_array_header_1_0(member, {
+                    "descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                    "shape": tuple(value.shape)})
+                rows = 0
+                for block in value.blocks():
+                    block = np.ascontiguousarray(block, dtype=dtype)
+                    if block.shape[1:] != tuple(value.shape[1:]):
+                        raise ValueError(f"write_npz {name}: a block of shape {block.shape} in an "
+                                         f"array of shape {value.shape}")
+                    member.write(block.data.cast("B"))
+                    rows += len(block)
+                if rows != value.shape[0]:
+                    raise ValueError(f"write_npz {name}: blocks of {rows} rows in total for an "
+                                     f"array of shape {value.shape}")
     return Path(path)
 
 

@@ -9,15 +9,27 @@ import json
 import logging
 import os
 import pickle
+import weakref
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from asa_deploy.chip import sim
 from asa_deploy.chip.config import ChipConfig
-from asa_deploy.chip.sim.parallel import MappedEvents, by_reference, chunks, process_pool
+from asa_deploy.chip.monitor import count_dtype
+from asa_deploy.chip.sim import EventWindow, parallel
+from asa_deploy.chip.sim.parallel import (
+    CHUNK_BYTES,
+    MappedEvents,
+    by_reference,
+    plan_chunks,
+    process_pool,
+)
+from asa_deploy.chip.simulate import event_windows
 from asa_deploy.cli import main
 from asa_deploy.data import open_dataset
+from asa_deploy.data.events import EVENT_DTYPE
 from asa_deploy.errors import BadRecordingError, DataSpecError
 from asa_deploy.train import TrainConfig, train
 
@@ -78,10 +90,28 @@ def test_simulate_with_two_jobs_equals_one(run, tmp_path, extra, capsys):
         assert int(b["core0"].sum()) == one["spikes_per_core"]["total"]["0"]
 
 
-def test_chunks_are_contiguous_and_cover_every_window():
-    assert chunks(10, 4) == [range(0, 2), range(2, 5), range(5, 7), range(7, 10)]
-    assert chunks(3, 8) == [range(0, 1), range(1, 2), range(2, 3)]
-    assert chunks(0, 4) == []
+def test_chunks_are_contiguous_cover_every_window_and_hold_a_bounded_share_of_the_events():
+    def ref(i: int) -> MappedEvents:  # a cached recording of 8 MiB (plan_chunks reads no file)
+        return MappedEvents(f"rec{i}.npy", 128, 8 * 2**20 // EVENT_DTYPE.itemsize, 0, 0)
+
+    windows = [EventWindow(ref(0), 0, 1, 1) for _ in range(3)]  # three windows of one recording
+    windows += [EventWindow(ref(i), 0, 1, 1) for i in range(1, 200)]
+
+    def held(part: range, window_bytes: int) -> int:
+        return sum(r.nbytes for r in {windows[i].events for i in part}) + window_bytes * len(part)
+
+    for window_bytes in (0, 2**20):
+        parts = plan_chunks(windows, 1, window_bytes)
+        assert [i for part in parts for i in part] == list(range(len(windows)))
+        assert all(held(part, window_bytes) <= CHUNK_BYTES for part in parts)
+    assert plan_chunks(windows, 1)[0] == range(0, 10)  # 8 recordings: the first one counts once
+    assert len(plan_chunks(windows, 1)) == 25 == len(plan_chunks(windows, 2))
+    assert [len(p) for p in plan_chunks(windows[:8], 2)] == [3, 1, 1, 1, 1, 1]  # at least 2 x 4
+    assert plan_chunks(windows[:8], 1, CHUNK_BYTES) == [range(i, i + 1) for i in range(8)]
+    one = np.zeros(100, dtype=EVENT_DTYPE)  # in memory: the same array is the same recording
+    two = [EventWindow(one, 0, 1, 1), EventWindow(one, 5, 1, 1), EventWindow(one.copy(), 0, 1, 1)]
+    assert plan_chunks(two, 1) == [range(0, 2), range(2, 3)]
+    assert plan_chunks([], 4) == []
 
 
 def test_more_jobs_than_cores_is_allowed_with_a_warning(monkeypatch, caplog):
@@ -193,3 +223,72 @@ def test_two_jobs_on_cached_recordings_equal_one(run, tmp_path, capsys):
         results.append(json.loads(Path(printed["file"]).read_text())["exact"])
     assert untimed(results[1]) == untimed(results[0])
     assert results[0]["n_windows"] == 12 and results[0]["input_events"] > 0
+
+
+def test_simulate_maps_the_cached_recordings_of_one_chunk_at_a_time(run, tmp_path, monkeypatch,
+                                                                     capsys):
+    """Windows holding their mapped events kept every page read resident: 20.6 GB with one job over
+    DVS Gesture's size (benchmarks/scale.py). They hold file references, and each chunk's
+    recordings are mapped while it is simulated; here a chunk is one window."""
+    spec, cache = events_folder(tmp_path, 6), str(tmp_path / "cache")
+    monkeypatch.setattr("asa_deploy.chip.sim.parallel.CHUNK_BYTES", 1)
+    alive: list[weakref.ref] = []
+    at_load: list[int] = []  # recordings mapped at each load, this one included
+    load = MappedEvents.load
+
+    def spy(self: MappedEvents) -> np.ndarray:
+        events = load(self)
+        alive[:] = [r for r in alive if r() is not None] + [weakref.ref(events)]
+        at_load.append(len(alive))
+        return events
+
+    monkeypatch.setattr(MappedEvents, "load", spy)
+    for extra in (["--engine", "exact", "--windows", "2"], ["--engine", "fast", "--whole-recordings"]):
+        assert main(["simulate", str(run), "--data", spec, "--cache-dir", cache, *extra,
+                     "--monitor", "all", "--json"]) == 0
+        printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert printed["input_events"] > 0 and Path(printed["monitor_file"]).is_file()
+    assert at_load == [1] * (12 + 6)  # a chunk per window, then per whole recording: each alone
+    assert not list(run.glob(".monitor-spool-*"))  # the spooled counts are gone
+
+
+@pytest.mark.parametrize("engine", ["fast", "exact"])
+def test_chunked_simulation_with_spooled_monitor_counts_equals_one_simulate_call(
+        run, tmp_path, monkeypatch, engine, capsys):
+    spec, cache = events_folder(tmp_path, 4), str(tmp_path / "cache")
+    config = ChipConfig.load(run / "chip_config.json")
+    windows, _ = event_windows(config, spec, windows=2, cache=cache)
+    whole = sim.simulate(config, windows, engine, monitor=config.core_ids())
+    monkeypatch.setattr("asa_deploy.chip.sim.parallel.CHUNK_BYTES", 1)
+    out = tmp_path / "monitor.npz"
+    assert main(["simulate", str(run), "--data", spec, "--cache-dir", cache, "--engine", engine,
+                 "--windows", "2", "--monitor", "all", "--monitor-out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert untimed(whole.to_dict()) == untimed({k: printed[k] for k in whole.to_dict()})
+    assert printed["n_windows"] == 8 and printed["input_events"] > 0
+    with np.load(out) as saved:
+        for core, counts in whole.monitor.items():
+            expected = counts.astype(count_dtype(int(counts.max(initial=0))))
+            assert saved[f"core{core}"].dtype == expected.dtype
+            assert np.array_equal(saved[f"core{core}"], expected), core
+        assert int(saved["core0"].sum()) > 0
+
+
+def test_with_two_jobs_the_parent_maps_no_events_and_holds_no_chunk_counts_it_handed_on(
+        run, tmp_path, monkeypatch):
+    spec, cache = events_folder(tmp_path, 4), str(tmp_path / "cache")
+    config = ChipConfig.load(run / "chip_config.json")
+    windows, _ = event_windows(config, spec, windows=2, cache=cache, references=True)
+    assert all(isinstance(w.events, MappedEvents) for w in windows) and len(windows) == 8
+    monkeypatch.setattr(MappedEvents, "load", lambda self: pytest.fail("the parent mapped events"))
+    handed: list[weakref.ref] = []
+    alive: list[int] = []  # at each chunk, arrays of earlier chunks still alive
+
+    def monitor_to(chunk: int, counts: dict) -> None:
+        alive.append(sum(r() is not None for r in handed))
+        handed.extend(weakref.ref(a) for a in counts.values())
+
+    result = parallel.simulate_parallel(config, windows, "exact", 2, monitor=config.core_ids(),
+                                        monitor_to=monitor_to)
+    assert result.monitor == {} and result.recordings == [w.recording for w in windows]
+    assert len(alive) >= 4 and max(alive) == 0

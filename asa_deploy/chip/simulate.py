@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,10 @@ import numpy as np
 from asa_deploy import provenance
 from asa_deploy.chip.compile import CHIP_CONFIG
 from asa_deploy.chip.config import ChipConfig
-from asa_deploy.chip.monitor import MONITOR_NPZ, Monitor, engine_of, select_cores
+from asa_deploy.chip.monitor import MONITOR_NPZ, CountSpool, Monitor, engine_of, select_cores
 from asa_deploy.chip.sim import EventWindow, SimResult
 from asa_deploy.chip.sim.parallel import simulate_parallel
+from asa_deploy.chip.sim.window import by_reference
 from asa_deploy.data import (
     CacheSetting,
     FrameSpec,
@@ -47,10 +49,13 @@ log = logging.getLogger("asa_deploy.simulate")
 
 def event_windows(config: ChipConfig, data: str | None = None, *, windows: int = TEST_WINDOWS,
                   max_recordings: int | None = None, whole: bool = False,
-                  cache: CacheSetting = None) -> tuple[list[EventWindow], str]:
+                  cache: CacheSetting = None, references: bool = False
+                  ) -> tuple[list[EventWindow], str]:
     """Test windows of ``data`` (default: the compiled run's validation split), with a description;
     ``whole``: one window per recording spanning all of it (``windows`` is then not used);
-    ``cache``: where decoded recordings live (``open_dataset``)."""
+    ``cache``: where decoded recordings live (``open_dataset``); ``references``: the windows of a
+    cached recording hold a ``MappedEvents`` (``by_reference``), not its mapped events, so that
+    no page of the cache stays resident (``simulate_parallel`` maps a chunk at a time)."""
     meta = config.meta
     if "frame_spec" not in meta:
         raise ChipConfigError("this chip_config.json has no frame_spec in its meta (compiled from a "
@@ -78,25 +83,32 @@ def event_windows(config: ChipConfig, data: str | None = None, *, windows: int =
     if max_recordings is not None:
         indices = indices[:max_recordings]
     if whole:
-        return whole_recording_windows(dataset, indices, frames.dt_us), (
+        return whole_recording_windows(dataset, indices, frames.dt_us, references=references), (
             f"{spec} ({what}, {len(indices)} whole recordings, one window each)")
     out = []
     for index in indices:
         events, label = dataset[index]
+        held = by_reference(events) if references else events
         for start in test_window_starts(events, frames, windows):
-            out.append(EventWindow(events, int(start), frames.T, frames.dt_us, int(label),
+            out.append(EventWindow(held, int(start), frames.T, frames.dt_us, int(label),
                                    str(dataset.sources[index])))
     return out, f"{spec} ({what}, {len(indices)} recordings x {windows} windows)"
 
 
-def whole_recording_windows(dataset, indices, dt_us: int) -> list[EventWindow]:
+def whole_recording_windows(dataset, indices, dt_us: int, *,
+                            references: bool = False) -> list[EventWindow]:
     """One window per recording from its first event, all with the bins the longest one needs (the
-    simulators batch windows of one length; a shorter recording's last bins stay empty)."""
-    recordings = [(dataset[i], str(dataset.sources[i])) for i in indices]
-    span = max((int(ev["t"][-1]) - int(ev["t"][0]) + 1 for (ev, _), _ in recordings), default=1)
+    simulators batch windows of one length; a shorter recording's last bins stay empty);
+    ``references`` as in ``event_windows``."""
+    recordings = []
+    for i in indices:
+        ev, label = dataset[i]
+        recordings.append((by_reference(ev) if references else ev, int(ev["t"][0]),
+                           int(ev["t"][-1]), int(label), str(dataset.sources[i])))
+    span = max((last - first + 1 for _, first, last, _, _ in recordings), default=1)
     n_bins = max(1, math.ceil(span / dt_us))
-    return [EventWindow(ev, int(ev["t"][0]), n_bins, dt_us, int(label), source)
-            for (ev, label), source in recordings]
+    return [EventWindow(ev, first, n_bins, dt_us, label, source)
+            for ev, first, _, label, source in recordings]
 
 
 def recording_accuracy(result: SimResult) -> float:
@@ -151,12 +163,21 @@ def simulate_run(run_dir: str | Path, data: str | None = None, *, engine: str = 
     config = ChipConfig.load(run_dir / CHIP_CONFIG)
     cores = [] if monitor is None else select_cores(config, monitor, str(run_dir / CHIP_CONFIG))
     items, described = event_windows(config, data, windows=windows, max_recordings=max_recordings,
-                                     whole=whole_recordings, cache=cache)
+                                     whole=whole_recordings, cache=cache, references=True)
     if whole_recordings:
         windows = 1
-    result = simulate_parallel(config, items, engine, jobs, progress=progress, monitor=cores)
     facts = {"data": data or config.meta.get("data_spec"), "windows": windows,
              "max_recordings": max_recordings, "whole_recordings": whole_recordings}
+    monitor_path = None if not cores else Path(monitor_out) if monitor_out is not None else \
+        run_dir / provenance.data_artifact(MONITOR_NPZ, facts["data"], config.meta.get("data_spec", ""))
+    # monitor counts go to disk a chunk at a time: every window's at once would grow with the data
+    with CountSpool(monitor_path.parent, cores) if cores else nullcontext() as spool:
+        result = simulate_parallel(config, items, engine, jobs, progress=progress, monitor=cores,
+                                   monitor_to=spool)
+        if spool is not None:
+            monitor_file = _write_monitor(
+                config, items, spool, monitor_path, engine=engine, described=described,
+                prov=provenance.record(run_dir, [CHIP_CONFIG], engine=engine, cores=cores, **facts))
     summary = {"data": described, "chip": config.chip, "windows_per_recording": windows,
                "whole_recordings": whole_recordings, **result.to_dict(), "jobs": jobs,
                "recording_accuracy": recording_accuracy(result),
@@ -173,23 +194,18 @@ def simulate_run(run_dir: str | Path, data: str | None = None, *, engine: str = 
     write_json(path, {**kept, engine: summary})
     out = {**summary, "file": str(path)}
     if cores:
-        out["monitor_file"] = str(_write_monitor(
-            run_dir, config, items, result, monitor_out, described=described,
-            prov=provenance.record(run_dir, [CHIP_CONFIG], engine=engine, cores=cores, **facts)))
+        out["monitor_file"] = str(monitor_file)
     return out
 
 
-def _write_monitor(run_dir: Path, config: ChipConfig, items: list[EventWindow], result: SimResult,
-                   monitor_out: str | Path | None, *, described: str, prov: dict) -> Path:
-    data = prov["data"]
-    path = Path(monitor_out) if monitor_out is not None else run_dir / provenance.data_artifact(
-        MONITOR_NPZ, data, config.meta.get("data_spec", ""))
+def _write_monitor(config: ChipConfig, items: list[EventWindow], spool: CountSpool, path: Path, *,
+                   engine: str, described: str, prov: dict) -> Path:
     previous = engine_of(path) if path.is_file() else None
-    if previous is not None and previous != result.engine:
+    if previous is not None and previous != engine:
         log.warning("replacing %s (engine %s) with engine %s's counts; pass --monitor-out FILE to "
-                    "keep both", path, previous, result.engine)
-    monitor = Monitor.from_windows(config, items, result.monitor, engine=result.engine,
-                                   data=described, provenance=prov)
+                    "keep both", path, previous, engine)
+    monitor = Monitor.from_windows(config, items, spool.counts(), engine=engine, data=described,
+                                   provenance=prov)
     return monitor.save(path)
 
 

@@ -14,7 +14,7 @@ from asa_deploy.chip.config import ChipConfig
 from asa_deploy.chip.sim.exact import simulate_exact
 from asa_deploy.chip.sim.fast import simulate_fast
 from asa_deploy.chip.sim.result import SimResult
-from asa_deploy.chip.sim.window import EventWindow
+from asa_deploy.chip.sim.window import EventWindow, loaded
 
 ENGINES = ("fast", "exact")
 
@@ -24,7 +24,10 @@ __all__ = ["ENGINES", "EventWindow", "SimResult", "simulate"]
 def simulate(config: ChipConfig, windows: Sequence[EventWindow], engine: str = "fast", *,
              progress: bool = False, monitor: Sequence[int] = ()) -> SimResult:
     """Run ``windows`` through ``config`` on ``engine``; each window starts from reset states.
-    ``monitor``: cores whose per-neuron output spike counts ``SimResult.monitor`` keeps."""
+    ``monitor``: cores whose per-neuron output spike counts ``SimResult.monitor`` keeps. Events
+    given as ``MappedEvents`` are mapped for the call (all at once: ``simulate_parallel`` bounds
+    memory by calling this a chunk at a time)."""
+    windows = loaded(windows)
     if engine == "fast":
         return simulate_fast(config, windows, progress=progress, monitor=monitor)
     if engine == "exact":

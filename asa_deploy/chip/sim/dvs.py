@@ -31,19 +31,26 @@ class ChipInput:
     n_dropped: int
 
 
-def check_windows(config: ChipConfig, windows: Sequence[EventWindow]) -> int:
-    """Refuse windows the engines cannot batch or would silently misread; return the common n_bins."""
+def common_bins(windows: Sequence[EventWindow]) -> int:
+    """The n_bins every window has (the engines batch windows of one length), without reading any
+    events; refused when there are no windows or their lengths differ."""
     if not windows:
         raise ValueError("simulate needs at least one EventWindow")
     n_bins = {w.n_bins for w in windows}
     if len(n_bins) != 1:
         raise ValueError(f"all windows must have the same n_bins, got {sorted(n_bins)}")
+    return n_bins.pop()
+
+
+def check_windows(config: ChipConfig, windows: Sequence[EventWindow]) -> int:
+    """Refuse windows the engines cannot batch or would silently misread; return the common n_bins."""
+    n_bins = common_bins(windows)
     for w in windows:
         if w.n_bins < 1 or w.dt_us < 1:
             raise ValueError(f"{w.recording or '<events>'}: n_bins {w.n_bins} and dt_us {w.dt_us} "
                              f"must be >= 1")
         _check_coordinates(config, w)
-    return n_bins.pop()
+    return n_bins
 
 
 def _check_coordinates(config: ChipConfig, window: EventWindow) -> None:

@@ -303,11 +303,12 @@ def simulate_exact(config: ChipConfig, windows: Sequence[EventWindow], *,
         mon_off[index[c]] = size
         size += counts[0].size
     mon = np.zeros(max(size, 1), dtype=np.int64)
-    inputs = []
+    n_input = np.zeros(n, dtype=np.int64)
+    n_dropped = np.zeros(n, dtype=np.int64)
     bar = tqdm(windows, disable=None if progress else True, desc="simulate exact", unit="window")
     for i, window in enumerate(bar):  # no bar off a terminal
         ci = prepare_window(config, window)
-        inputs.append(ci)
+        n_input[i], n_dropped[i] = ci.n_input, ci.n_dropped
         latency[i] = _run_window(
             ci.c, ci.y, ci.x, ci.bin, ci.ordinal, packed.geom, packed.weights, packed.init,
             packed.killed, packed.dest, packed.n_dest, packed.entry, packed.readout, packed.class_of,
@@ -318,5 +319,5 @@ def simulate_exact(config: ChipConfig, windows: Sequence[EventWindow], *,
             monitored.put(c, i, block.reshape(1, b, h, w, ch).transpose(0, 1, 4, 2, 3))
         if size:
             mon[:] = 0
-    return assemble("exact", config, windows, output_spikes, spikes, synops, synops_in, inputs,
-                    latency, time.perf_counter() - start, monitored)
+    return assemble("exact", config, windows, output_spikes, spikes, synops, synops_in, n_input,
+                    n_dropped, latency, time.perf_counter() - start, monitored)

@@ -148,25 +148,26 @@ def simulate_fast(config: ChipConfig, windows: Sequence[EventWindow], *,
     chunk = _chunk_size(config, n_bins)
     core_ids = config.core_ids()
     monitored = MonitorCounts(config, monitor, len(windows), n_bins)
-    outputs, spikes, synops, input_synops, inputs = [], [], [], [], []
+    outputs, spikes, synops, input_synops, latency, n_input, n_dropped = [], [], [], [], [], [], []
     with tqdm(total=len(windows), disable=None if progress else True, desc="simulate fast", unit="window") as bar:
         for first in range(0, len(windows), chunk):
             part = [prepare_window(config, w) for w in windows[first:first + chunk]]
             result = run_frames(config, _frames(part, n_bins, entry_shape))
             out = result["spikes"][source.core][:, :, channels].sum(dim=(3, 4), dtype=torch.float64)
             outputs.append(out.numpy().astype(np.int64))
+            latency.extend(_latency(o, ci) for o, ci in zip(outputs[-1], part, strict=True))
+            n_input.extend(ci.n_input for ci in part)
+            n_dropped.extend(ci.n_dropped for ci in part)
             spikes.append(np.stack([result["spikes"][c].sum(dim=(1, 2, 3, 4), dtype=torch.float64)
                                     .numpy().astype(np.int64) for c in core_ids], axis=1))
             synops.append(np.stack([result["synops"][c] for c in core_ids], axis=1))
             input_synops.append(np.stack([result["input_synops"][c] for c in core_ids], axis=1))
             for c in monitored.arrays:
                 monitored.put(c, first, result["spikes"][c].numpy())
-            inputs.extend(part)
             bar.update(len(part))
-    output_spikes = np.concatenate(outputs)
-    latency = np.array([_latency(o, ci) for o, ci in zip(output_spikes, inputs, strict=True)], dtype=np.int64)
-    return assemble("fast", config, windows, output_spikes, np.concatenate(spikes),
-                    np.concatenate(synops), np.concatenate(input_synops), inputs, latency,
+    return assemble("fast", config, windows, np.concatenate(outputs), np.concatenate(spikes),
+                    np.concatenate(synops), np.concatenate(input_synops), np.array(n_input),
+                    np.array(n_dropped), np.array(latency, dtype=np.int64),
                     time.perf_counter() - start, monitored)
 
 

@@ -1,39 +1,47 @@
 """Simulation in several processes (``simulate --jobs N``, ``camera --replay A B --jobs N``).
 
 Every window starts from reset states, so windows are independent: they are cut into contiguous
-chunks, each chunk is simulated whole in a worker, and the parent joins the results in window
-order. Every count is then the one a single process gives (the ``fast`` engine's float32 sums hold
-integers well below 2**24, so the thread count and batch size cannot change them); only
-``wall_seconds`` differs, and is the parent's elapsed time, so rates stay rates of the whole run.
+chunks (``plan_chunks``), each chunk is simulated whole, in a worker or with one job in this
+process, and the results are joined in window order. Every count is then the one a single
+``simulate`` call gives (the ``fast`` engine's float32 sums hold integers well below 2**24, so the
+thread count and batch size cannot change them); only ``wall_seconds`` differs, and is the parent's
+elapsed time, so rates stay rates of the whole run.
+
+Memory is bounded by a chunk, not by the data set: a chunk holds at most ``CHUNK_BYTES`` of events
+and per-window results, and a recording of the decoded-event cache travels as its file, offset and
+length (``MappedEvents``), mapped only while its chunk is simulated. Holding every window's events
+at once (mapped pages stay resident while a view lives), and each event's DVS-layer output until
+the end, took 20.6 GB with one job and 7.3 GB with two over DVS Gesture's size
+(benchmarks/scale.py). With ``monitor_to`` the per-neuron counts leave a chunk's result too.
 
 Workers are started with ``spawn`` (a forked torch runtime can deadlock) and use one torch thread
-each, so N jobs use N cores and no more. A recording memory-mapped from the decoded-event cache
-goes to a worker as its file, offset and length (``MappedEvents``), which the worker maps again:
-pickled, its events would pass through a pipe and sit in the worker's RAM, a chunk at a time, so
-memory would grow with the data set (with 2 jobs a chunk is 1/8 of the windows: about 1.1 GB of
-events at DVS Gesture's size, benchmarks/scale.py).
+each, so N jobs use N cores and no more.
 """
 
 from __future__ import annotations
 
 import logging
-import mmap
+import math
 import multiprocessing
 import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 from tqdm import tqdm
 
 from asa_deploy.chip.config import ChipConfig
 from asa_deploy.chip.sim import EventWindow, SimResult, simulate
-from asa_deploy.data.events import EVENT_DTYPE
-from asa_deploy.errors import DataSpecError
+from asa_deploy.chip.sim.dvs import common_bins
+from asa_deploy.chip.sim.window import MappedEvents, by_reference
 
 CHUNKS_PER_JOB = 4  # more chunks than workers, so one slow chunk does not idle the others
+CHUNK_BYTES = 64 * 2**20  # events and per-window results of one chunk, at most (but one window's)
+
+__all__ = ["CHUNKS_PER_JOB", "CHUNK_BYTES", "MappedEvents", "by_reference", "plan_chunks",
+           "process_pool", "simulate_parallel"]
 
 log = logging.getLogger("asa_deploy.simulate")
 _worker: dict = {}  # what a worker's initializer received, kept for every task it runs
@@ -58,36 +66,71 @@ def _start_worker(initializer: Callable | None, initargs: tuple) -> None:
         initializer(*initargs)
 
 
-def chunks(n: int, count: int) -> list[range]:
-    """``n`` items cut into at most ``count`` contiguous ranges of nearly equal size, in order."""
-    count = max(1, min(n, count))
-    bounds = [n * i // count for i in range(count + 1)]
-    return [range(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+def plan_chunks(windows: Sequence[EventWindow], jobs: int, window_bytes: int = 0) -> list[range]:
+    """``windows`` cut into contiguous ranges, in order, each of at most ``min(CHUNK_BYTES,
+    total / (jobs * CHUNKS_PER_JOB))`` bytes but at least one window: a recording's events count
+    once per range (its windows follow each other), and every window adds ``window_bytes``."""
+    def shared(i: int) -> bool:  # window i reads the events of window i - 1
+        a, b = windows[i].events, windows[i - 1].events
+        return a is b or (isinstance(a, MappedEvents) and isinstance(b, MappedEvents) and a == b)
+
+    total = sum(window_bytes + (0 if i and shared(i) else w.events.nbytes)
+                for i, w in enumerate(windows))
+    target = max(1, min(CHUNK_BYTES, math.ceil(total / (max(1, jobs) * CHUNKS_PER_JOB))))
+    parts, first, size = [], 0, 0
+    for i, w in enumerate(windows):
+        cost = window_bytes + (0 if i > first and shared(i) else w.events.nbytes)
+        if i > first and cost and size + cost > target:
+            parts.append(range(first, i))
+            first, size, cost = i, 0, window_bytes + w.events.nbytes
+        size += cost
+    if len(windows):
+        parts.append(range(first, len(windows)))
+    return parts
 
 
 def simulate_parallel(config: ChipConfig, windows: Sequence[EventWindow], engine: str, jobs: int, *,
-                      progress: bool = False, monitor: Sequence[int] = ()) -> SimResult:
-    """``simulate`` over ``jobs`` processes; the result equals one process's but for ``wall_seconds``
-    (``jobs`` 1, or a single window: ``simulate`` itself, in this process)."""
-    if jobs <= 1 or len(windows) <= 1:
-        return simulate(config, windows, engine, progress=progress, monitor=monitor)
+                      progress: bool = False, monitor: Sequence[int] = (),
+                      monitor_to: Callable[[int, dict[int, np.ndarray]], None] | None = None
+                      ) -> SimResult:
+    """``simulate`` of ``windows`` a chunk at a time (``plan_chunks``), in ``jobs`` processes, or in
+    this one with ``jobs`` 1: only one chunk's events per process are mapped or loaded at once.
+    The result equals one ``simulate`` call's but for ``wall_seconds``.
+
+    ``monitor_to(k, counts)``: takes the monitor counts {core: array} of chunk k (numbered in window
+    order, handed over in any order), which the result then leaves out (its ``monitor`` is empty)."""
+    n_bins = common_bins(windows)
     start = time.perf_counter()
-    parts = chunks(len(windows), jobs * CHUNKS_PER_JOB)
+    monitor = tuple(monitor)
+    per_window = n_bins * (8 * config.readout.num_classes
+                           + sum(math.prod(config.core(c).neuron_shape) for c in monitor))
+    parts = plan_chunks(windows, jobs, per_window)
     jobs = min(jobs, len(parts))
     results: dict[int, SimResult] = {}
-    pool = process_pool(jobs, _keep, (config, engine, tuple(monitor)))
-    try:
-        with tqdm(total=len(windows), disable=None if progress else True,
-                  desc=f"simulate {engine} ({jobs} jobs)", unit="window") as bar:
-            futures: dict[Future, int] = {
-                pool.submit(_simulate_chunk, [replace(windows[i], events=by_reference(windows[i].events))
-                                              for i in part]): k
-                for k, part in enumerate(parts)}
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                bar.update(len(parts[futures[future]]))
-    finally:  # on an error, chunks not started yet are dropped, not simulated for nothing
-        pool.shutdown(cancel_futures=True)
+
+    def take(k: int, result: SimResult) -> None:
+        if monitor_to is not None:
+            monitor_to(k, result.monitor)
+            result = replace(result, monitor={})
+        results[k] = result
+        bar.update(len(parts[k]))
+
+    with tqdm(total=len(windows), disable=None if progress else True, unit="window",
+              desc=f"simulate {engine}" + (f" ({jobs} jobs)" if jobs > 1 else "")) as bar:
+        if jobs <= 1:
+            for k, part in enumerate(parts):
+                take(k, simulate(config, [windows[i] for i in part], engine, monitor=monitor))
+        else:
+            pool = process_pool(jobs, _keep, (config, engine, monitor))
+            try:
+                futures: dict[Future, int] = {
+                    pool.submit(_simulate_chunk, [replace(windows[i], events=by_reference(windows[i].events))
+                                                  for i in part]): k
+                    for k, part in enumerate(parts)}
+                for future in as_completed(futures):  # popped: a done future holds its result
+                    take(futures.pop(future), future.result())
+            finally:  # on an error, chunks not started yet are dropped, not simulated for nothing
+                pool.shutdown(cancel_futures=True)
     joined = SimResult.concatenate([results[k] for k in range(len(parts))])
     return replace(joined, wall_seconds=time.perf_counter() - start)
 
@@ -97,53 +140,4 @@ def _keep(config: ChipConfig, engine: str, monitor: tuple[int, ...]) -> None:
 
 
 def _simulate_chunk(windows: list[EventWindow]) -> SimResult:
-    mapped: dict[MappedEvents, np.ndarray] = {}  # a recording's windows share one mapping
-    for i, w in enumerate(windows):
-        if isinstance(w.events, MappedEvents):
-            if w.events not in mapped:
-                mapped[w.events] = w.events.load()
-            windows[i] = replace(w, events=mapped[w.events])
     return simulate(_worker["config"], windows, _worker["engine"], monitor=_worker["monitor"])
-
-
-@dataclass(frozen=True)
-class MappedEvents:
-    """Events that lie in a file (``count`` events from byte ``offset``), sent to a worker in place
-    of the array; ``size`` and ``mtime_ns`` tell whether the file is still the one mapped."""
-
-    path: str
-    offset: int
-    count: int
-    size: int
-    mtime_ns: int
-
-    def load(self) -> np.ndarray:
-        try:
-            st = os.stat(self.path)
-            if (st.st_size, st.st_mtime_ns) == (self.size, self.mtime_ns):
-                return np.asarray(np.memmap(self.path, dtype=EVENT_DTYPE, mode="r",
-                                            offset=self.offset, shape=(self.count,)))
-            why = "it was rewritten"
-        except OSError as exc:
-            why = exc.strerror or str(exc)
-        raise DataSpecError(f"{self.path}: the cached events changed or vanished while simulating "
-                            f"({why}); rerun the command (the cache entry is rebuilt), or pass "
-                            "--no-cache")
-
-
-def by_reference(events: np.ndarray) -> np.ndarray | MappedEvents:
-    """``events`` as a ``MappedEvents`` when they are a contiguous stretch of a read-only
-    ``np.memmap`` (a cached recording, or part of one), else ``events`` themselves (also when the
-    file is gone: the mapping still holds the events)."""
-    root = events
-    while isinstance(root, np.ndarray) and not isinstance(root.base, mmap.mmap):
-        root = root.base
-    if not (isinstance(root, np.memmap) and root.mode == "r" and root.filename and len(events)
-            and events.dtype == EVENT_DTYPE and events.ndim == 1 and events.flags.c_contiguous):
-        return events
-    offset = root.offset + events.__array_interface__["data"][0] - root.__array_interface__["data"][0]
-    try:
-        st = os.stat(root.filename)
-    except OSError:
-        return events
-    return MappedEvents(root.filename, offset, len(events), st.st_size, st.st_mtime_ns)

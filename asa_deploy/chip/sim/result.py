@@ -15,7 +15,6 @@ from asa_deploy.data.framing import predict_classes
 
 if TYPE_CHECKING:
     from asa_deploy.chip.config import ChipConfig
-    from asa_deploy.chip.sim.dvs import ChipInput
 
 
 @dataclass
@@ -117,10 +116,12 @@ class SimResult:
 
 def assemble(engine: str, config: ChipConfig, windows: Sequence[EventWindow], output_spikes: np.ndarray,
              spikes_per_core: np.ndarray, synops_per_core: np.ndarray, input_synops: np.ndarray,
-             inputs: Sequence[ChipInput], latency_events: np.ndarray, wall_seconds: float,
-             monitor: MonitorCounts | None = None) -> SimResult:
+             input_events: np.ndarray, dropped_events: np.ndarray, latency_events: np.ndarray,
+             wall_seconds: float, monitor: MonitorCounts | None = None) -> SimResult:
     """The one place both engines turn their counts into a ``SimResult``; ``input_synops``
-    [N, n_cores] is the input-driven part of ``synops_per_core``, the rest is network-driven."""
+    [N, n_cores] is the input-driven part of ``synops_per_core``, the rest is network-driven;
+    ``input_events`` / ``dropped_events`` [N]: each window's ``ChipInput.n_input`` / ``n_dropped``
+    (the engines keep these counts, not the windows' ``ChipInput``s: 24 bytes per event)."""
     readout = config.readout
     return SimResult(
         engine=engine,
@@ -133,8 +134,8 @@ def assemble(engine: str, config: ChipConfig, windows: Sequence[EventWindow], ou
         synops_per_core=synops_per_core,
         input_synops_per_core=input_synops,
         network_synops_per_core=synops_per_core - input_synops,
-        input_events=np.array([ci.n_input for ci in inputs], dtype=np.int64),
-        dropped_events=np.array([ci.n_dropped for ci in inputs], dtype=np.int64),
+        input_events=np.asarray(input_events, dtype=np.int64),
+        dropped_events=np.asarray(dropped_events, dtype=np.int64),
         latency_events=latency_events,
         wall_seconds=wall_seconds,
         recordings=[w.recording for w in windows],
