@@ -272,3 +272,13 @@ def test_fold_refuses_gate_options_that_cannot_work(asa_run, tmp_path, capsys, a
     assert main(["fold", str(run), "--chip", "speck2f", "--eval-windows", "1", "--strategy",
                  "channel", "--no-progress", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_fold_refuses_distillation_without_a_teacher(tmp_path, capsys):
+    run = tmp_path / "vanilla"
+    train(TrainConfig(**TINY, model="speck-tiny", params={"c": 4, "fc": 8}, attention="none"),
+          run, progress=False, verbose=False)
+    assert main(["fold", str(run), "--chip", "speck2f", "--gate", "1", "--distill-weight", "1",
+                 "--no-progress"]) == 2
+    assert "needs a run with attention" in capsys.readouterr().err
+    assert not (run / "fold.json").exists()

@@ -121,6 +121,9 @@ def fold(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None
     if distill_weight and not gate_count:
         raise AsaDeployError(f"fold {run_dir}: --distill-weight trains spiking gates towards the "
                              f"dynamic network; add --gate N")
+    if distill_weight and not model.attention_layers():
+        raise AsaDeployError(f"fold {run_dir}: --distill-weight needs a run with attention (the "
+                             f"dynamic network is the teacher); this one is vanilla")
     if distill_weight and finetune_substeps != 1:
         raise AsaDeployError(f"fold {run_dir}: --distill-weight compares spike counts with the "
                              f"dynamic network at the run's bins; drop --finetune-substeps")
@@ -174,9 +177,6 @@ def fold(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None
             gated, why = list(gate_at), {"placement": "given (--gate-at)"}
         else:
             gated, why = choose_gated(per_neuron, gates, calibration)
-        if distill_weight and not has_attention:
-            raise AsaDeployError(f"fold {run_dir}: --distill-weight needs a run with attention "
-                                 f"(the dynamic network is the teacher); this one is vanilla")
         gate_frames = collate([calib_set[i] for i in range(min(len(calib_set), 64))])[0]
         gate_report = {"layers": gated, **why, "channels": gate_channels, "kernel": gate_kernel,
                        "fire_share": gate_fire_share, "lr": gate_lr,
