@@ -180,9 +180,8 @@ class ChipAwareNetwork(nn.Module):
         self.numerics = numerics
         self.input_pool = int(lowered.input_pool)
         self.sources, self.merges = layer_sources(lowered)
-        gates = [i for i, layer in enumerate(lowered.layers) if layer.name.endswith(GATE_SUFFIX)]
-        self.gates = gates
-        feedback = [sum(lowered.layers[j].output_shape[0] for j in srcs if j in gates)
+        self.gates = [i for i, layer in enumerate(lowered.layers) if layer.name.endswith(GATE_SUFFIX)]
+        feedback = [sum(lowered.layers[j].output_shape[0] for j in srcs if j in self.gates)
                     for srcs in self.sources]
         self.layers = nn.ModuleList(ChipAwareLayer(layer, numerics, surrogate_width, fed)
                                     for layer, fed in zip(lowered.layers, feedback, strict=True))
