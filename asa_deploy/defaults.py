@@ -19,6 +19,10 @@ TORCH_DEVICE = r"auto|cpu|cuda(:[0-9]+)?"
 AMP_MODES = ("off", "bf16", "fp16")
 """``--amp``: float32 throughout, or torch.autocast to bfloat16 (CPU and GPU) or float16 (GPU)."""
 
+MEMORY_MODES = ("standard", "lean")
+"""``train --memory``: torch's layers as they are, or conv blocks that keep less for the backward
+pass at the same compute, equal up to float rounding (asa_deploy.train.memory)."""
+
 HOT_PIXEL_FACTOR = 10.0
 """A hot pixel fires more than this many times its neighbours' median rate (plus a margin; see
 asa_deploy.data.hot_pixels)."""

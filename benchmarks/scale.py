@@ -58,6 +58,7 @@ import numpy as np
 from asa_deploy import cli_args, io
 from asa_deploy.data.datasets import GESTURE_CLASSES, GESTURE_FRAME
 from asa_deploy.data.events import EVENT_DTYPE
+from asa_deploy.defaults import MEMORY_MODES
 
 HERE = Path(__file__).resolve()
 MARKER = "scale_data.json"  # written last: the data set is complete
@@ -322,19 +323,23 @@ def child_train(spec: dict) -> None:
     from asa_deploy.train.config import TrainConfig
     from asa_deploy.train.cost import CostMeter
     from asa_deploy.train.loop import epoch_loader, prepare, train_step
+    from asa_deploy.train.memory import bound_heap_growth, use_lean_memory
 
     marks = {"imported": time.time()}
     config = TrainConfig(data=spec["data"], model=spec["model"], attention=spec["attention"],
                          epochs=1, batch_size=spec["batch_size"], T=spec["T"],
-                         workers=spec["workers"], device=spec["device"])
+                         workers=spec["workers"], device=spec["device"], memory=spec["memory"])
     group = D.init_from_env(config.device)
     precision = Precision(group.device, config.amp)
+    bound_heap_growth()
     prepared = prepare(config, cache=spec["cache"])
     marks["prepared"] = time.time()
     memory = {"after_prepare": own_memory()}
     model = prepared.model.to(group.device)
     if group.world_size > 1:
         D.use_global_batch_norm(model)
+    if config.memory == "lean":
+        use_lean_memory(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     meter = CostMeter(model)
     train_set = prepared.train_set
@@ -425,7 +430,7 @@ class Bench:
         spec = {"data": self.data, "cache": str(self.cache), "model": a.model,
                 "attention": a.attention, "T": a.T, "batch_size": a.batch_size,
                 "steps": steps or a.steps, "workers": workers, "device": a.device,
-                "frames_only": frames_only}
+                "memory": a.memory, "frames_only": frames_only}
         row, out = self.child("train", name, spec, ranks=ranks)
         return {"ranks": ranks, "workers": workers, "per_rank": out, "process": row}
 
@@ -628,6 +633,8 @@ def main() -> int:
                    help="training steps per process (the first is timed apart)")
     p.add_argument("--device", type=cli_args.torch_device, default="cpu",
                    help="where the training steps compute (cuda: activations leave the host RSS)")
+    p.add_argument("--memory", choices=MEMORY_MODES, default="standard",
+                   help="train --memory of the rss and workers steps")
     p.add_argument("--workers-list", type=cli_args.non_negative_int, nargs="+", default=[0, 1, 2])
     p.add_argument("--jobs", type=cli_args.positive_int, nargs="+", default=[1, 2])
     p.add_argument("--sim-train", type=cli_args.positive_int, default=110,

@@ -60,9 +60,10 @@ def test_lif_spikes_and_gradients_equal_sinabs_bit_for_bit(reset_grad, shape, ca
         assert same_bits(g, w)
 
 
-def test_lif_keeps_bool_masks_instead_of_float_copies():
-    """What autograd keeps for one training forward: two bool masks per neuron and step (sinabs's
-    graph keeps a float32 membrane copy and a float32 reset mask)."""
+def test_lif_keeps_one_byte_of_masks_instead_of_float_copies():
+    """What autograd keeps for one training forward: one byte per neuron and step holding both
+    masks, or with ``reset_grad`` the float32 membrane alone (sinabs's graph keeps a float32
+    membrane copy and a float32 reset mask)."""
     saved = []
     x = (torch.randn(2, 10, 3, 4, 4) * 0.3).requires_grad_()
 
@@ -70,7 +71,8 @@ def test_lif_keeps_bool_masks_instead_of_float_copies():
         saved.append(t)
         return t
 
-    for neuron, expected in [(make_neuron("lif"), 2 * x.numel()),
+    for neuron, expected in [(make_neuron("lif"), x.numel()),
+                             (make_neuron("lif", reset_grad=True), 4 * x.numel()),
                              (sinabs_twin(make_neuron("lif")), 8 * x.numel())]:
         saved.clear()
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

@@ -65,42 +65,46 @@ class _LifSteps(torch.autograd.Function):
     def forward(ctx, current, v, alpha, threshold, width, reset_value, reset_grad):
         ctx.set_materialize_grads(False)
         spikes = torch.empty(current.shape, dtype=torch.float32, device=current.device)
-        window = torch.empty(current.shape, dtype=torch.bool, device=current.device)
-        # what the backward needs beyond the window: the reset mask, or the membrane itself
-        kept = torch.empty_like(current) if reset_grad else torch.empty_like(window)
+        # what the backward needs: the membrane u (reset_grad; the window follows from it), else
+        # one byte per value holding the surrogate window (bit 0) and the reset mask (bit 1)
+        kept = torch.empty_like(current) if reset_grad else \
+            torch.empty(current.shape, dtype=torch.uint8, device=current.device)
         for t in range(current.shape[1]):
             u = alpha * v + current[:, t]
             s = (u - threshold >= 0).float()
             spikes[:, t] = s
-            torch.lt((u - threshold).abs(), width / 2, out=window[:, t])
             if reset_grad:
                 kept[:, t] = u
                 v = u * (1 - s)
             else:
-                keep = (s == 0).float()
-                kept[:, t] = keep
+                silent = s == 0
+                keep = silent.float()
+                torch.add(_window(u, threshold, width).to(torch.uint8), silent.to(torch.uint8),
+                          alpha=2, out=kept[:, t])
                 v = u * keep + reset_value
-        ctx.save_for_backward(window, kept, alpha, threshold)
+        ctx.save_for_backward(kept, alpha, threshold)
         ctx.width, ctx.reset_grad = width, reset_grad
         return spikes, v
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_spikes, grad_v):
-        window, kept, alpha, threshold = ctx.saved_tensors
+        kept, alpha, threshold = ctx.saved_tensors
         # autograd adds every step's gradient to zeros of the whole input: the same sums, in place
-        grad_current = torch.zeros_like(window, dtype=torch.float32)
-        for t in reversed(range(window.shape[1])):
+        grad_current = torch.zeros_like(kept, dtype=torch.float32)
+        for t in reversed(range(kept.shape[1])):
             grad_s = None if grad_spikes is None else grad_spikes[:, t]
             if ctx.reset_grad:
                 u = kept[:, t]
+                window = _window(u, threshold, ctx.width)
                 keep = 1 - (u - threshold >= 0).float()
                 if grad_v is not None:  # the reset v = u * (1 - s) sends -grad_v * u to the spike
                     through_reset = -(grad_v * u)
                     grad_s = through_reset if grad_s is None else grad_s + through_reset
             else:
-                keep = kept[:, t].float()
-            grad_u = None if grad_s is None else grad_s * (window[:, t].float() / ctx.width)
+                window = kept[:, t] & 1
+                keep = (kept[:, t] >> 1).float()
+            grad_u = None if grad_s is None else grad_s * (window.float() / ctx.width)
             if grad_v is not None:
                 grad_u = grad_v * keep if grad_u is None else grad_u + grad_v * keep
             if grad_u is None:
@@ -108,6 +112,11 @@ class _LifSteps(torch.autograd.Function):
             grad_current[:, t] += grad_u
             grad_v = grad_u * alpha
         return grad_current, grad_v, None, None, None, None, None
+
+
+def _window(u: torch.Tensor, threshold: torch.Tensor, width: float) -> torch.Tensor:
+    """Where the rectangular surrogate is non-zero: |u - threshold| < width / 2 (bool)."""
+    return (u - threshold).abs() < width / 2
 
 
 class LIF(sl.LIF):

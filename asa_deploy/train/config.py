@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 
-from asa_deploy.defaults import AMP_MODES, TEST_WINDOWS, TORCH_DEVICE
+from asa_deploy.defaults import AMP_MODES, MEMORY_MODES, TEST_WINDOWS, TORCH_DEVICE
 from asa_deploy.errors import ModelSpecError
 
 # What each recipe sets for training; its network-level settings are nn.network.apply_recipe's.
@@ -16,10 +16,11 @@ RECIPE_TRAINING = {
     "paper": {"lr": 1e-4, "loss": "mse"},  # asa-method.md section 5: Adam 1e-4, cosine, MSE on rates
 }
 # Where and how the same arithmetic runs, not what it computes: a checkpoint resumes under other
-# values (a run started on a GPU continues on the CPU). Results are identical for any number of
-# workers; across devices they agree up to float rounding. ``amp`` changes the arithmetic itself
-# (bfloat16 keeps 8 bits of mantissa), so it stays part of the run.
-EXECUTION_FIELDS = ("device", "workers")
+# values (a run started on a GPU continues on the CPU, or with --memory lean). Results are identical
+# for any number of workers; across devices and memory modes they agree up to float rounding.
+# ``amp`` changes the arithmetic itself (bfloat16 keeps 8 bits of mantissa), so it stays part of
+# the run.
+EXECUTION_FIELDS = ("device", "workers", "memory")
 
 
 @dataclass
@@ -56,6 +57,7 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda or cuda:N (train/accelerator.py)
     workers: int = 0  # DataLoader processes framing the data off the training thread
     amp: str = "off"  # mixed precision of the forward pass: off, bf16 or fp16 (GPU only)
+    memory: str = "standard"  # "lean": conv blocks keep less for the backward (train/memory.py)
 
     def __post_init__(self) -> None:
         """The Python API refuses what the CLI's parser refuses (a negative batch trained to NaN)."""
@@ -103,6 +105,12 @@ class TrainConfig:
             bad.append(f"workers={self.workers!r} (must be a non-negative integer)")
         if self.amp not in AMP_MODES:
             bad.append(f"amp={self.amp!r} (must be one of {', '.join(AMP_MODES)})")
+        if self.memory not in MEMORY_MODES:
+            bad.append(f"memory={self.memory!r} (must be one of {', '.join(MEMORY_MODES)})")
+        elif self.memory == "lean" and self.amp != "off":
+            bad.append(f"memory='lean' with amp={self.amp!r} (the lean conv blocks compute in "
+                       f"float32; mixed precision already halves what the forward keeps: use "
+                       f"--memory standard with --amp, or --amp off with --memory lean)")
         if bad:
             raise ModelSpecError("training configuration: " + "; ".join(bad))
 
