@@ -331,15 +331,15 @@ def child_train(spec: dict) -> None:
                          workers=spec["workers"], device=spec["device"], memory=spec["memory"])
     group = D.init_from_env(config.device)
     precision = Precision(group.device, config.amp)
-    bound_heap_growth()
     prepared = prepare(config, cache=spec["cache"])
     marks["prepared"] = time.time()
     memory = {"after_prepare": own_memory()}
     model = prepared.model.to(group.device)
     if group.world_size > 1:
         D.use_global_batch_norm(model)
-    if config.memory == "lean":
+    if config.memory == "lean":  # as train does
         use_lean_memory(model)
+        bound_heap_growth()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     meter = CostMeter(model)
     train_set = prepared.train_set

@@ -18,10 +18,10 @@
 Training memory: sinabs's LIF builds an autograd graph per time step, which keeps 8 bytes per neuron
 and step (a copy of the membrane and the reset mask as float32), and whose backward fills a zero
 tensor of the whole [B, T, ...] input for every step. ``LIF`` here runs the same arithmetic over all
-T steps as one autograd node that keeps 2 bytes (two bool masks; ``reset_grad``: a mask and the
-membrane, 5 bytes against sinabs's 12) and writes each step's gradient in place: at T = 60, arch-a
-keeps 37 MiB less per sample and its neurons train about eight times faster, with spikes and
-gradients equal to sinabs's bit for bit (tests/test_training_memory.py).
+T steps as one autograd node that keeps 1 byte (the surrogate window and the reset mask as two bits;
+``reset_grad``: the float32 membrane, from which the window follows, against sinabs's 12 bytes) and
+writes each step's gradient in place: its neurons train about eight times faster than sinabs's, with
+spikes and gradients equal to sinabs's bit for bit (tests/test_training_memory.py).
 """
 
 from __future__ import annotations

@@ -123,13 +123,13 @@ def train(config: TrainConfig, out_dir: Path, *, progress: bool = True, verbose:
 
 def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, precision: Precision,
            progress: bool, verbose: bool, cache: CacheSetting) -> dict:
-    bound_heap_growth()
     prepared = prepare(config, cache=cache)
     model = prepared.model.to(group.device)
     if group.world_size > 1:
         D.use_global_batch_norm(model)
     if config.memory == "lean":
         use_lean_memory(model)
+        bound_heap_growth()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs,
                                                           eta_min=config.lr_min)

@@ -1,28 +1,27 @@
-"""``train --memory lean``: a conv block's conv -> BN -> pool run as one autograd node that keeps
-less for the backward pass, at the same compute.
+"""``train --memory lean``: a conv block's conv -> BN -> avg pool run as one autograd node that
+keeps less for the backward pass, at the same speed, and a fixed glibc mmap threshold.
 
-Why: BPTT keeps every time step's activations until the backward pass. arch-a at T = 60 keeps about
-100 MiB per sample and its backward briefly holds three more tensors the size of its largest conv
-output (the output, the gradient arriving from the pool, BN's gradient for it): 162 MiB per sample
-at peak. Of that, torch's layers keep the conv input as float32 although it is spikes, and BN's
-backward works on whole [B * T, C, H, W] tensors at once. No torch or sinabs layer does this
-differently; activation checkpointing would recompute the conv and still hold the same whole-batch
-BN backward.
+Why: BPTT keeps every time step's activations until the backward pass. With torch's layers, arch-a
+at T = 60 keeps about 100 MiB per sample, and its backward briefly holds three more tensors the size
+of its largest conv output (that output, the gradient arriving from the pool, BN's gradient). Part
+of that is not needed: the conv keeps its input as float32 although it is spikes, and BN's forward
+and backward work on whole [B * T, C, H, W] tensors at once. No torch or sinabs layer does it with
+less; activation checkpointing would recompute every conv and still run BN on whole tensors.
 
-What the node keeps: the conv input as one byte per value when it holds two values, 0 and v (the
+What the node keeps: its input as one byte per value when the input holds two values, 0 and v (the
 spikes of the block before, or spikes through dropout: v = 1 / (1 - p)), else as it is; the conv
-output (BN's input); BN's batch statistics. Its backward walks the rows in chunks of
-``CHUNK_BYTES``: a first pass sums BN's two per-channel reductions, a second makes BN's input
-gradient and the conv's gradients chunk by chunk, so the whole-batch temporaries are gone. The
-forward's BN output and pooled output are also made per chunk.
+output, unless the conv is cheap enough to recompute (``RECOMPUTE_MACS``: the first layer); BN's
+batch statistics. Both passes walk the rows in chunks of ``CHUNK_BYTES``: the forward makes the
+conv output, sums its statistics (float64) and writes the normalised, pooled output chunk by chunk;
+the backward sums BN's two per-channel reductions in a first pass and makes BN's input gradient and
+the conv's gradients in a second. No whole-batch temporary is left but the conv output itself.
 
-The arithmetic is BN's training formula, written out (torch's fused kernel cannot run on chunks):
+The arithmetic is BN's training formula written out (torch's fused kernel cannot run on chunks), so
 results agree with the standard path up to float rounding, not bit for bit
-(tests/test_training_memory.py), so ``--memory`` is an execution setting like ``--device``: a run
-resumes under either. Under torchrun the statistics and the two reductions are summed over the
-ranks, as ``GlobalBatchNorm2d`` does. Blocks this node does not cover (max pool, BN without affine
-parameters or running statistics, string padding, autocast, inputs that do not need the
-standard path's float32) run the standard path.
+(tests/test_train_memory_lean.py): ``--memory`` is an execution setting like ``--device``, and a
+run resumes under either. Under torchrun the statistics and the two reductions are summed over the
+ranks, as ``GlobalBatchNorm2d`` does. What the node does not cover runs torch's layers: max pool,
+BN without affine parameters or running statistics, string padding, autocast, evaluation.
 """
 
 from __future__ import annotations
@@ -52,17 +51,17 @@ RECOMPUTE_MACS = 64
 
 # glibc serves allocations below its mmap threshold from the heap, and raises that threshold up to
 # 32 MiB whenever a larger block is freed. A training step frees and allocates whole-batch tensors
-# of every size, the heap fragments and its resident size climbs from step to step (arch-a, T = 60,
-# batch 16, 5 steps: peak RSS 3,041 MiB, 2,507 with a fixed 16 MiB threshold; lean 2,048 and 1,671),
-# at the same speed. Larger blocks are mapped and go back to the system when freed.
+# of every size, the heap fragments and its resident size climbs over the first steps. With the
+# threshold fixed, larger blocks are mapped and go back to the system when freed, at the price of
+# faulting their pages in again every step (benchmarks/train_memory.py).
 MMAP_THRESHOLD_BYTES = 16 * 2**20
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 
 
 def bound_heap_growth() -> bool:
-    """Fix glibc's mmap threshold at ``MMAP_THRESHOLD_BYTES`` for this process (training calls it
-    in both memory modes: it changes where memory comes from, not any result). False where the C
-    library is not glibc."""
+    """Fix glibc's mmap threshold at ``MMAP_THRESHOLD_BYTES`` for this process (``train --memory
+    lean`` does: it changes where memory comes from, not any result). False where the C library is
+    not glibc."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -186,7 +185,7 @@ class _ConvNormPool(torch.autograd.Function):
             stats[0] += part.sum(dims)
             stats[1] += part.square_().sum(dims)
         n = float(_all_reduce(torch.tensor([x.shape[0] * shape_y[2] * shape_y[3]],
-                                           dtype=torch.float64), plan))
+                                           dtype=torch.float64, device=x.device), plan))
         stats = _all_reduce(stats, plan) / n
         mean = stats[0].float()
         var = (stats[1] - stats[0].square()).clamp_min_(0).float()
