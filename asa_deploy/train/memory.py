@@ -52,10 +52,13 @@ RECOMPUTE_MACS = 64
 # glibc serves allocations below its mmap threshold from the heap, and raises that threshold up to
 # 32 MiB whenever a larger block is freed. A training step frees and allocates whole-batch tensors
 # of every size, the heap fragments and its resident size climbs over the first steps. With the
-# threshold fixed, larger blocks are mapped and go back to the system when freed, at the price of
-# faulting their pages in again every step (benchmarks/train_memory.py).
+# threshold fixed, larger blocks are mapped and go back to the system when freed. Fixing it also
+# stops glibc from raising the trim threshold, and at its default of 128 KiB the heap's top was
+# given back and faulted in again all the time (17 % slower); it is set as glibc's own rule would,
+# twice the mmap threshold (benchmarks/train_memory.py measures both).
 MMAP_THRESHOLD_BYTES = 16 * 2**20
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+TRIM_THRESHOLD_BYTES = 2 * MMAP_THRESHOLD_BYTES
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
 
 
 def bound_heap_growth() -> bool:
@@ -69,7 +72,8 @@ def bound_heap_growth() -> bool:
     except (OSError, AttributeError):
         log.debug("not glibc: the heap's mmap threshold stays as it is")
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+                and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
 
 
 class LeanConvBlock(nn.Sequential):
