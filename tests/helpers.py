@@ -1,5 +1,10 @@
 """Plain helpers shared by several test modules."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import sinabs.layers as sl
 import torch
@@ -29,3 +34,17 @@ def two_core_net() -> nn.Sequential:
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             module.weight.data = module.weight.data.abs()
     return net
+
+
+def train_one_and_two_ranks(args: list[str], single: Path, double: Path, port: int,
+                            two_rank_args: tuple[str, ...] = ()) -> None:
+    """``asa-deploy train ARGS`` in one process into ``single``, and under torchrun with 2 gloo
+    ranks (plus ``two_rank_args``) into ``double``; one thread each, so the 2 ranks fit 2 cores."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "asa_deploy.cli", *args, "--out", str(single)],
+                   check=True, env=env, capture_output=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+         str(port), "-m", "asa_deploy.cli", *args, *two_rank_args, "--out", str(double)],
+        env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -2,7 +2,6 @@
 foreign checkpoint, 2-process gloo data parallelism, and the CLI around it."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import train_one_and_two_ranks
 
 from asa_deploy.chip.config import ChipConfig
 from asa_deploy.cli import main
@@ -122,15 +122,8 @@ def test_model_input_must_match_data(tmp_path):
 
 def test_two_process_gloo_matches_one_process(tmp_path):
     single, double = tmp_path / "single", tmp_path / "double"
-    args = ["train", *CLI_TINY, "--epochs", "2", "--attention", "asa2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "asa_deploy.cli", *args, "--out", str(single)],
-                   check=True, env=env, capture_output=True)
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", "29517", "-m", "asa_deploy.cli", *args, "--out", str(double)],
-        env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_one_and_two_ranks(["train", *CLI_TINY, "--epochs", "2", "--attention", "asa2"], single,
+                            double, 29517)
     assert_same_weights(final_weights(single), final_weights(double), atol=1e-5)
     a = [json.loads(x) for x in (single / "train_log.jsonl").read_text().splitlines()]
     b = [json.loads(x) for x in (double / "train_log.jsonl").read_text().splitlines()]

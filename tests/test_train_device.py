@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.serialization
+from helpers import train_one_and_two_ranks
 
 from asa_deploy import io
 from asa_deploy.cli import main
@@ -76,14 +77,8 @@ def test_two_ranks_with_workers_match_one_process(tmp_path):
     """torchrun (gloo) with 2 ranks and a worker each: the model of one process without workers,
     up to the float rounding of summing gradients across ranks."""
     single, double = tmp_path / "single", tmp_path / "double"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "asa_deploy.cli", "train", *CLI_TINY, "--out",
-                    str(single)], check=True, env=env, capture_output=True)
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-         "29531", "-m", "asa_deploy.cli", "train", *CLI_TINY, "--workers", "1", "--out",
-         str(double)], env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_one_and_two_ranks(["train", *CLI_TINY], single, double, 29531,
+                            two_rank_args=("--workers", "1"))
     assert_same_weights(checkpoint(single)["weights"], checkpoint(double)["weights"], atol=1e-5)
     a, b = log_without_timing(single), log_without_timing(double)
     assert [r["val_accuracy"] for r in a] == [r["val_accuracy"] for r in b]

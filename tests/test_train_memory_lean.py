@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
 import sys
 
 import pytest
 import torch
+from helpers import train_one_and_two_ranks
 from torch import nn
 
 from asa_deploy.cli import main
@@ -190,15 +189,8 @@ def test_lean_training_run_is_the_standard_run_up_to_rounding(tmp_path, capsys):
 
 def test_two_ranks_lean_match_one_process_lean(tmp_path):
     single, double = tmp_path / "single", tmp_path / "double"
-    args = ["train", *CLI_TINY, "--epochs", "1", "--memory", "lean"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "asa_deploy.cli", *args, "--out", str(single)],
-                   check=True, env=env, capture_output=True)
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", "29541", "-m", "asa_deploy.cli", *args, "--out", str(double)],
-        env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+    train_one_and_two_ranks(["train", *CLI_TINY, "--epochs", "1", "--memory", "lean"], single,
+                            double, 29541)
     a, b = (torch.load(d / "checkpoint.pt", weights_only=False)["weights"] for d in (single, double))
     for name, w in a.items():
         torch.testing.assert_close(b[name], w, rtol=1e-4, atol=1e-5, msg=name)

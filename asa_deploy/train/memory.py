@@ -1,5 +1,5 @@
 """``train --memory lean``: a conv block's conv -> BN -> avg pool run as one autograd node that
-keeps less for the backward pass, at the same speed, and a fixed glibc mmap threshold.
+keeps less for the backward pass, no slower, and a fixed glibc mmap threshold.
 
 Why: BPTT keeps every time step's activations until the backward pass. With torch's layers, arch-a
 at T = 60 keeps about 100 MiB per sample, and its backward briefly holds three more tensors the size
@@ -41,7 +41,9 @@ from torch.nn.modules.utils import _pair
 from asa_deploy.train.distributed import GlobalBatchNorm2d
 
 log = logging.getLogger("asa_deploy.train")
-CHUNK_BYTES = 4 * 2**20  # rows of the conv output handled at once in the lean backward
+# Rows of the conv output the lean node handles at once, forward and backward: below the mmap
+# threshold, so the chunks' temporaries are served again and again from the heap.
+CHUNK_BYTES = 4 * 2**20
 # A conv whose output values cost at most this many multiply-adds each (in channels x kernel area /
 # groups) is recomputed in the backward instead of kept: the first layer reading 2 polarity channels
 # with a 3x3 kernel costs 18 per value (arch-a: 15 MiB per sample kept, about 1 % of its conv work
@@ -62,15 +64,14 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbe
 
 
 def bound_heap_growth() -> bool:
-    """Fix glibc's mmap threshold at ``MMAP_THRESHOLD_BYTES`` for this process (``train --memory
-    lean`` does: it changes where memory comes from, not any result). False where the C library is
-    not glibc."""
+    """Fix glibc's mmap and trim thresholds for this process (``train --memory lean`` does: it
+    changes where memory comes from, not any result). False where the C library is not glibc."""
     if not sys.platform.startswith("linux"):
         return False
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):
-        log.debug("not glibc: the heap's mmap threshold stays as it is")
+        log.debug("not glibc: the heap's thresholds stay as they are")
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
                 and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
