@@ -116,9 +116,9 @@ def _add_train_args(p: argparse.ArgumentParser, *, with_model_defaults: bool = T
     p.add_argument("--memory", choices=MEMORY_MODES, default="standard",
                    help="lean: conv blocks keep their spike inputs as one byte, recompute the "
                         "first layer's conv output and run BN in chunks (arch-a, T 60, batch 16: "
-                        "peak RSS 1.7 instead of 2.7 GB, no slower; see the README); equal to "
-                        "standard up to float rounding, not bit for bit; float32 only (not with "
-                        "--amp)")
+                        "peak RSS 1.7 instead of 2.7 GB, and faster; small networks at T 10 run "
+                        "15-25 %% slower; see the README); equal to standard up to float "
+                        "rounding, not bit for bit; float32 only (not with --amp)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

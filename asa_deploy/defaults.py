@@ -21,7 +21,7 @@ AMP_MODES = ("off", "bf16", "fp16")
 
 MEMORY_MODES = ("standard", "lean")
 """``train --memory``: torch's layers as they are, or conv blocks that keep less for the backward
-pass, no slower, equal up to float rounding (asa_deploy.train.memory)."""
+pass, equal up to float rounding (asa_deploy.train.memory)."""
 
 HOT_PIXEL_FACTOR = 10.0
 """A hot pixel fires more than this many times its neighbours' median rate (plus a margin; see

@@ -1,4 +1,5 @@
-"""Training on a GPU: vanilla against ASA, float32 against bf16 autocast, 1 and 2 torchrun ranks.
+"""Training on a GPU: vanilla against ASA, float32 against bf16 autocast, 1 and 2 torchrun ranks,
+and with ``--memory standard lean`` both training memory modes (lean only with float32).
 
 Each configuration runs the real training loop (``asa_deploy.train.train``: DataLoader workers, RCS
 windows, validation, checkpoints) in a fresh process (under ``torchrun`` for 2 ranks) on synthetic
@@ -8,7 +9,7 @@ step on fixed input (forward + backward + Adam, no data pipeline), which isolate
 cost. Writes JSON with the machine it ran on. Never run by the tests or CI; on a CPU it is a smoke
 check (``--device cpu``, no GPU memory figures):
 
-    python benchmarks/gpu_train.py --out benchmarks/results/gpu_train.json
+    python benchmarks/gpu_train.py --memory standard lean --out benchmarks/results/gpu_train.json
     python benchmarks/gpu_train.py --device cpu --model speck-tiny --param c=4 --param fc=8 \\
         --data synthetic:gesture-tiny --T 5 --epochs 2 --workers 0 --out /tmp/gpu_train_smoke.json
 """
@@ -30,11 +31,13 @@ from pathlib import Path
 
 import torch
 
+from asa_deploy.defaults import MEMORY_MODES
 from asa_deploy.errors import ComputeDeviceError
 from asa_deploy.nn import build_network, load_model_spec
 from asa_deploy.train import TrainConfig, train
 from asa_deploy.train.accelerator import Precision, resolve_device
 from asa_deploy.train.loop import per_sample_loss
+from asa_deploy.train.memory import use_lean_memory
 
 HERE = Path(__file__).resolve()
 
@@ -44,6 +47,8 @@ def step_rate(config: TrainConfig, device: str, steps: int, classes: int = 6) ->
     torch.manual_seed(0)
     spec = load_model_spec(config.model).with_overrides(params=config.params, T=config.T)
     net = build_network(spec, classes, config.attention).to(device)
+    if config.memory == "lean":
+        use_lean_memory(net)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     precision = Precision(device, config.amp)
     shape = (config.batch_size, spec.T, spec.input["channels"], spec.input["height"],
@@ -100,7 +105,7 @@ def run_one(config: TrainConfig, out_dir: Path, result: Path, steps: int) -> Non
 def launch(config: TrainConfig, ranks: int, work: Path, steps: int, port: int,
            timeout_s: float) -> dict:
     """Run one configuration in fresh processes and gather its figures."""
-    name = f"{config.attention}-{config.amp}-{ranks}rank"
+    name = f"{config.attention}-{config.amp}-{config.memory}-{ranks}rank"
     out_dir, result = work / name, work / f"{name}.result"
     one = [str(HERE), "--one", json.dumps(config.to_dict()), "--run-dir", str(out_dir),
            "--result", str(result), "--steps", str(steps)]
@@ -109,8 +114,8 @@ def launch(config: TrainConfig, ranks: int, work: Path, steps: int, port: int,
                 "--master_port", str(port), *one])
     t0 = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
-    row = {"attention": config.attention, "amp": config.amp, "ranks": ranks,
-           "wall_s": time.perf_counter() - t0}
+    row = {"attention": config.attention, "amp": config.amp, "memory": config.memory,
+           "ranks": ranks, "wall_s": time.perf_counter() - t0}
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).splitlines()
         cause = [line for line in lines if "Error" in line and "ChildFailedError" not in line]
@@ -153,6 +158,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=4, help="DataLoader workers per rank")
     p.add_argument("--attention", nargs="+", default=["none", "asa2"])
     p.add_argument("--amp", nargs="+", default=["off", "bf16"])
+    p.add_argument("--memory", nargs="+", default=["standard"], choices=MEMORY_MODES,
+                   help="train --memory modes (lean runs with --amp off only)")
     p.add_argument("--ranks", nargs="+", type=int, default=None,
                    help="process counts; default 1, and 2 when the machine has 2 GPUs")
     p.add_argument("--steps", type=int, default=20, help="bare training steps timed (0: none)")
@@ -175,13 +182,14 @@ def main() -> None:
     params = {k: int(v) for k, _, v in (item.partition("=") for item in args.param)}
     results = []
     with tempfile.TemporaryDirectory(prefix="gpu_train.") as tmp:
-        for i, (n, attention, amp) in enumerate(itertools.product(ranks, args.attention,
-                                                                  args.amp)):
+        combos = [c for c in itertools.product(ranks, args.attention, args.amp, args.memory)
+                  if c[2] == "off" or c[3] == "standard"]  # lean computes in float32
+        for i, (n, attention, amp, memory) in enumerate(combos):
             config = TrainConfig(data=args.data, model=args.model, attention=attention,
                                  epochs=args.epochs, batch_size=args.batch_size, T=args.T,
                                  params=params,
                                  device=args.device if n == 1 else "cuda" if gpus else "cpu",
-                                 workers=args.workers, amp=amp)
+                                 workers=args.workers, amp=amp, memory=memory)
             row = launch(config, n, Path(tmp), args.steps, 29600 + i, args.timeout)
             results.append(row)
             shown = ("ERROR " + row["error"] if "error" in row else
@@ -189,10 +197,12 @@ def main() -> None:
                      f"{row['step_samples_per_s'] or float('nan'):8.1f}), final loss "
                      f"{row['final_loss']:.4f}, peak GPU memory "
                      f"{row['peak_gpu_memory_bytes_per_rank']}")
-            print(f"{n} rank(s) {attention:5s} amp {amp:4s}: {shown}", flush=True)
+            print(f"{n} rank(s) {attention:5s} amp {amp:4s} memory {memory:8s}: {shown}",
+                  flush=True)
     for row in results:
         base = next((r for r in results if r["attention"] == "none" and r["amp"] == row["amp"]
-                     and r["ranks"] == row["ranks"] and "error" not in r), None)
+                     and r["memory"] == row["memory"] and r["ranks"] == row["ranks"]
+                     and "error" not in r), None)
         if base is not None and "error" not in row:
             row["overhead_vs_vanilla"] = base["train_samples_per_s"] / row["train_samples_per_s"] - 1
             if row["step_samples_per_s"] and base["step_samples_per_s"]:

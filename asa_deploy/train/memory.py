@@ -1,5 +1,7 @@
 """``train --memory lean``: a conv block's conv -> BN -> avg pool run as one autograd node that
-keeps less for the backward pass, no slower, and a fixed glibc mmap threshold.
+keeps less for the backward pass, and a fixed glibc mmap threshold. It pays where activations are
+large (arch-a at T = 60: faster than torch's layers); on small networks its extra passes over the
+data cost 15-25 % of speed (README).
 
 Why: BPTT keeps every time step's activations until the backward pass. With torch's layers, arch-a
 at T = 60 keeps about 100 MiB per sample, and its backward briefly holds three more tensors the size
