@@ -8,6 +8,7 @@ process on a data set). Writes JSON with the machine it ran on.
 
     python benchmarks/train_memory.py --model arch-a --T 60 --batch 16 --steps 5 \\
         --out benchmarks/results/train_memory.json
+    python benchmarks/train_memory.py --batch 8 --steps 3 --memory lean --heap-bound on
 """
 
 from __future__ import annotations
@@ -67,8 +68,11 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--out", default="benchmarks/results/train_memory.json")
-    p.add_argument("--memory", choices=("standard", "lean"), help=argparse.SUPPRESS)
-    p.add_argument("--heap-bound", choices=("on", "off"), help=argparse.SUPPRESS)
+    p.add_argument("--memory", choices=("standard", "lean"),
+                   help="only this configuration, in this process (with --heap-bound): one JSON "
+                        "line on stdout, no --out")
+    p.add_argument("--heap-bound", choices=("on", "off"), default="off",
+                   help="with --memory: fix glibc's heap thresholds as train --memory lean does")
     args = p.parse_args()
     if args.memory:  # one configuration, in this process
         print(json.dumps(child(args)))
