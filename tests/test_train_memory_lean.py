@@ -187,6 +187,18 @@ def test_lean_training_run_is_the_standard_run_up_to_rounding(tmp_path, capsys):
     assert "invalid choice: 'thin'" in capsys.readouterr().err
 
 
+def test_lean_on_a_network_without_conv_blocks_says_so(tmp_path, capsys):
+    spec = tmp_path / "no-bn.yaml"
+    spec.write_text("name: no-bn\ninput: {channels: 2, height: 32, width: 32}\nT: 5\n"
+                    "blocks:\n  - {type: conv, out: 4, pool: 2, bn: false}\n"
+                    "  - {type: flatten}\n  - {type: fc, out: classes}\n")
+    assert main(["train", "--data", "synthetic:gesture-tiny", "--model", str(spec), "--T", "5",
+                 "--batch-size", "4", "--eval-windows", "2", "--epochs", "1", "--no-progress",
+                 "--memory", "lean", "--out", str(tmp_path / "run")]) == 0
+    assert ("--memory lean: model 'no-bn' has no conv -> BN -> avg pool block, so only the heap "
+            "bound applies") in capsys.readouterr().out
+
+
 def test_two_ranks_lean_match_one_process_lean(tmp_path):
     single, double = tmp_path / "single", tmp_path / "double"
     train_one_and_two_ranks(["train", *CLI_TINY, "--epochs", "1", "--memory", "lean"], single,

@@ -128,7 +128,10 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, precision:
     if group.world_size > 1:
         D.use_global_batch_norm(model)
     if config.memory == "lean":
-        use_lean_memory(model)
+        if not use_lean_memory(model) and verbose and group.is_main:
+            print(f"--memory lean: model {model.spec.name!r} has no conv -> BN -> avg pool block, "
+                  f"so only the heap bound applies (max pool and BN-free blocks run torch's "
+                  f"layers)", flush=True)
         bound_heap_growth()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs,
