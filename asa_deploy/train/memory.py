@@ -154,16 +154,18 @@ def _conv_output_shape(x: torch.Tensor, weight: torch.Tensor, plan: _Plan) -> tu
 
 
 def _compact(x: torch.Tensor) -> tuple[torch.Tensor, float | None]:
-    """x as bool and its one non-zero value when it holds only 0 and that value, else x itself;
-    checked and converted a chunk of rows at a time (no whole-batch temporaries)."""
-    top = x.max()
+    """x as bool and its one non-zero value when it holds only 0 and that value (a silent layer's
+    zeros too), else x itself; checked and converted a chunk of rows at a time (no whole-batch
+    temporaries)."""
+    value = float(x.max())
+    value = value if value > 0 else 1.0  # all zeros: any value restores them
     rows = _chunks(x.shape, x.element_size())
-    if float(top) <= 0 or not all(bool(((x[r] == 0) | (x[r] == top)).all()) for r in rows):
+    if not all(bool(((x[r] == 0) | (x[r] == value)).all()) for r in rows):
         return x, None
     stored = torch.empty(x.shape, dtype=torch.bool, device=x.device)
     for r in rows:
         torch.ne(x[r], 0, out=stored[r])
-    return stored, float(top)
+    return stored, value
 
 
 def _expand(stored: torch.Tensor, value: float | None, rows: slice) -> torch.Tensor:
