@@ -323,7 +323,7 @@ def child_train(spec: dict) -> None:
     from asa_deploy.train.config import TrainConfig
     from asa_deploy.train.cost import CostMeter
     from asa_deploy.train.loop import epoch_loader, prepare, train_step
-    from asa_deploy.train.memory import bound_heap_growth, use_lean_memory
+    from asa_deploy.train.memory import apply_memory_mode
 
     marks = {"imported": time.time()}
     config = TrainConfig(data=spec["data"], model=spec["model"], attention=spec["attention"],
@@ -337,9 +337,7 @@ def child_train(spec: dict) -> None:
     model = prepared.model.to(group.device)
     if group.world_size > 1:
         D.use_global_batch_norm(model)
-    if config.memory == "lean":  # as train does
-        use_lean_memory(model)
-        bound_heap_growth()
+    apply_memory_mode(model, config.memory)  # as train does
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     meter = CostMeter(model)
     train_set = prepared.train_set

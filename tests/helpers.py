@@ -36,6 +36,12 @@ def two_core_net() -> nn.Sequential:
     return net
 
 
+# ``asa-deploy train`` arguments for a dvs-small run that trains in seconds
+CLI_DVS_TINY = ["--data", "synthetic:gesture-tiny", "--model", "dvs-small", "--T", "5",
+                "--batch-size", "4", "--eval-windows", "2", "--seed", "3", "--param", "c1=4",
+                "--param", "c2=8", "--param", "c3=8", "--param", "fc=16", "--no-progress"]
+
+
 def train_one_and_two_ranks(args: list[str], single: Path, double: Path, port: int,
                             two_rank_args: tuple[str, ...] = ()) -> None:
     """``asa-deploy train ARGS`` in one process into ``single``, and under torchrun with 2 gloo

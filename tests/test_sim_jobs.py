@@ -19,13 +19,8 @@ from asa_deploy.chip import sim
 from asa_deploy.chip.config import ChipConfig
 from asa_deploy.chip.monitor import count_dtype
 from asa_deploy.chip.sim import EventWindow, parallel
-from asa_deploy.chip.sim.parallel import (
-    CHUNK_BYTES,
-    MappedEvents,
-    by_reference,
-    plan_chunks,
-    process_pool,
-)
+from asa_deploy.chip.sim.parallel import CHUNK_BYTES, plan_chunks, process_pool
+from asa_deploy.chip.sim.window import MappedEvents, by_reference
 from asa_deploy.chip.simulate import event_windows
 from asa_deploy.cli import main
 from asa_deploy.data import open_dataset

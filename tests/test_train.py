@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import CLI_DVS_TINY as CLI_TINY
 from helpers import train_one_and_two_ranks
 
 from asa_deploy.chip.config import ChipConfig
@@ -21,9 +22,6 @@ from asa_deploy.train import loop as train_loop
 
 TINY = dict(data="synthetic:gesture-tiny", model="dvs-small", T=5, epochs=3, batch_size=4,
             eval_windows=2, seed=3, params={"c1": 4, "c2": 8, "c3": 8, "fc": 16})
-CLI_TINY = ["--data", "synthetic:gesture-tiny", "--model", "dvs-small", "--T", "5",
-            "--batch-size", "4", "--eval-windows", "2", "--seed", "3", "--param", "c1=4",
-            "--param", "c2=8", "--param", "c3=8", "--param", "fc=16", "--no-progress"]
 
 
 def final_weights(run_dir: Path) -> dict:

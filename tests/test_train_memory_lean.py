@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from helpers import CLI_DVS_TINY as CLI_TINY
 from helpers import train_one_and_two_ranks
 from torch import nn
 
@@ -19,10 +20,6 @@ from asa_deploy.nn.network import AvgPool2d
 from asa_deploy.train import TrainConfig
 from asa_deploy.train import memory as M
 from asa_deploy.train.distributed import use_global_batch_norm
-
-CLI_TINY = ["--data", "synthetic:gesture-tiny", "--model", "dvs-small", "--T", "5",
-            "--batch-size", "4", "--eval-windows", "2", "--seed", "3", "--param", "c1=4",
-            "--param", "c2=8", "--param", "c3=8", "--param", "fc=16", "--no-progress"]
 
 
 def conv_block(c_in: int, *, pool: int = 2, stride: int = 1, bias: bool = False) -> nn.Sequential:

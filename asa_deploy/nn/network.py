@@ -365,27 +365,35 @@ class AvgPool2d(nn.AvgPool2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (torch.is_grad_enabled() and x.requires_grad):
             return super().forward(x)
-        return _AvgPoolKeepingShape.apply(x, self.kernel_size, self.stride, self.padding,
-                                          self.ceil_mode, self.count_include_pad,
-                                          self.divisor_override)
+        return _AvgPoolKeepingShape.apply(x, avg_pool_args(self))
+
+
+def avg_pool_args(pool: nn.AvgPool2d) -> tuple:
+    """``pool``'s settings as ``avg_pool2d`` and its backward kernel take them, after the input."""
+    return (_pair(pool.kernel_size), _pair(pool.stride or pool.kernel_size), _pair(pool.padding),
+            pool.ceil_mode, pool.count_include_pad, pool.divisor_override)
+
+
+def avg_pool_input_grad(grad: torch.Tensor, like: torch.Tensor | tuple, args: tuple) -> torch.Tensor:
+    """The gradient ``avg_pool2d(x, *args)`` sends to x, from its output's ``grad``: torch's own
+    backward kernel, given an unwritten stand-in for x (``like``: a tensor of x's layout, or
+    (shape, strides, dtype, device)), since it reads x's layout, not its values."""
+    shape, strides, dtype, device = ((like.shape, like.stride(), like.dtype, like.device)
+                                     if isinstance(like, torch.Tensor) else like)
+    stand_in = torch.empty_strided(shape, strides, dtype=dtype, device=device)
+    return torch.ops.aten.avg_pool2d_backward(grad, stand_in, *args)
 
 
 class _AvgPoolKeepingShape(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, kernel, stride, padding, ceil_mode, count_include_pad, divisor):
-        ctx.layout = (x.shape, x.stride(), x.dtype, x.device)
-        ctx.args = (_pair(kernel), _pair(stride), _pair(padding), ceil_mode, count_include_pad,
-                    divisor)
-        return nn.functional.avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad,
-                                        divisor)
+    def forward(ctx, x, args):
+        ctx.layout, ctx.args = (x.shape, x.stride(), x.dtype, x.device), args
+        return nn.functional.avg_pool2d(x, *args)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        shape, strides, dtype, device = ctx.layout
-        stand_in = torch.empty_strided(shape, strides, dtype=dtype, device=device)
-        return (torch.ops.aten.avg_pool2d_backward(grad, stand_in, *ctx.args),
-                None, None, None, None, None, None)
+        return avg_pool_input_grad(grad, ctx.layout, ctx.args), None
 
 
 def _pool(kind: str, k: int) -> nn.Module:

@@ -97,11 +97,19 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         n = stats[-1]
         mean = stats[:c] / n
         var = stats[c:2 * c] / n - mean * mean
-        with torch.no_grad():
-            self.num_batches_tracked += 1
-            self.running_mean.lerp_(mean.detach(), self.momentum)
-            self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
+        update_running_stats(self, mean.detach(), var.detach(), n)
         return _Normalise.apply(x, mean, var, self.weight, self.bias, self.eps, handover)
+
+
+@torch.no_grad()
+def update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, n) -> None:
+    """BN's running statistics after a batch of ``n`` values per channel with these (biased)
+    statistics, as torch's BN updates them: the variance unbiased, momentum None a cumulative
+    average."""
+    bn.num_batches_tracked += 1
+    factor = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+    bn.running_mean.lerp_(mean, factor)
+    bn.running_var.lerp_(var * n / (n - 1), factor)
 
 
 # GlobalBatchNorm2d was (x - mean) * rsqrt(var + eps) * weight + bias in plain operations, with mean

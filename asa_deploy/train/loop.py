@@ -41,7 +41,7 @@ from asa_deploy.train.accelerator import Precision, resolve_device
 from asa_deploy.train.config import TrainConfig
 from asa_deploy.train.cost import CostMeter
 from asa_deploy.train.evaluation import collate, evaluate, shard_items
-from asa_deploy.train.memory import bound_heap_growth, use_lean_memory
+from asa_deploy.train.memory import apply_memory_mode
 
 log = logging.getLogger("asa_deploy.train")
 CHECKPOINT = "checkpoint.pt"
@@ -127,12 +127,11 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, precision:
     model = prepared.model.to(group.device)
     if group.world_size > 1:
         D.use_global_batch_norm(model)
-    if config.memory == "lean":
-        if not use_lean_memory(model) and verbose and group.is_main:
-            print(f"--memory lean: model {model.spec.name!r} has no conv -> BN -> avg pool block, "
-                  f"so only the heap bound applies (max pool and BN-free blocks run torch's "
-                  f"layers)", flush=True)
-        bound_heap_growth()
+    if (not apply_memory_mode(model, config.memory) and config.memory == "lean" and verbose
+            and group.is_main):
+        print(f"--memory lean: model {model.spec.name!r} has no conv -> BN -> avg pool block, "
+              f"so only the heap bound applies (max pool and BN-free blocks run torch's "
+              f"layers)", flush=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs,
                                                           eta_min=config.lr_min)

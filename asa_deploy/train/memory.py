@@ -38,9 +38,9 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
-from torch.nn.modules.utils import _pair
 
-from asa_deploy.train.distributed import GlobalBatchNorm2d
+from asa_deploy.nn.network import avg_pool_args, avg_pool_input_grad
+from asa_deploy.train.distributed import GlobalBatchNorm2d, update_running_stats
 
 log = logging.getLogger("asa_deploy.train")
 # Rows of the conv output the lean node handles at once, forward and backward: below the mmap
@@ -92,6 +92,16 @@ class LeanConvBlock(nn.Sequential):
                                    _Plan(conv, bn, pool))
 
 
+def apply_memory_mode(model: nn.Module, mode: str) -> int:
+    """What ``train --memory MODE`` does to ``model`` and to this process: ``lean`` turns its conv
+    blocks lean and bounds heap growth, ``standard`` nothing; returns how many blocks are lean."""
+    if mode != "lean":
+        return 0
+    count = use_lean_memory(model)
+    bound_heap_growth()
+    return count
+
+
 def use_lean_memory(model: nn.Module) -> int:
     """Turn every conv block of ``model`` (``nn.Sequential`` of Conv2d, BatchNorm2d and an optional
     AvgPool2d) into a ``LeanConvBlock`` in place; returns how many."""
@@ -126,9 +136,7 @@ class _Plan:
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, pool: nn.AvgPool2d | None):
         self.conv_args = (conv.stride, conv.padding, conv.dilation, conv.groups)
         self.bn = bn
-        self.pool_args = None if pool is None else (
-            _pair(pool.kernel_size), _pair(pool.stride or pool.kernel_size), _pair(pool.padding),
-            pool.ceil_mode, pool.count_include_pad, pool.divisor_override)
+        self.pool_args = None if pool is None else avg_pool_args(pool)
         self.ranks = (isinstance(bn, GlobalBatchNorm2d) and dist.is_available()
                       and dist.is_initialized() and dist.get_world_size() > 1)
 
@@ -198,7 +206,7 @@ class _ConvNormPool(torch.autograd.Function):
         stats = _all_reduce(stats, plan) / n
         mean = stats[0].float()
         var = (stats[1] - stats[0].square()).clamp_min_(0).float()
-        _update_running_stats(plan.bn, mean, var, n)
+        update_running_stats(plan.bn, mean, var, n)
         invstd = torch.rsqrt(var + plan.bn.eps)
         shape = (1, channels, 1, 1)
         scale = (bn_weight * invstd).view(shape)
@@ -237,8 +245,7 @@ class _ConvNormPool(torch.autograd.Function):
         def grad_normed(rows: slice, like: torch.Tensor) -> torch.Tensor:
             if plan.pool_args is None:
                 return grad_out[rows]
-            stand_in = torch.empty(like.shape, dtype=like.dtype, device=like.device)
-            return torch.ops.aten.avg_pool2d_backward(grad_out[rows], stand_in, *plan.pool_args)
+            return avg_pool_input_grad(grad_out[rows], like, plan.pool_args)
 
         sums = grad_out.new_zeros((2, weight.shape[0]))  # sum of g and of g * xhat, per channel
         for rows in ctx.rows:
@@ -270,13 +277,3 @@ class _ConvNormPool(torch.autograd.Function):
             if need_b:
                 grad_b = gb if grad_b is None else grad_b.add_(gb)
         return grad_x, grad_w, grad_b, grad_bn_weight, grad_bn_bias, None
-
-
-@torch.no_grad()
-def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor,
-                          n: float) -> None:
-    """As torch's BN: momentum None is a cumulative average; the running variance is unbiased."""
-    bn.num_batches_tracked += 1
-    factor = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-    bn.running_mean.lerp_(mean, factor)
-    bn.running_var.lerp_(var * (n / max(n - 1, 1.0)), factor)

@@ -40,8 +40,7 @@ from asa_deploy.chip.sim.window import MappedEvents, by_reference
 CHUNKS_PER_JOB = 4  # more chunks than workers, so one slow chunk does not idle the others
 CHUNK_BYTES = 64 * 2**20  # events and per-window results of one chunk, at most (but one window's)
 
-__all__ = ["CHUNKS_PER_JOB", "CHUNK_BYTES", "MappedEvents", "by_reference", "plan_chunks",
-           "process_pool", "simulate_parallel"]
+__all__ = ["CHUNKS_PER_JOB", "CHUNK_BYTES", "plan_chunks", "process_pool", "simulate_parallel"]
 
 log = logging.getLogger("asa_deploy.simulate")
 _worker: dict = {}  # what a worker's initializer received, kept for every task it runs
