@@ -3,7 +3,8 @@ glibc mmap threshold (``asa_deploy.train.memory.bound_heap_growth``). Never run 
 
 Each configuration runs in a fresh process: ``--steps`` steps (forward, MSE loss, synops meter,
 backward, Adam) of ``--model`` on random spikes (5 % of the inputs), the peak RSS (``ru_maxrss``)
-after every step. The data pipeline is left out (``benchmarks/scale.py`` measures the whole training
+after every step, and before the first: after Python's start, torch's import, sinabs's and the
+network's construction (what a process holds whatever its batch). The data pipeline is left out (``benchmarks/scale.py`` measures the whole training
 process on a data set). Writes JSON with the machine it ran on.
 
     python benchmarks/train_memory.py --model arch-a --T 60 --batch 16 --steps 5 \\
@@ -25,9 +26,18 @@ import time
 MODES = [("standard", True), ("standard", False), ("lean", True), ("lean", False)]
 
 
+def peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def child(args) -> dict:
+    stages = {"python": peak_rss()}  # what the process holds before any batch, stage by stage
     import torch
 
+    stages["import torch"] = peak_rss()
+    import sinabs  # noqa: F401  (asa_deploy's layers; sinabs imports matplotlib's pylab)
+
+    stages["import sinabs"] = peak_rss()
     from asa_deploy.nn import build_network, load_model_spec
     from asa_deploy.train.cost import CostMeter
     from asa_deploy.train.loop import per_sample_loss
@@ -42,6 +52,7 @@ def child(args) -> dict:
     meter = CostMeter(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
+    stages["asa_deploy imported, network and optimizer built"] = peak_rss()
     shape = (args.batch, spec.T, spec.input["channels"], spec.input["height"], spec.input["width"])
     peaks, t0 = [], time.perf_counter()
     for _ in range(args.steps):
@@ -53,8 +64,9 @@ def child(args) -> dict:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"memory": args.memory, "heap_bound": bounded, "peak_rss_bytes_after_step": peaks,
+        peaks.append(peak_rss())
+    return {"memory": args.memory, "heap_bound": bounded, "peak_rss_bytes_by_stage": stages,
+            "peak_rss_bytes_after_step": peaks,
             "peak_rss_mib": peaks[-1] / 2**20,
             "samples_per_s": args.steps * args.batch / (time.perf_counter() - t0)}
 
