@@ -8,7 +8,7 @@ CONSTRAINTS ?= constraints/cpu.txt
 PIP_C := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 RUN ?= runs/quickstart
 
-.PHONY: install install-test demo test fuzz lint benchmark clean
+.PHONY: install install-test demo test wheel-smoke fuzz lint benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: install-test
 	$(BIN)/python -m ruff check asa_deploy tests benchmarks
 	$(BIN)/python -m pytest -q -m "not slow"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# The built wheel in a clean venv without the test extra, run from outside the tree: --version,
+# models, a 1-epoch train, compile, simulate, report (.ci/wheel_smoke.sh; CI runs it after test).
+wheel-smoke: $(BIN)/python
+	CONSTRAINTS=$(CONSTRAINTS) PYTHON=$(BIN)/python bash .ci/wheel_smoke.sh
 
 # The property-based tests with thousands of generated inputs each (make test runs a few hundred).
 fuzz: install-test

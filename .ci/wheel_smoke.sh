@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 CONSTRAINTS=${CONSTRAINTS-constraints/cpu.txt}
+constraints=${CONSTRAINTS:+$(realpath "$CONSTRAINTS")}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -17,7 +18,7 @@ timeout 600 "$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$work/dist" "$
 wheel=$(ls "$work"/dist/asa_deploy-*.whl)
 step "installing $(basename "$wheel") into a clean venv"
 "$PYTHON" -m venv "$work/venv"
-timeout 900 "$work/venv/bin/python" -m pip install --quiet ${CONSTRAINTS:+-c "$PWD/$CONSTRAINTS"} "$wheel"
+timeout 900 "$work/venv/bin/python" -m pip install --quiet ${constraints:+-c "$constraints"} "$wheel"
 
 cd "$work"
 bin="$work/venv/bin"

@@ -268,6 +268,44 @@ print(" ".join(m for m in {HEAVY!r} if m in sys.modules))
     assert "argument --epochs: must be a positive integer, got 0" in result.stderr
 
 
+def _first_line_and_heavy_modules_then(argv: list[str]) -> tuple[str, str]:
+    """The first line ``asa-deploy ARGV`` writes to stderr, and the heavy modules loaded then."""
+    script = f"""
+import sys
+from asa_deploy.cli import main
+write, seen = sys.stderr.write, []
+def first_write(text):
+    if not seen:
+        seen.append(" ".join(m for m in {HEAVY!r} if m in sys.modules))
+        print(seen[0])
+    return write(text)
+sys.stderr.write = first_write
+main({argv!r})
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                            timeout=SUBPROCESS_TIMEOUT_S)
+    return result.stderr.splitlines()[0], result.stdout.splitlines()[0]
+
+
+def test_a_command_says_it_started_before_loading_torch(tmp_path):
+    line, loaded = _first_line_and_heavy_modules_then(["evaluate", str(tmp_path), "--json"])
+    assert line == f"asa-deploy evaluate {tmp_path}: starting"
+    assert loaded == ""
+
+
+def test_models_lists_the_specs_without_torch():
+    script = """
+import sys
+from asa_deploy.cli import main
+main(["models"])
+print("torch" in sys.modules, "asa_deploy.nn" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=SUBPROCESS_TIMEOUT_S)
+    assert "dvs-small" in result.stdout and result.stdout.splitlines()[-1] == "False False"
+
+
 # ---- fuzzing: argv built from the real option names, random values ----------------------------
 
 def _is_int(v, low, high=None) -> bool:
