@@ -373,7 +373,7 @@ def cmd_camera(args) -> int:
                                     on_decision=show))
         decisions = [d for r in replays for d in r.decisions]
         duration = sum(r.duration_s for r in replays)
-        wall = time.perf_counter() - start if several else replays[0].wall_seconds
+        wall = time.perf_counter() - start
         extra = {"recordings": [r.summary() for r in replays]} if several else {}
     else:
         camera = DeviceCamera(config, args.device, duration_s=args.seconds, **_board_options(args))
@@ -400,7 +400,9 @@ def cmd_camera(args) -> int:
     print(f"first-spike latency {summary['mean_first_spike_latency_ms'] or float('nan'):.1f} ms, "
           f"decision {summary['mean_decision_ms']:.1f} ms on the host; "
           f"{summary['input_events_per_s']:,.0f} events/s, {summary['spikes_per_s']:,.0f} spikes/s; "
-          f"real-time factor {summary['real_time_factor']:.1f}")
+          f"real-time factor {summary['real_time_factor']:.1f} ({summary['recording_seconds']:.1f} s "
+          f"recorded / {summary['wall_seconds']:.1f} s wall clock, start-up included; decisions "
+          f"alone {summary['decision_speed'] or float('nan'):.1f}x real time)")
     print(f"wrote {run / 'camera.json'}")
     return 0
 
@@ -767,7 +769,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--realtime", action="store_true", help="pace the replay to the wall clock")
     p.add_argument("--jobs", type=cli_args.positive_int, default=1, metavar="N",
                    help="replay N recordings at once in worker processes (each file's decisions "
-                        "as when it is replayed alone; not with --realtime)")
+                        "as when it is replayed alone; not with --realtime). For any N the "
+                        "real-time factor is recorded seconds / wall-clock seconds to process "
+                        "them, reading the files and starting workers included; 'decisions "
+                        "alone' is the simulator's compute only")
     p.add_argument("--seconds", type=cli_args.positive_float, default=10.0,
                    help="how long to listen to a device")
     p.add_argument("--json", action="store_true", help="print only the summary as JSON")

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from asa_deploy import io, provenance
+from asa_deploy.accuracy import current_names
 from asa_deploy.data import (
     CacheSetting,
     FramedDataset,
@@ -392,7 +393,11 @@ def _restore(path: Path, config: TrainConfig, model, optimizer, schedule, remedy
     except (ModelSpecError, RuntimeError, TypeError, ValueError, KeyError, AttributeError) as exc:
         raise io.artifact_error(path, f"its weights or optimizer state do not fit this run "
                                       f"({io.brief(exc)})", remedy) from exc
-    return saved["state"]
+    state = saved["state"]  # an older version's accuracy keys under the current names
+    state["history"] = [current_names(r, "recording", prefix="val_") for r in state["history"]]
+    if state["best"] is not None and state["best"]["metrics"] is not None:
+        state["best"]["metrics"] = current_names(state["best"]["metrics"], "recording")
+    return state
 
 
 def _spec_diff(a: dict, b: dict) -> str:
