@@ -61,6 +61,7 @@ PRESETS = {
              "fold": ["--eval-windows", "2", "--finetune-epochs", "1"],
              "variants": [[]], "weights": [0.0, 8.0], "keeps": [0.5]},
 }
+ACC = "accuracy_recording"  # the fronts compare accuracy per recording (majority vote)
 ACCURACY_SLACK = 0.01  # "within 1 point"
 GATE, GATE_DISTILL = "gate", "gate-distill"  # issue 12: `fold --gate 1` (+ `--distill-weight 1`)
 GOAL = 0.5
@@ -115,9 +116,9 @@ def fold_point(point: dict, preset: dict, keep: float | None, substeps: int,
         "input_mask_kept": report.get("input_mask_kept"),
         "hot_pixels_killed": len((report.get("hot_pixels") or {}).get("pixels", [])),
         "strategy": report["strategy"],
-        "dynamic_float_accuracy_recording": ladder["dynamic float"]["accuracy_recording"],
-        "finetuned_float_accuracy_recording": finetuned["accuracy_recording"] if finetuned else None,
-        "accuracy_recording": exact["accuracy_recording"], "accuracy_window": exact["accuracy_window"],
+        "dynamic_float_accuracy_recording": ladder["dynamic float"][ACC],
+        "finetuned_float_accuracy_recording": finetuned[ACC] if finetuned else None,
+        ACC: exact[ACC], "accuracy_window": exact["accuracy_window"],
         "synops_per_window": exact["synops_per_window"],
         "input_synops_per_window": exact["input_synops_per_window"],
         "network_synops_per_window": exact["network_synops_per_window"],
@@ -148,19 +149,19 @@ def gate_cost(run: Path, report: dict) -> dict | None:
 def pareto(points: list[dict], cost: str) -> list[dict]:
     """The points no other point beats on both accuracy and ``cost``, cheapest first."""
     front, best = [], -1.0
-    for p in sorted(points, key=lambda p: (p[cost], -p["accuracy_recording"])):
-        if p["accuracy_recording"] > best:
+    for p in sorted(points, key=lambda p: (p[cost], -p[ACC])):
+        if p[ACC] > best:
             front.append(p)
-            best = p["accuracy_recording"]
+            best = p[ACC]
     return front
 
 
 def goal(points: list[dict]) -> dict:
     vanilla = [p for p in points if p["method"] == "vanilla"]
     asa = [p for p in points if p["method"].startswith("asa")]  # gated ASA included
-    ref = max(vanilla, key=lambda p: (p["accuracy_recording"], -p["synops_per_window"]))
-    eligible = [p for p in asa if p["accuracy_recording"] >= ref["accuracy_recording"] - ACCURACY_SLACK - 1e-9]
-    result = {"vanilla_reference": ref["name"], "reference_accuracy_recording": ref["accuracy_recording"],
+    ref = max(vanilla, key=lambda p: (p[ACC], -p["synops_per_window"]))
+    eligible = [p for p in asa if p[ACC] >= ref[ACC] - ACCURACY_SLACK - 1e-9]
+    result = {"vanilla_reference": ref["name"], "reference_accuracy_recording": ref[ACC],
               "reference_synops_per_window": ref["synops_per_window"],
               "reference_spikes_per_window": ref["spikes_per_window"],
               "accuracy_slack": ACCURACY_SLACK, "goal_ratio": GOAL,
@@ -172,7 +173,7 @@ def goal(points: list[dict]) -> dict:
                         "met": ratio is not None and ratio <= GOAL}
         # the same cut inside the vanilla front: do the knobs alone (weights, fewer channels,
         # IAF) do what ASA does?
-        plain = min((p for p in vanilla if p["accuracy_recording"] >= ref["accuracy_recording"] - ACCURACY_SLACK - 1e-9),
+        plain = min((p for p in vanilla if p[ACC] >= ref[ACC] - ACCURACY_SLACK - 1e-9),
                     key=lambda p: p[cost])
         result[cost]["cheapest_vanilla_within_slack"] = {"name": plain["name"],
                                                         "ratio": plain[cost] / ref[cost]}
@@ -180,7 +181,7 @@ def goal(points: list[dict]) -> dict:
         cheapest = min(asa, key=lambda p: p[cost])
         result[cost]["cheapest_asa_point"] = {"name": cheapest["name"],
                                              "ratio": cheapest[cost] / ref[cost],
-                                             "accuracy_recording": cheapest["accuracy_recording"]}
+                                             ACC: cheapest[ACC]}
     return result
 
 
@@ -196,9 +197,9 @@ def gate_summary(points: list[dict], summary: dict) -> dict:
         twin = static[p["name"].rsplit("-gate", 1)[0]]
         pairs.append({
             "point": p["name"], "static": twin["name"], "method": p["method"],
-            "accuracy_recording": p["accuracy_recording"], "static_accuracy_recording": twin["accuracy_recording"],
-            "dynamic_to_chip_loss": p["dynamic_float_accuracy_recording"] - p["accuracy_recording"],
-            "static_dynamic_to_chip_loss": twin["dynamic_float_accuracy_recording"] - twin["accuracy_recording"],
+            ACC: p[ACC], "static_accuracy_recording": twin[ACC],
+            "dynamic_to_chip_loss": p["dynamic_float_accuracy_recording"] - p[ACC],
+            "static_dynamic_to_chip_loss": twin["dynamic_float_accuracy_recording"] - twin[ACC],
             **{f"{cost}_ratio": p[cost] / twin[cost]
                for cost in ("synops_per_window", "spikes_per_window")},
             "gate_spikes_per_window": p["gate"]["spikes_per_window"],
@@ -208,8 +209,8 @@ def gate_summary(points: list[dict], summary: dict) -> dict:
     best = {}
     for kind, group in (("static", [p for p in points if not p["gate"] and p["method"].startswith("asa")]),
                         ("gated", [p for p in points if p["gate"] and p["method"].startswith("asa")])):
-        eligible = [p for p in group if p["accuracy_recording"] >= floor]
-        best[kind] = {cost: (lambda b: {"name": b["name"], "accuracy_recording": b["accuracy_recording"], cost: b[cost]}
+        eligible = [p for p in group if p[ACC] >= floor]
+        best[kind] = {cost: (lambda b: {"name": b["name"], ACC: b[ACC], cost: b[cost]}
                              if b else None)(min(eligible, key=lambda p: p[cost], default=None))
                       for cost in ("synops_per_window", "spikes_per_window")}
     return {"pairs": pairs, "best_within_slack_of_vanilla": best}
@@ -232,21 +233,21 @@ def plot(points: list[dict], summary: dict, path: Path, title: str) -> None:
             masked = [p for p in group if p["input_keep"] is not None]
             plain = [p for p in group if p["input_keep"] is None and p["finetune_substeps"] == 1]
             fine = [p for p in group if p["input_keep"] is None and p["finetune_substeps"] > 1]
-            ax.scatter([p[cost] for p in plain], [p["accuracy_recording"] for p in plain], color=color,
+            ax.scatter([p[cost] for p in plain], [p[ACC] for p in plain], color=color,
                        marker=marker, label=method)
             if fine:
-                ax.scatter([p[cost] for p in fine], [p["accuracy_recording"] for p in fine], color=color,
+                ax.scatter([p[cost] for p in fine], [p[ACC] for p in fine], color=color,
                            marker=marker, edgecolors="k", linewidths=1.5,
                            label=f"{method}, fine-tuned at finer bins")
             if masked:
-                ax.scatter([p[cost] for p in masked], [p["accuracy_recording"] for p in masked],
+                ax.scatter([p[cost] for p in masked], [p[ACC] for p in masked],
                            facecolors="none", edgecolors=color, marker=marker,
                            label=f"{method} + input mask")
             for p in group:
-                ax.annotate(p["name"], (p[cost], p["accuracy_recording"]), fontsize=6, alpha=0.7,
+                ax.annotate(p["name"], (p[cost], p[ACC]), fontsize=6, alpha=0.7,
                             xytext=(3, 3), textcoords="offset points")
             front = pareto(group, cost)
-            ax.plot([p[cost] for p in front], [p["accuracy_recording"] for p in front], color=color, lw=1)
+            ax.plot([p[cost] for p in front], [p[ACC] for p in front], color=color, lw=1)
         ref_cost = summary[f"reference_{cost}"]
         ax.axvline(GOAL * ref_cost, color="k", ls=":", lw=1, label=f"goal: {GOAL}x best vanilla")
         ax.axhline(summary["reference_accuracy_recording"] - ACCURACY_SLACK, color="k", ls="--", lw=1,
@@ -309,7 +310,7 @@ def main() -> int:
                  if g == GATE or t["attention"] != "none"]
         points += list(pool.map(lambda f: fold_point(f[0], preset, None, substeps[0], f[1]), gated))
     for p in sorted(points, key=lambda p: p["synops_per_window"]):
-        print(f"{p['name']:28s} acc {p['accuracy_recording']:.3f}  synops/window {p['synops_per_window']:>11,.0f}"
+        print(f"{p['name']:28s} acc {p[ACC]:.3f}  synops/window {p['synops_per_window']:>11,.0f}"
               f" (input {p['input_synops_per_window']:>11,.0f})  spikes/window "
               f"{p['spikes_per_window']:>9,.0f}")
     summary = goal(points)
@@ -321,7 +322,7 @@ def main() -> int:
                  if s["ratio"] is not None else "none"))
     if gates:
         for pair in gate_summary(points, summary)["pairs"]:
-            print(f"{pair['point']:28s} vs {pair['static']:16s} acc {pair['accuracy_recording']:.3f} vs "
+            print(f"{pair['point']:28s} vs {pair['static']:16s} acc {pair[ACC]:.3f} vs "
                   f"{pair['static_accuracy_recording']:.3f}; synops x{pair['synops_per_window_ratio']:.2f}, "
                   f"spikes x{pair['spikes_per_window_ratio']:.2f} (gate's own ~"
                   f"{pair['gate_synops_per_window_estimate']:,.0f} synops); dynamic -> chip loss "

@@ -149,7 +149,7 @@ def test_whole_recordings_rates_power_and_energy_per_their_own_duration(runs, tm
     run = _copy(runs["asa2"], tmp_path / "whole")
     with caplog.at_level("WARNING", logger="asa_deploy.simulate"):
         simulate_run(run, engine="exact", whole_recordings=True)
-    assert ("sim.json: the exact entry (1 windows per recording of synthetic:gesture-tiny) is "
+    assert ("sim.json: the exact entry (1 window per recording of synthetic:gesture-tiny) is "
             "replaced by one on whole recordings of synthetic:gesture-tiny") in caplog.text
     sim = json.loads((run / "sim.json").read_text())
     assert set(sim) == {"exact", "fast"} and sim["fast"]["windows_per_recording"] == 1

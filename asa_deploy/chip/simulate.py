@@ -240,8 +240,9 @@ def _windows_setting(facts: dict) -> str:
     """What a sim.json entry simulated, in words (its provenance facts)."""
     if "windows" not in facts:
         return "windows not recorded"
+    n = facts["windows"]
     what = ("whole recordings" if facts.get("whole_recordings")
-            else f"{facts['windows']} windows per recording")
+            else f"{n} window{'s' if n != 1 else ''} per recording")
     if facts.get("max_recordings") is not None:
         what += f", the first {facts['max_recordings']} recordings"
     return f"{what} of {facts.get('data')}"
