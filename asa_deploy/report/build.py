@@ -40,7 +40,7 @@ from asa_deploy.device.deploy import DEVICE_JSON
 from asa_deploy.errors import ArtifactError, AsaDeployError
 from asa_deploy.fold.stage import FOLD_JSON, FOLDED
 
-REPORT_FORMAT = 1
+REPORT_FORMAT = 2  # 2: accuracy_window / accuracy_recording; rates per the windows' own duration
 MODEL = "model.pt"
 EVAL_JSON = "eval.json"
 ANALYSIS_JSON = "analysis.json"
