@@ -88,6 +88,39 @@ def test_resume_after_crash_mid_epoch(reference_run, tmp_path, monkeypatch):
     assert log_without_timing(tmp_path) == log_without_timing(reference_run)
 
 
+def test_resume_from_an_older_versions_checkpoint(reference_run, tmp_path, monkeypatch):
+    """A checkpoint whose accuracies have the older names (``accuracy`` per recording,
+    ``window_accuracy``; ``val_accuracy`` in the log) resumes as its current twin would."""
+    real = train_loop.per_sample_loss
+    calls = {"n": 0}
+
+    def crash_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_loop, "per_sample_loss", crash_in_epoch_two)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(TrainConfig(**TINY, attention="asa1"), tmp_path, progress=False, verbose=False)
+    monkeypatch.setattr(train_loop, "per_sample_loss", real)
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    best = saved["state"]["best"]["metrics"]
+    best["accuracy"], best["window_accuracy"] = best.pop("accuracy_recording"), best.pop(
+        "accuracy_window")
+    for record in saved["state"]["history"]:
+        record["val_accuracy"], record["val_window_accuracy"] = record.pop(
+            "val_accuracy_recording"), record.pop("val_accuracy_window")
+    torch.save(saved, tmp_path / "checkpoint.pt")
+    train(TrainConfig(**TINY, attention="asa1"), tmp_path, progress=False, verbose=False)
+    assert_same_weights(final_weights(reference_run), final_weights(tmp_path))
+    assert log_without_timing(tmp_path) == log_without_timing(reference_run)
+    resumed, reference = (torch.load(run / "model.pt", weights_only=False)["metrics"]
+                          for run in (tmp_path, reference_run))
+    assert (resumed["best_epoch"], resumed["val"]) == (reference["best_epoch"], reference["val"])
+    assert "accuracy_recording" in resumed["val"] and "accuracy" not in resumed["val"]
+
+
 def test_resume_after_kill_9(reference_run, tmp_path):
     command = [sys.executable, "-m", "asa_deploy.cli", "train", *CLI_TINY, "--epochs", "3",
                "--attention", "asa1", "--out", str(tmp_path)]
