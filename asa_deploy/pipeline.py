@@ -110,8 +110,8 @@ def _hot_pixels(data: dict, kill: bool, factor: float, meta: dict, spec: ChipSpe
 def _sim_row(step: str, result) -> dict:
     summary = result.to_dict()
     n = max(summary["n_windows"], 1)
-    return {"step": step, "accuracy": recording_accuracy(result),
-            "window_accuracy": summary["accuracy"],
+    return {"step": step, "accuracy_window": summary["accuracy_window"],
+            "accuracy_recording": recording_accuracy(result),
             "spikes_per_window": float(result.spikes_per_core.sum() / n),
             "synops_per_window": float(result.synops_per_core.sum() / n),
             "input_synops_per_window": float(result.input_synops_per_core.sum() / n),
@@ -161,7 +161,8 @@ def chip_comparison(ladders: dict[str, list[dict]], chip: str, windows: int) -> 
     exact = {label: next(r for r in ladder if r["step"] == "quantized, exact simulator")
              for label, ladder in ladders.items()}
     base = next(iter(exact.values()))
-    rows = [("accuracy (recording)", "accuracy", "{:.3f}", False),
+    rows = [("accuracy per window", "accuracy_window", "{:.3f}", False),
+            ("accuracy per recording", "accuracy_recording", "{:.3f}", False),
             ("spikes / window", "spikes_per_window", "{:,.0f}", True),
             ("synops / window", "synops_per_window", "{:,.0f}", True),
             ("  input-driven", "input_synops_per_window", "{:,.0f}", True),
@@ -220,13 +221,14 @@ def quickstart(out: str | Path, config: TrainConfig, attention: str, *, chip: st
     io.write_json(out / "quickstart.json", {"runs": {k: str(v) for k, v in runs.items()},
                                             "summaries": summaries, "ladders": ladders})
     print(comparison_table(summaries))
-    print(f"\nchip ladder on {chip} (accuracy per recording, {windows} windows per recording; "
-          f"synops per window on the simulators):")
+    print(f"\nchip ladder on {chip} (accuracy per window / per recording, {windows} windows per "
+          f"recording; synops per window on the simulators):")
     for label, ladder in ladders.items():
         for row in ladder:
             synops = (f"  synops/window {row['synops_per_window']:,.0f}"
                       if "synops_per_window" in row else "")
-            print(f"  {label:8s} {row['step']:60s} {row['accuracy']:.3f}{synops}")
+            print(f"  {label:8s} {row['step']:60s} {row['accuracy_window']:.3f} / "
+                  f"{row['accuracy_recording']:.3f}{synops}")
     print(chip_comparison(ladders, chip, windows))
     for run in runs.values():
         simulate_run(run, engine="exact", windows=windows, cache=cache)

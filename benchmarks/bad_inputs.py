@@ -78,7 +78,8 @@ last = json.loads(lines[-1]) if lines else {}
 val = a.get("metrics", {}).get("val") or {}
 print(json.dumps({"train_config": {k: tc.get(k) for k in keys}, "frame_spec": d.get("frame_spec"),
                   "n_train": len(split.get("train", [])), "n_val": len(split.get("val", [])),
-                  "val_accuracy": val.get("accuracy"), "val_windows": val.get("windows"),
+                  "val_accuracy_recording": val.get("accuracy_recording"),
+                  "val_windows": val.get("windows"),
                   "val_recordings": val.get("recordings"),
                   "best_epoch": a.get("metrics", {}).get("best_epoch"),
                   "epochs_logged": len(lines),
@@ -320,8 +321,8 @@ def _sim(run: Path) -> dict:
     out = {}
     for engine, s in sim.items():
         if isinstance(s, dict):
-            out[engine] = {k: s.get(k) for k in ("data", "n_windows", "accuracy", "recording_accuracy",
-                                                 "silent_windows")}
+            out[engine] = {k: s.get(k) for k in ("data", "n_windows", "accuracy_window",
+                                                 "accuracy_recording", "silent_windows")}
     return out
 
 
@@ -338,7 +339,8 @@ def _train_summary(record: dict, obs: dict) -> str:
             f"downsample={frames.get('downsample')}; {obs.get('n_train')} train / {obs.get('n_val')} "
             f"val; {obs.get('epochs_logged')} epoch(s) logged, last loss "
             f"{_fmt(obs.get('last_epoch_loss'))} at {_fmt(obs.get('last_epoch_train_samples_per_s'))} "
-            f"samples/s; val acc {_fmt(obs.get('val_accuracy'))} over {obs.get('val_windows')} "
+            f"samples/s; val accuracy per recording {_fmt(obs.get('val_accuracy_recording'))} over "
+            f"{obs.get('val_windows')} "
             f"windows; stored config {json.dumps({k: v for k, v in tc.items() if v is not None})}")
 
 
@@ -377,7 +379,8 @@ def cases_1(h: Harness) -> None:
         after = _json(run / "eval.json") or {}
         return {"eval_json_changed": _sha(run / "eval.json") != sha_before,
                 "data_before": before.get("data"), "data_after": after.get("data"),
-                "accuracy_before": before.get("accuracy"), "accuracy_after": after.get("accuracy")}
+                "accuracy_recording_before": before.get("accuracy_recording"),
+                "accuracy_recording_after": after.get("accuracy_recording")}
 
     h.case("1.1", "evaluate RUN --data OTHER: does it overwrite the run's eval.json?",
            "evaluate", str(run), "--data", f"events:{other}", "--eval-windows", "2",
@@ -493,7 +496,8 @@ def cases_3(h: Harness) -> None:
 
     def observe_fold(res):
         fold = _json(run / "fold.json") or {}
-        return {"ladder": [(row.get("step"), row.get("accuracy")) for row in fold.get("ladder", [])],
+        return {"ladder": [(row.get("step"), row.get("accuracy_recording"))
+                           for row in fold.get("ladder", [])],
                 "calibration": {k: v for k, v in (fold.get("calibration") or {}).items()
                                 if not isinstance(v, (dict, list))}}
 
@@ -549,17 +553,19 @@ def cases_6(h: Harness) -> None:
                   f"negative: {changed['stdout'].strip()})",
            "evaluate", str(run),
            observe=lambda res: {k: (_json(run / "eval.json") or {}).get(k)
-                                for k in ("accuracy", "window_accuracy", "nasfr", "windows",
-                                          "recordings")},
-           summary=lambda r, o: (f"float accuracy {_fmt(o.get('accuracy'))} (window "
-                                 f"{_fmt(o.get('window_accuracy'))}), NASFR {_fmt(o.get('nasfr'))}, "
+                                for k in ("accuracy_window", "accuracy_recording", "nasfr",
+                                          "windows", "recordings")},
+           summary=lambda r, o: (f"float accuracy per window {_fmt(o.get('accuracy_window'))}, per "
+                                 f"recording {_fmt(o.get('accuracy_recording'))}, NASFR "
+                                 f"{_fmt(o.get('nasfr'))}, "
                                  f"{o.get('windows')} windows" if r["exit_code"] == 0 else ""))
     h.case("6.2", "compile the silent network", "compile", str(run), "--bias", "drop")
     h.case("6.3", "simulate the same silent network (compiled in 6.2; fast engine, defaults)",
            "simulate", str(run),
            observe=lambda res: _sim(run),
-           summary=lambda r, o: (f"chip accuracy {_fmt(o.get('fast', {}).get('accuracy'))} per window, "
-                                 f"{_fmt(o.get('fast', {}).get('recording_accuracy'))} per recording, "
+           summary=lambda r, o: (f"chip accuracy per window "
+                                 f"{_fmt(o.get('fast', {}).get('accuracy_window'))}, per recording "
+                                 f"{_fmt(o.get('fast', {}).get('accuracy_recording'))}, "
                                  f"{o.get('fast', {}).get('silent_windows')} of "
                                  f"{o.get('fast', {}).get('n_windows')} windows silent"
                                  if r["exit_code"] == 0 else ""))

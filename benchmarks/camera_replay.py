@@ -1,5 +1,6 @@
 """Replay every DVS Gesture clip as a virtual camera through the 128x128 DVS input layer and the
-``exact`` simulator: real-time factor, decision time and first-spike latency per clip.
+``exact`` simulator: real-time factor (``asa_deploy.device.camera``: recorded seconds over the wall
+clock from loading the clip to its last decision), decision time and first-spike latency per clip.
 
 By default the Speck network (speck-tiny) with seeded random weights is compiled for speck2f with a
 T = 10 x 10 ms window; ``--run RUN_DIR`` replays through that run's ``chip_config.json`` instead.
@@ -13,14 +14,13 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import torch
 from sim_chip import random_config  # same folder
 
 from asa_deploy.chip.config import ChipConfig
-from asa_deploy.device.camera import ReplayCamera, summarize
+from asa_deploy.device.camera import replay, summarize
 
 
 def main() -> None:
@@ -41,10 +41,8 @@ def main() -> None:
               "network": str(args.run) if args.run else "speck-tiny, random weights (seed 0)",
               "clips": {}}
     for clip in sorted(args.clips.glob("*.bs2"), key=lambda p: int(p.stem)):
-        camera = ReplayCamera(config, clip)
-        start = time.perf_counter()
-        decisions = list(camera)
-        summary = summarize(decisions, time.perf_counter() - start, camera.duration_s)
+        done = replay(config, clip)
+        summary = summarize(done.decisions, done.wall_seconds, done.duration_s)
         summary.pop("decisions")
         report["clips"][clip.name] = summary
         print(f"{clip.name:7s} {summary['windows']:3d} windows  real-time x{summary['real_time_factor']:5.1f}  "

@@ -37,6 +37,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runner import ROOT, asa_deploy, run, shown  # noqa: E402
 
+from asa_deploy.accuracy import current_names  # noqa: E402
+
 PRESETS = {
     # as benchmarks/redundancy.sh synthetic and the ladder's synthetic source runs
     "synthetic": {"train": ["--data", "synthetic:gesture", "--model", "dvs-small", "--epochs", "15",
@@ -59,6 +61,7 @@ PRESETS = {
              "fold": ["--eval-windows", "2", "--finetune-epochs", "1"],
              "variants": [[]], "weights": [0.0, 8.0], "keeps": [0.5]},
 }
+ACC = "accuracy_recording"  # the fronts compare accuracy per recording (majority vote)
 ACCURACY_SLACK = 0.01  # "within 1 point"
 GATE, GATE_DISTILL = "gate", "gate-distill"  # issue 12: `fold --gate 1` (+ `--distill-weight 1`)
 GOAL = 0.5
@@ -102,6 +105,7 @@ def fold_point(point: dict, preset: dict, keep: float | None, substeps: int,
     if not (fold_json.is_file() and fold_json.stat().st_mtime > (out / "model.pt").stat().st_mtime):
         run(command, out.parent / f"{out.name}.fold.log")
     report = json.loads(fold_json.read_text())
+    report["ladder"] = [current_names(row, "recording") for row in report["ladder"]]
     ladder = {row["step"]: row for row in report["ladder"]}
     exact = ladder["quantized, exact simulator"]
     finetuned = next((row for step, row in ladder.items() if step.startswith("fine-tuned")), None)
@@ -112,9 +116,9 @@ def fold_point(point: dict, preset: dict, keep: float | None, substeps: int,
         "input_mask_kept": report.get("input_mask_kept"),
         "hot_pixels_killed": len((report.get("hot_pixels") or {}).get("pixels", [])),
         "strategy": report["strategy"],
-        "dynamic_float_accuracy": ladder["dynamic float"]["accuracy"],
-        "finetuned_float_accuracy": finetuned["accuracy"] if finetuned else None,
-        "accuracy": exact["accuracy"], "window_accuracy": exact["window_accuracy"],
+        "dynamic_float_accuracy_recording": ladder["dynamic float"][ACC],
+        "finetuned_float_accuracy_recording": finetuned[ACC] if finetuned else None,
+        ACC: exact[ACC], "accuracy_window": exact["accuracy_window"],
         "synops_per_window": exact["synops_per_window"],
         "input_synops_per_window": exact["input_synops_per_window"],
         "network_synops_per_window": exact["network_synops_per_window"],
@@ -145,19 +149,19 @@ def gate_cost(run: Path, report: dict) -> dict | None:
 def pareto(points: list[dict], cost: str) -> list[dict]:
     """The points no other point beats on both accuracy and ``cost``, cheapest first."""
     front, best = [], -1.0
-    for p in sorted(points, key=lambda p: (p[cost], -p["accuracy"])):
-        if p["accuracy"] > best:
+    for p in sorted(points, key=lambda p: (p[cost], -p[ACC])):
+        if p[ACC] > best:
             front.append(p)
-            best = p["accuracy"]
+            best = p[ACC]
     return front
 
 
 def goal(points: list[dict]) -> dict:
     vanilla = [p for p in points if p["method"] == "vanilla"]
     asa = [p for p in points if p["method"].startswith("asa")]  # gated ASA included
-    ref = max(vanilla, key=lambda p: (p["accuracy"], -p["synops_per_window"]))
-    eligible = [p for p in asa if p["accuracy"] >= ref["accuracy"] - ACCURACY_SLACK - 1e-9]
-    result = {"vanilla_reference": ref["name"], "reference_accuracy": ref["accuracy"],
+    ref = max(vanilla, key=lambda p: (p[ACC], -p["synops_per_window"]))
+    eligible = [p for p in asa if p[ACC] >= ref[ACC] - ACCURACY_SLACK - 1e-9]
+    result = {"vanilla_reference": ref["name"], "reference_accuracy_recording": ref[ACC],
               "reference_synops_per_window": ref["synops_per_window"],
               "reference_spikes_per_window": ref["spikes_per_window"],
               "accuracy_slack": ACCURACY_SLACK, "goal_ratio": GOAL,
@@ -169,7 +173,7 @@ def goal(points: list[dict]) -> dict:
                         "met": ratio is not None and ratio <= GOAL}
         # the same cut inside the vanilla front: do the knobs alone (weights, fewer channels,
         # IAF) do what ASA does?
-        plain = min((p for p in vanilla if p["accuracy"] >= ref["accuracy"] - ACCURACY_SLACK - 1e-9),
+        plain = min((p for p in vanilla if p[ACC] >= ref[ACC] - ACCURACY_SLACK - 1e-9),
                     key=lambda p: p[cost])
         result[cost]["cheapest_vanilla_within_slack"] = {"name": plain["name"],
                                                         "ratio": plain[cost] / ref[cost]}
@@ -177,7 +181,7 @@ def goal(points: list[dict]) -> dict:
         cheapest = min(asa, key=lambda p: p[cost])
         result[cost]["cheapest_asa_point"] = {"name": cheapest["name"],
                                              "ratio": cheapest[cost] / ref[cost],
-                                             "accuracy": cheapest["accuracy"]}
+                                             ACC: cheapest[ACC]}
     return result
 
 
@@ -193,20 +197,20 @@ def gate_summary(points: list[dict], summary: dict) -> dict:
         twin = static[p["name"].rsplit("-gate", 1)[0]]
         pairs.append({
             "point": p["name"], "static": twin["name"], "method": p["method"],
-            "accuracy": p["accuracy"], "static_accuracy": twin["accuracy"],
-            "dynamic_to_chip_loss": p["dynamic_float_accuracy"] - p["accuracy"],
-            "static_dynamic_to_chip_loss": twin["dynamic_float_accuracy"] - twin["accuracy"],
+            ACC: p[ACC], "static_accuracy_recording": twin[ACC],
+            "dynamic_to_chip_loss": p["dynamic_float_accuracy_recording"] - p[ACC],
+            "static_dynamic_to_chip_loss": twin["dynamic_float_accuracy_recording"] - twin[ACC],
             **{f"{cost}_ratio": p[cost] / twin[cost]
                for cost in ("synops_per_window", "spikes_per_window")},
             "gate_spikes_per_window": p["gate"]["spikes_per_window"],
             "gate_synops_per_window_estimate": p["gate"]["received_synops_per_window"]
             + p["gate"]["sent_synops_per_window_estimate"]})
-    floor = summary["reference_accuracy"] - ACCURACY_SLACK - 1e-9
+    floor = summary["reference_accuracy_recording"] - ACCURACY_SLACK - 1e-9
     best = {}
     for kind, group in (("static", [p for p in points if not p["gate"] and p["method"].startswith("asa")]),
                         ("gated", [p for p in points if p["gate"] and p["method"].startswith("asa")])):
-        eligible = [p for p in group if p["accuracy"] >= floor]
-        best[kind] = {cost: (lambda b: {"name": b["name"], "accuracy": b["accuracy"], cost: b[cost]}
+        eligible = [p for p in group if p[ACC] >= floor]
+        best[kind] = {cost: (lambda b: {"name": b["name"], ACC: b[ACC], cost: b[cost]}
                              if b else None)(min(eligible, key=lambda p: p[cost], default=None))
                       for cost in ("synops_per_window", "spikes_per_window")}
     return {"pairs": pairs, "best_within_slack_of_vanilla": best}
@@ -229,24 +233,24 @@ def plot(points: list[dict], summary: dict, path: Path, title: str) -> None:
             masked = [p for p in group if p["input_keep"] is not None]
             plain = [p for p in group if p["input_keep"] is None and p["finetune_substeps"] == 1]
             fine = [p for p in group if p["input_keep"] is None and p["finetune_substeps"] > 1]
-            ax.scatter([p[cost] for p in plain], [p["accuracy"] for p in plain], color=color,
+            ax.scatter([p[cost] for p in plain], [p[ACC] for p in plain], color=color,
                        marker=marker, label=method)
             if fine:
-                ax.scatter([p[cost] for p in fine], [p["accuracy"] for p in fine], color=color,
+                ax.scatter([p[cost] for p in fine], [p[ACC] for p in fine], color=color,
                            marker=marker, edgecolors="k", linewidths=1.5,
                            label=f"{method}, fine-tuned at finer bins")
             if masked:
-                ax.scatter([p[cost] for p in masked], [p["accuracy"] for p in masked],
+                ax.scatter([p[cost] for p in masked], [p[ACC] for p in masked],
                            facecolors="none", edgecolors=color, marker=marker,
                            label=f"{method} + input mask")
             for p in group:
-                ax.annotate(p["name"], (p[cost], p["accuracy"]), fontsize=6, alpha=0.7,
+                ax.annotate(p["name"], (p[cost], p[ACC]), fontsize=6, alpha=0.7,
                             xytext=(3, 3), textcoords="offset points")
             front = pareto(group, cost)
-            ax.plot([p[cost] for p in front], [p["accuracy"] for p in front], color=color, lw=1)
+            ax.plot([p[cost] for p in front], [p[ACC] for p in front], color=color, lw=1)
         ref_cost = summary[f"reference_{cost}"]
         ax.axvline(GOAL * ref_cost, color="k", ls=":", lw=1, label=f"goal: {GOAL}x best vanilla")
-        ax.axhline(summary["reference_accuracy"] - ACCURACY_SLACK, color="k", ls="--", lw=1,
+        ax.axhline(summary["reference_accuracy_recording"] - ACCURACY_SLACK, color="k", ls="--", lw=1,
                    label="best vanilla - 1 point")
         ratio = summary[cost]["ratio"]
         ax.set_title(f"{label}: best ASA within 1 point x{ratio:.2f}" if ratio else
@@ -306,20 +310,20 @@ def main() -> int:
                  if g == GATE or t["attention"] != "none"]
         points += list(pool.map(lambda f: fold_point(f[0], preset, None, substeps[0], f[1]), gated))
     for p in sorted(points, key=lambda p: p["synops_per_window"]):
-        print(f"{p['name']:28s} acc {p['accuracy']:.3f}  synops/window {p['synops_per_window']:>11,.0f}"
+        print(f"{p['name']:28s} acc {p[ACC]:.3f}  synops/window {p['synops_per_window']:>11,.0f}"
               f" (input {p['input_synops_per_window']:>11,.0f})  spikes/window "
               f"{p['spikes_per_window']:>9,.0f}")
     summary = goal(points)
     for cost in ("synops_per_window", "spikes_per_window"):
         s = summary[cost]
         print(f"{cost}: best ASA within {ACCURACY_SLACK:.0%} of vanilla's best "
-              f"({summary['vanilla_reference']}, {summary['reference_accuracy']:.3f}): "
+              f"({summary['vanilla_reference']}, {summary['reference_accuracy_recording']:.3f}): "
               + (f"{s['best_asa_point']} x{s['ratio']:.2f} ({'met' if s['met'] else 'missed'})"
                  if s["ratio"] is not None else "none"))
     if gates:
         for pair in gate_summary(points, summary)["pairs"]:
-            print(f"{pair['point']:28s} vs {pair['static']:16s} acc {pair['accuracy']:.3f} vs "
-                  f"{pair['static_accuracy']:.3f}; synops x{pair['synops_per_window_ratio']:.2f}, "
+            print(f"{pair['point']:28s} vs {pair['static']:16s} acc {pair[ACC]:.3f} vs "
+                  f"{pair['static_accuracy_recording']:.3f}; synops x{pair['synops_per_window_ratio']:.2f}, "
                   f"spikes x{pair['spikes_per_window_ratio']:.2f} (gate's own ~"
                   f"{pair['gate_synops_per_window_estimate']:,.0f} synops); dynamic -> chip loss "
                   f"{pair['dynamic_to_chip_loss']:+.3f} vs {pair['static_dynamic_to_chip_loss']:+.3f}")

@@ -27,7 +27,9 @@ out = Path(sys.argv[1])
 result = {}
 for name in ("width1", "width2", "multispike"):
     metrics = torch.load(out / name / "model.pt", weights_only=False)["metrics"]
-    result[name] = {"best_epoch": metrics["best_epoch"], "val_accuracy": metrics["val"]["accuracy"],
+    result[name] = {"best_epoch": metrics["best_epoch"],
+                    "val_accuracy_window": metrics["val"]["accuracy_window"],
+                    "val_accuracy_recording": metrics["val"]["accuracy_recording"],
                     "val_nasfr": metrics["val"]["nasfr"]}
     print(name, result[name])
 Path("benchmarks/results/iaf_surrogate.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -80,7 +80,7 @@ def main() -> None:
             out = run_in(run_dir, ["simulate", str(run_dir), "--engine", engine, "--monitor", "all",
                        "--monitor-out", str(run_dir / f"monitor-{engine}.npz"), "--json"], log)
             summary = json.loads(out.strip().splitlines()[-1])
-            sims[engine] = {k: summary[k] for k in ("accuracy", "recording_accuracy", "n_windows",
+            sims[engine] = {k: summary[k] for k in ("accuracy_window", "accuracy_recording", "n_windows",
                                                     "wall_seconds")}
         table = run_in(run_dir, ["compare", str(run_dir / "monitor-fast.npz"), str(run_dir / "monitor-exact.npz"),
                      "--out", str(run_dir / "compare.json")], log)

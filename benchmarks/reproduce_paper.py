@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from asa_deploy.accuracy import current_names
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runner import ROOT, asa_deploy, run, shown  # noqa: E402
 
@@ -60,11 +62,14 @@ def train_run(runs: Path, preset: dict, recipe: str, attention: str, seed: int,
         run(command, out.parent / f"{out.name}.log")
     artifact = torch.load(out / "model.pt", weights_only=False, map_location="cpu")
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    val = artifact["metrics"]["val"]
+    val = current_names(artifact["metrics"]["val"], "recording")
     return {"recipe": recipe, "attention": attention, "seed": seed, "epochs": epochs,
-            "best_epoch": artifact["metrics"]["best_epoch"], "accuracy": val["accuracy"],
+            "best_epoch": artifact["metrics"]["best_epoch"],
+            "accuracy_window": val["accuracy_window"], "accuracy_recording": val["accuracy_recording"],
             "nasfr": val["nasfr"],
-            "val_accuracy_per_epoch": [r.get("val_accuracy") for r in log if "epoch" in r],
+            "val_accuracy_recording_per_epoch": [
+                current_names(r, "recording", prefix="val_").get("val_accuracy_recording")
+                for r in log if "epoch" in r],
             "command": shown(command)}
 
 
@@ -76,17 +81,18 @@ def summarise(rows: list[dict]) -> dict:
             group = [r for r in rows if r["recipe"] == recipe and r["attention"] == attention]
             if not group:
                 continue
-            acc, nasfr = [r["accuracy"] for r in group], [r["nasfr"] for r in group]
+            acc, nasfr = [r["accuracy_recording"] for r in group], [r["nasfr"] for r in group]
             per_attention[attention] = {
-                "seeds": len(group), "accuracy_mean": statistics.mean(acc),
-                "accuracy_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                "seeds": len(group), "accuracy_recording_mean": statistics.mean(acc),
+                "accuracy_recording_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
                 "nasfr_mean": statistics.mean(nasfr),
                 "nasfr_std": statistics.stdev(nasfr) if len(nasfr) > 1 else 0.0}
         base = per_attention.get("none")
         for entry in per_attention.values():
             if base:
                 entry["nasfr_ratio_to_vanilla"] = entry["nasfr_mean"] / base["nasfr_mean"]
-                entry["accuracy_minus_vanilla"] = entry["accuracy_mean"] - base["accuracy_mean"]
+                entry["accuracy_recording_minus_vanilla"] = (entry["accuracy_recording_mean"]
+                                                             - base["accuracy_recording_mean"])
         table[recipe] = per_attention
     return table
 
@@ -103,7 +109,7 @@ def markdown(table: dict, preset: str) -> str:
                 continue
             ratio = (f" (x{e['nasfr_ratio_to_vanilla']:.2f})"
                      if attention != "none" and "nasfr_ratio_to_vanilla" in e else "")
-            cells.append(f"{e['accuracy_mean']:.3f} +- {e['accuracy_std']:.3f} / "
+            cells.append(f"{e['accuracy_recording_mean']:.3f} +- {e['accuracy_recording_std']:.3f} / "
                          f"{e['nasfr_mean']:.4f} +- {e['nasfr_std']:.4f}{ratio}")
         lines.append(f"| {recipe} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

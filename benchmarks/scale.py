@@ -555,7 +555,8 @@ class Bench:
                   f"peak RSS {mib(entry['peak_rss_sum_bytes'])} (all processes)", flush=True)
         out.update(recorded_seconds=recorded_s, runs=runs,
                    summary={"n_windows": (first or {}).get("n_windows"),
-                            "accuracy": (first or {}).get("accuracy"),
+                            "accuracy_window": (first or {}).get("accuracy_window"),
+                            "accuracy_recording": (first or {}).get("accuracy_recording"),
                             "identical": all(r.get("identical_to_first") for r in runs)})
         return out
 

@@ -11,6 +11,8 @@ import os
 import platform
 from pathlib import Path
 
+from asa_deploy.accuracy import current_names
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -20,9 +22,11 @@ def main() -> None:
     runs = {}
     for path in sorted(args.folder.glob("*/fold.json")):
         report = json.loads(path.read_text())
-        runs[path.parent.name] = {k: report[k] for k in ("chip", "attention", "strategy", "ladder")}
+        runs[path.parent.name] = {k: report[k] for k in ("chip", "attention", "strategy")}
+        runs[path.parent.name]["ladder"] = [current_names(row, "recording") for row in report["ladder"]]
         runs[path.parent.name]["strategies"] = {
-            name: {"accuracy": s["accuracy"], "nasfr": s["nasfr"]}
+            name: {k: current_names(s, "recording")[k]
+                   for k in ("accuracy_window", "accuracy_recording", "nasfr")}
             for name, s in report["strategies"].items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": {"platform": platform.platform(),
@@ -32,7 +36,8 @@ def main() -> None:
         for row in run["ladder"]:
             extra = (f"NASFR {row['nasfr']:.4f}" if "nasfr" in row
                      else f"synops/window {row['synops_per_window']:,.0f}")
-            print(f"  {row['step']:60s} acc {row['accuracy']:.3f}  {extra}")
+            print(f"  {row['step']:60s} accuracy per window {row['accuracy_window']:.3f}, per "
+                  f"recording {row['accuracy_recording']:.3f}  {extra}")
     print(f"\nwrote {args.out}")
 
 

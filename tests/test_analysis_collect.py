@@ -166,8 +166,9 @@ def test_analyze_writes_consistent_json(tmp_path):
     path = write_analysis(result, tmp_path / "analysis.json")
     loaded = json.loads(path.read_text())
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
-    assert set(loaded) >= {"accuracy", "nasfr", "t_sfr", "qe", "layers", "n_samples"}
-    assert loaded["n_samples"] == 8 and loaded["accuracy"]["n_recordings"] == 4
+    assert set(loaded) >= {"accuracy_window", "accuracy_recording", "nasfr", "t_sfr", "qe",
+                           "layers", "n_samples"}
+    assert loaded["n_samples"] == 8 and loaded["n_recordings"] == 4
     conv, out = loaded["layers"]["conv1"], loaded["layers"]["fc_out"]
     assert conv["neurons"] == 256 and out["neurons"] == 5
     assert len(loaded["t_sfr"]) == T and len(conv["c_sfr"]) == T and len(conv["c_sfr"][0]) == 4

@@ -59,6 +59,9 @@ def test_replay_decides_every_window_with_latency(tmp_path):
         assert d.first_spike_latency_ms == pytest.approx((inside[k - 1] - inside[0]) / 1e3)
     summary = summarize(decisions, 1.0, camera.duration_s)
     assert summary["windows"] == 3 and summary["real_time_factor"] == pytest.approx(camera.duration_s)
+    decided = sum(d.decision_ms for d in decisions) / 1e3  # the host's compute alone
+    assert summary["decision_seconds"] == pytest.approx(decided)
+    assert summary["decision_speed"] == pytest.approx(camera.duration_s / decided)
 
 
 def test_replay_of_a_real_dvs_gesture_clip(shared_data):
@@ -131,9 +134,11 @@ def test_deploy_on_the_stand_in_records_accuracy_power_and_runtime(board, tmp_pa
     assert main(["deploy", str(run), "--device", "speck2fdevkit:0", "--windows", "2",
                  "--apply-wait", "0.1", "--monitor", "all"]) == 0
     out = capsys.readouterr().out
-    assert "accuracy 1.0000 over 6 windows (0 silent)" in out and "VDD_IO" in out
+    assert ("accuracy per window 1.0000, per recording 1.0000 over 6 windows (0 silent)" in out
+            and "VDD_IO" in out)
     device = json.loads((run / "device.json").read_text())
-    assert device["accuracy"] == 1.0 and device["n_windows"] == 6 and device["silent_windows"] == 0
+    assert device["accuracy_window"] == device["accuracy_recording"] == 1.0
+    assert device["n_windows"] == 6 and device["silent_windows"] == 0 and "accuracy" not in device
     assert device["power_mw"]["VDD_LOGIC"] == pytest.approx(0.367) and device["power_samples"] > 0
     assert "power_error" not in device
     runtime = device["runtime"]
@@ -160,7 +165,7 @@ def test_deploy_keeps_the_accuracy_when_the_power_monitor_fails(board, tmp_path,
     assert main(["deploy", str(run), "--device", "speck2fdevkit:0", "--windows", "1",
                  "--apply-wait", "0"]) == 0
     device = json.loads((run / "device.json").read_text())
-    assert device["accuracy"] == 1.0 and "power_mw" not in device
+    assert device["accuracy_window"] == 1.0 and "power_mw" not in device
     assert device["power_error"] == ("the power monitor did not start: RuntimeError: power monitor "
                                      "did not answer (stand-in board fault)")
     assert "power not measured (the power monitor did not start" in capsys.readouterr().out

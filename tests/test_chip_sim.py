@@ -346,7 +346,7 @@ def test_result_summary_concatenate_and_silence(engine):
     both = SimResult.concatenate([first, second])
     assert both.recordings == ["loud", "silent"]
     assert both.predictions.tolist() == [0, -1]
-    assert both.accuracy() == 0.5
+    assert both.accuracy_window() == 0.5
     np.testing.assert_array_equal(both.output_spikes, np.concatenate([first.output_spikes,
                                                                       second.output_spikes]))
     summary = json.loads(json.dumps(both.to_dict(), allow_nan=False))

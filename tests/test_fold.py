@@ -155,7 +155,8 @@ def test_fold_cli_writes_the_ladder_and_compile_uses_folded_layers(tiny_runs, ca
     steps = [row["step"] for row in report["ladder"]]
     assert steps[:3] == ["dynamic float", "static (mean gain)", "folded (per-neuron thresholds)"]
     assert steps[-2:] == ["quantized, fast simulator", "quantized, exact simulator"]
-    assert report["ladder"][1]["accuracy"] == report["ladder"][2]["accuracy"]  # folding is exact
+    assert report["ladder"][1]["accuracy_recording"] == report["ladder"][2]["accuracy_recording"]
+    assert report["ladder"][1]["accuracy_window"] == report["ladder"][2]["accuracy_window"]  # exact
     for row in report["ladder"][-2:]:  # simulator rows split synops by cause; core 0 takes the input
         fed, network = row["input_synops_per_core"], row["network_synops_per_core"]
         assert row["input_synops_per_window"] == pytest.approx(sum(fed.values())) == fed["0"] > 0
@@ -250,8 +251,9 @@ def test_chip_comparison_splits_synops_by_cause_with_ratios_to_vanilla():
     from asa_deploy.pipeline import chip_comparison
 
     def exact(accuracy, spikes, synops, inputs):
-        return [{"step": "dynamic float", "accuracy": 1.0},
-                {"step": "quantized, exact simulator", "accuracy": accuracy,
+        return [{"step": "dynamic float", "accuracy_window": 1.0, "accuracy_recording": 1.0},
+                {"step": "quantized, exact simulator", "accuracy_window": accuracy,
+                 "accuracy_recording": accuracy,
                  "spikes_per_window": spikes, "synops_per_window": synops,
                  "input_synops_per_window": inputs, "network_synops_per_window": synops - inputs}]
 

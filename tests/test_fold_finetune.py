@@ -264,12 +264,12 @@ def test_finetune_log_and_best_epoch_selection(tuned, data):
     start, result, history, _ = tuned
     assert [h["epoch"] for h in history] == [0, 1, 2, 3, 4]
     assert history[0]["loss"] is None and all(h["loss"] > 0 for h in history[1:])
-    best = max(history, key=lambda h: (h["val_accuracy"], h["val_window_accuracy"]))
-    assert best["val_accuracy"] >= history[0]["val_accuracy"]
+    best = max(history, key=lambda h: (h["val_accuracy_recording"], h["val_accuracy_window"]))
+    assert best["val_accuracy_recording"] >= history[0]["val_accuracy_recording"]
     # the returned network is the best epoch's: evaluating it gives the logged numbers
     metrics = evaluate(ChipAwareNetwork(result, NUMERICS), data["val"])
-    assert metrics["accuracy"] == best["val_accuracy"]
-    assert metrics["window_accuracy"] == best["val_window_accuracy"]
+    assert metrics["accuracy_recording"] == best["val_accuracy_recording"]
+    assert metrics["accuracy_window"] == best["val_accuracy_window"]
     assert f"best epoch {best['epoch']}" in result.notes[-1]
     assert result.notes[:-1] == start.notes
 
@@ -299,12 +299,12 @@ def test_finetune_returns_the_best_epochs_weights(tiny, data, monkeypatch):
     def fake_evaluate(model, dataset, **_):
         snapshots.append([layer.weight.detach().clone() for layer in model.layers])
         accuracy = next(scores)
-        return {"accuracy": accuracy, "window_accuracy": accuracy, "nasfr": 0.0}
+        return {"accuracy_recording": accuracy, "accuracy_window": accuracy, "nasfr": 0.0}
 
     monkeypatch.setattr(module, "evaluate", fake_evaluate)
     result, history = finetune(tiny, data["train"], data["val"], NUMERICS, epochs=3, lr=2e-3,
                                batch_size=4)
-    assert [h["val_accuracy"] for h in history] == [0.2, 0.3, 0.5, 0.4]
+    assert [h["val_accuracy_recording"] for h in history] == [0.2, 0.3, 0.5, 0.4]
     assert "best epoch 2" in result.notes[-1]
     for i, layer in enumerate(result.layers):
         assert torch.equal(layer.weight, snapshots[2][i])

@@ -161,7 +161,8 @@ def test_compile_simulate_export_report_an_imported_run(tmp_path):
     sim = json.loads((out / "sim.json").read_text())["exact"]
     assert sim["n_windows"] == 4 and sim["windows_per_recording"] == 1
     assert sim["whole_recordings"] is True
-    assert sim["recording_accuracy"] == pytest.approx(sim["accuracy"])
+    assert sim["accuracy_recording"] is not None and sim["accuracy_window"] is None
+    assert "accuracy" not in sim and "recording_accuracy" not in sim
     assert main(["export", str(out)]) == 0
     assert (out / "model.nir").is_file() and (out / "model_quantized.nir").is_file()
     assert main(["report", str(out)]) == 0
@@ -486,6 +487,21 @@ def test_whole_recording_windows_cover_every_event():
         events, label = dataset[i]
         assert w.label == label and w.t_start == events["t"][0]
         assert w.t_end > events["t"][-1]
+
+def test_a_short_recording_among_longer_ones_keeps_its_own_duration():
+    from asa_deploy.data.events import EVENT_DTYPE
+
+    class Recordings:  # 150 ms and 350 ms of events, dt 100 ms
+        sources = ["short", "long"]
+
+        def __getitem__(self, i):
+            events = np.zeros(2, EVENT_DTYPE)
+            events["t"] = [1_000, 1_000 + (149_999 if i == 0 else 349_999)]
+            return events, i
+
+    short, long = whole_recording_windows(Recordings(), [0, 1], 100_000)
+    assert short.n_bins == long.n_bins == 4  # batched at the longest one's length
+    assert (short.seconds, long.seconds) == (0.2, 0.4)  # each the bins its own events span
 
 
 # ---- fuzz: any chain of NIR nodes imports or is refused with an AsaDeployError --------------------

@@ -117,7 +117,7 @@ def test_evaluation_on_other_data_gets_its_own_file(run, tmp_path):
     written = json.loads(path.read_text())
     assert written["provenance"]["data"] == "synthetic:gesture-clean"
     assert written["provenance"]["split"] == "all recordings"
-    assert written["accuracy"] == result["accuracy"]
+    assert written["accuracy_recording"] == result["accuracy_recording"]
     assert build_report([copy])["runs"]["vanilla"]["accuracy"]["float"]["data"] \
         == "synthetic:gesture-tiny (validation split)"
 
@@ -158,7 +158,7 @@ def test_a_silent_window_is_wrong_in_float_and_on_the_chip(run, tmp_path):
                            for k, v in artifact["weights"].items()}  # no synapse: silent
     torch.save(artifact, copy / "model.pt")
     result, _ = evaluate_run(copy, windows=1)
-    assert result["accuracy"] == 0.0 and result["window_accuracy"] == 0.0
+    assert result["accuracy_recording"] == 0.0 and result["accuracy_window"] == 0.0
     assert recording_accuracy(np.array([-1, -1]), np.array([0, 0]), np.array([0, 1])) == 0.0
 
 

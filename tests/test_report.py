@@ -13,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from asa_deploy.analysis.stage import analyze_runs
 from asa_deploy.chip.config import ChipConfig
 from asa_deploy.chip.simulate import simulate_run
 from asa_deploy.chip.spec import load_chip_spec
+from asa_deploy.data import open_dataset
 from asa_deploy.errors import AsaDeployError
 from asa_deploy.pipeline import fold_run
 from asa_deploy.report import build_report, write_report
@@ -85,8 +87,8 @@ def test_report_has_both_runs_with_the_simulator_counts(runs, written):
             "network_synops_per_window"] == pytest.approx(run["activity"]["synops_per_window"])
         assert run["activity"]["synops_per_window"] == pytest.approx(
             sum(sim["synops_per_core"]["mean"].values()))
-        assert run["accuracy"]["chip"]["window"] == sim["accuracy"]
-        assert run["accuracy"]["chip"]["recording"] == sim["recording_accuracy"]
+        assert run["accuracy"]["chip"]["accuracy_window"] == sim["accuracy_window"]
+        assert run["accuracy"]["chip"]["accuracy_recording"] == sim["accuracy_recording"]
         assert run["activity"]["bandwidth_limit_synops_per_s"] is None
     md = written["md"].read_text()
     assert "input-driven SynOps / window" in md and "of which input-driven" in md
@@ -109,6 +111,7 @@ def test_power_is_static_plus_dynamic_and_energy_is_power_times_window(runs, wri
         frames = ChipConfig.load(runs[label] / "chip_config.json").meta["frame_spec"]
         window_s = frames["T"] * frames["dt_us"] * 1e-6
         sim = json.loads((runs[label] / "sim.json").read_text())["exact"]
+        assert sim["recorded_seconds"] == pytest.approx(sim["n_windows"] * window_s)
         spikes_s = sum(sim["spikes_per_core"]["mean"].values()) / window_s
         synops_s = sum(sim["synops_per_core"]["mean"].values()) / window_s
         events_s = sim["input_events"] / sim["n_windows"] / window_s
@@ -138,6 +141,66 @@ def test_power_is_static_plus_dynamic_and_energy_is_power_times_window(runs, wri
         assert text in md and html.escape(text) in page
     assert "not published" in md and "UNVERIFIED" in md
     assert "zero weights" in md and "NeuroBench" in md
+
+
+def test_whole_recordings_rates_power_and_energy_per_their_own_duration(runs, tmp_path, caplog):
+    """Whole recordings of 600 ms where T x dt is 500 ms: every rate is per the recordings' own
+    duration, the other engine's entry is kept and the replaced one is said."""
+    run = _copy(runs["asa2"], tmp_path / "whole")
+    with caplog.at_level("WARNING", logger="asa_deploy.simulate"):
+        simulate_run(run, engine="exact", whole_recordings=True)
+    assert ("sim.json: the exact entry (1 window per recording of synthetic:gesture-tiny) is "
+            "replaced by one on whole recordings of synthetic:gesture-tiny") in caplog.text
+    sim = json.loads((run / "sim.json").read_text())
+    assert set(sim) == {"exact", "fast"} and sim["fast"]["windows_per_recording"] == 1
+    whole = sim["exact"]
+    frames = ChipConfig.load(run / "chip_config.json").meta["frame_spec"]
+    frame_window_s = frames["T"] * frames["dt_us"] * 1e-6
+    spans = []
+    dataset = open_dataset("synthetic:gesture-tiny")
+    for i in torch.load(run / "model.pt", weights_only=False)["data"]["split"]["val"]:
+        t = dataset[i][0]["t"]
+        spans.append(math.ceil((t[-1] - t[0] + 1) / frames["dt_us"]) * frames["dt_us"] * 1e-6)
+    assert whole["recorded_seconds"] == pytest.approx(sum(spans))
+    window_s = whole["recorded_seconds"] / whole["n_windows"]
+    assert window_s == pytest.approx(0.6) and frame_window_s == pytest.approx(0.5)
+    entry = build_report([run])["runs"]["asa2"]
+    spikes = sum(whole["spikes_per_core"]["total"].values())
+    synops = sum(whole["synops_per_core"]["total"].values())
+    assert entry["activity"]["spikes_per_s"] == pytest.approx(spikes / whole["recorded_seconds"])
+    assert entry["power"]["rates"]["synops_per_s"] == pytest.approx(synops / whole["recorded_seconds"])
+    assert entry["power"]["window_s"] == pytest.approx(window_s)
+    assert entry["power"]["energy_per_inference_uj"] == pytest.approx(
+        entry["power"]["total_mw"] * window_s * 1e3)
+    chip = entry["accuracy"]["chip"]
+    assert chip["accuracy_window"] is None and chip["accuracy_recording"] == whole["accuracy_recording"]
+    assert not entry["notes"]
+
+
+def test_an_older_versions_artifacts_are_read_under_the_current_names(runs, tmp_path):
+    """sim.json's bare accuracy was per window, eval.json's and fold.json's per recording; an older
+    whole-recordings entry has no durations: its rates are said to be wrong."""
+    run = _copy(runs["vanilla"], tmp_path / "old")
+    expected = build_report([run])["runs"]["vanilla"]["accuracy"]
+    sim = json.loads((run / "sim.json").read_text())
+    entry = sim["exact"]
+    entry["accuracy"], entry["recording_accuracy"] = entry.pop("accuracy_window"), entry.pop(
+        "accuracy_recording")
+    del entry["recorded_seconds"]
+    (run / "sim.json").write_text(json.dumps(sim))
+    fold = json.loads((run / "fold.json").read_text())
+    for row in fold["ladder"]:
+        row["accuracy"], row["window_accuracy"] = row.pop("accuracy_recording"), row.pop(
+            "accuracy_window")
+    (run / "fold.json").write_text(json.dumps(fold))
+    old = build_report([run])["runs"]["vanilla"]
+    assert old["accuracy"] == expected and expected["chip"]["accuracy_window"] is not None
+    assert old["fold"]["ladder"][0]["accuracy_recording"] == fold["ladder"][0]["accuracy"]
+    assert not old["notes"]
+    entry["whole_recordings"] = True
+    (run / "sim.json").write_text(json.dumps(sim))
+    (note,) = build_report([run])["runs"]["vanilla"]["notes"]
+    assert "made by an older version" in note and "--whole-recordings" in note
 
 
 def test_neurobench_metrics_follow_the_chip_config(runs, written):

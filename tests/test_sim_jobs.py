@@ -29,7 +29,7 @@ from asa_deploy.errors import BadRecordingError, DataSpecError
 from asa_deploy.train import TrainConfig, train
 
 TIMING = {"wall_seconds", "events_per_second", "synops_per_second", "jobs", "mean_decision_ms",
-          "real_time_factor", "decision_ms", "written_utc"}
+          "real_time_factor", "decision_ms", "decision_seconds", "decision_speed", "written_utc"}
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,14 @@ def test_camera_replays_several_files_in_parallel_as_one_by_one(run, tmp_path, c
         assert untimed(alone["decisions"]) == untimed(entry["decisions"])
         assert {k: alone[k] for k in ("windows", "predictions", "silent_windows")} == \
                {k: entry[k] for k in ("windows", "predictions", "silent_windows")}
+        assert alone["recording_seconds"] == entry["recording_seconds"]
+        assert alone["real_time_factor"] == alone["recording_seconds"] / alone["wall_seconds"]
     assert any(d["prediction"] >= 0 for r in parallel["recordings"] for d in r["decisions"])
+    # one real-time factor for any --jobs: all recorded seconds over the command's wall clock
+    for summary in (parallel, sequential):
+        assert summary["recording_seconds"] == sum(r["recording_seconds"] for r in summary["recordings"])
+        assert summary["real_time_factor"] == summary["recording_seconds"] / summary["wall_seconds"]
+        assert summary["wall_seconds"] >= max(r["wall_seconds"] for r in summary["recordings"])
     capsys.readouterr()
 
 

@@ -54,10 +54,11 @@ def test_run_directory_contents(reference_run):
     lines = (reference_run / "train_log.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
     history = [json.loads(x) for x in lines]
-    best = max(history, key=lambda r: r["val_accuracy"])
+    best = max(history, key=lambda r: r["val_accuracy_recording"])
     # selection on validation: the first epoch reaching the best validation accuracy
     assert artifact["metrics"]["best_epoch"] == best["epoch"]
-    assert artifact["metrics"]["val"]["accuracy"] == best["val_accuracy"]
+    assert artifact["metrics"]["val"]["accuracy_recording"] == best["val_accuracy_recording"]
+    assert artifact["metrics"]["val"]["accuracy_window"] == best["val_accuracy_window"]
     assert set(artifact["data"]["split"]["train"]).isdisjoint(artifact["data"]["split"]["val"])
     assert model.attention_kind == "asa1"
 
@@ -85,6 +86,39 @@ def test_resume_after_crash_mid_epoch(reference_run, tmp_path, monkeypatch):
     train(TrainConfig(**TINY, attention="asa1"), tmp_path, progress=False, verbose=False)
     assert_same_weights(final_weights(reference_run), final_weights(tmp_path))
     assert log_without_timing(tmp_path) == log_without_timing(reference_run)
+
+
+def test_resume_from_an_older_versions_checkpoint(reference_run, tmp_path, monkeypatch):
+    """A checkpoint whose accuracies have the older names (``accuracy`` per recording,
+    ``window_accuracy``; ``val_accuracy`` in the log) resumes as its current twin would."""
+    real = train_loop.per_sample_loss
+    calls = {"n": 0}
+
+    def crash_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_loop, "per_sample_loss", crash_in_epoch_two)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(TrainConfig(**TINY, attention="asa1"), tmp_path, progress=False, verbose=False)
+    monkeypatch.setattr(train_loop, "per_sample_loss", real)
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    best = saved["state"]["best"]["metrics"]
+    best["accuracy"], best["window_accuracy"] = best.pop("accuracy_recording"), best.pop(
+        "accuracy_window")
+    for record in saved["state"]["history"]:
+        record["val_accuracy"], record["val_window_accuracy"] = record.pop(
+            "val_accuracy_recording"), record.pop("val_accuracy_window")
+    torch.save(saved, tmp_path / "checkpoint.pt")
+    train(TrainConfig(**TINY, attention="asa1"), tmp_path, progress=False, verbose=False)
+    assert_same_weights(final_weights(reference_run), final_weights(tmp_path))
+    assert log_without_timing(tmp_path) == log_without_timing(reference_run)
+    resumed, reference = (torch.load(run / "model.pt", weights_only=False)["metrics"]
+                          for run in (tmp_path, reference_run))
+    assert (resumed["best_epoch"], resumed["val"]) == (reference["best_epoch"], reference["val"])
+    assert "accuracy_recording" in resumed["val"] and "accuracy" not in resumed["val"]
 
 
 def test_resume_after_kill_9(reference_run, tmp_path):
@@ -126,14 +160,14 @@ def test_two_process_gloo_matches_one_process(tmp_path):
     assert_same_weights(final_weights(single), final_weights(double), atol=1e-5)
     a = [json.loads(x) for x in (single / "train_log.jsonl").read_text().splitlines()]
     b = [json.loads(x) for x in (double / "train_log.jsonl").read_text().splitlines()]
-    assert [r["val_accuracy"] for r in a] == [r["val_accuracy"] for r in b]
+    assert [r["val_accuracy_recording"] for r in a] == [r["val_accuracy_recording"] for r in b]
     assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], abs=1e-5)
 
 
 def test_evaluate_json_and_analyze_cli(reference_run, capsys):
     assert main(["evaluate", str(reference_run), "--json", "--eval-windows", "2"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result) >= {"accuracy", "nasfr", "sfr", "neurons"}
+    assert set(result) >= {"accuracy_window", "accuracy_recording", "nasfr", "sfr", "neurons"}
     assert result["sfr"].keys() == result["neurons"].keys()
     # recomputed: the run's validation windows through the network, silent = wrong, strict majority
     from asa_deploy.train.loop import eval_set
@@ -149,8 +183,8 @@ def test_evaluate_json_and_analyze_cli(reference_run, capsys):
     recordings = np.asarray(dataset.recordings)
     majority = [correct[recordings == r].mean() > 0.5 for r in np.unique(recordings)]
     assert result["windows"] == len(dataset) and result["recordings"] == len(majority)
-    assert result["window_accuracy"] == pytest.approx(correct.mean())
-    assert result["accuracy"] == pytest.approx(np.mean(majority))
+    assert result["accuracy_window"] == pytest.approx(correct.mean())
+    assert result["accuracy_recording"] == pytest.approx(np.mean(majority))
     assert result["nasfr"] == pytest.approx(
         sum(result["sfr"][k] * result["neurons"][k] for k in result["sfr"])
         / sum(result["neurons"].values()))

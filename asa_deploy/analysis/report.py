@@ -76,13 +76,11 @@ def summarize(records: LayerRecords, *, near: float = 0.9) -> dict[str, Any]:
     return {
         "n_samples": records.n_samples,
         "time_steps": records.time_steps,
-        "accuracy": {
-            "window": float(correct.double().mean()),
-            "recording": recording_accuracy(
-                records.predictions.numpy(), records.labels.numpy(), records.recordings.numpy()
-            ),
-            "n_recordings": int(torch.unique(records.recordings).numel()),
-        },
+        "accuracy_window": float(correct.double().mean()),
+        "accuracy_recording": recording_accuracy(
+            records.predictions.numpy(), records.labels.numpy(), records.recordings.numpy()
+        ),
+        "n_recordings": int(torch.unique(records.recordings).numel()),
         "nasfr": metrics.nasfr(sfr, neurons),
         "t_sfr": metrics.network_t_sfr({r.name: r.nsfr for r in layers}).tolist(),
         "qe": sum(r.qe_sum for r in layers) / sum(r.qe_count for r in layers),
@@ -108,8 +106,8 @@ def analyze(
 ) -> dict[str, Any]:
     """Redundancy analysis of ``model`` on ``loader`` (see ``collect``), as a JSON-able dict.
 
-    Keys: ``n_samples``, ``time_steps``; ``accuracy`` {``window``, ``recording`` (more than half of a
-    recording's windows right), ``n_recordings``}; ``nasfr``; ``t_sfr`` (network T-SFR per step);
+    Keys: ``n_samples``, ``time_steps``; ``accuracy_window``, ``accuracy_recording`` (more than half
+    of a recording's windows right), ``n_recordings``; ``nasfr``; ``t_sfr`` (network T-SFR per step);
     ``qe`` (all layers, weighted by neuron-steps); ``mpd_binning``; ``near_duplicate_similarity``;
     ``layers``: {name: {``kind`` (conv / fc), ``shape``, ``neurons``, ``threshold``, ``alpha``,
     ``sfr``, ``t_sfr`` [T], ``c_sfr`` [T][C], ``qe``, ``ptd_mean``, ``noise_channel_step_fraction``

@@ -61,7 +61,8 @@ def analyze_runs(run_dirs: list[Path], *, data: str | None = None, windows: int 
 def comparison_table(summaries: dict[str, dict]) -> str:
     """A plain-text side-by-side table of the headline redundancy figures."""
     labels = list(summaries)
-    rows = [("accuracy (recording)", lambda s: f"{s['accuracy']['recording']:.3f}"),
+    rows = [("accuracy per window", lambda s: f"{s['accuracy_window']:.3f}"),
+            ("accuracy per recording", lambda s: f"{s['accuracy_recording']:.3f}"),
             ("NASFR", lambda s: f"{s['nasfr']:.4f}"),
             ("QE", lambda s: f"{s['qe']:.4f}")]
     layer_names = list(next(iter(summaries.values()))["layers"])

@@ -98,8 +98,9 @@ def event_windows(config: ChipConfig, data: str | None = None, *, windows: int =
 def whole_recording_windows(dataset, indices, dt_us: int, *,
                             references: bool = False) -> list[EventWindow]:
     """One window per recording from its first event, all with the bins the longest one needs (the
-    simulators batch windows of one length; a shorter recording's last bins stay empty);
-    ``references`` as in ``event_windows``."""
+    simulators batch windows of one length; a shorter recording's last bins stay empty), each with
+    its own duration (``duration_us``: the bins its events span); ``references`` as in
+    ``event_windows``."""
     recordings = []
     for i in indices:
         ev, label = dataset[i]
@@ -107,8 +108,9 @@ def whole_recording_windows(dataset, indices, dt_us: int, *,
                            int(ev["t"][-1]), int(label), str(dataset.sources[i])))
     span = max((last - first + 1 for _, first, last, _, _ in recordings), default=1)
     n_bins = max(1, math.ceil(span / dt_us))
-    return [EventWindow(ev, first, n_bins, dt_us, label, source)
-            for ev, first, _, label, source in recordings]
+    return [EventWindow(ev, first, n_bins, dt_us, label, source,
+                        duration_us=math.ceil((last - first + 1) / dt_us) * dt_us)
+            for ev, first, last, label, source in recordings]
 
 
 def recording_accuracy(result: SimResult) -> float:
@@ -144,15 +146,20 @@ def simulate_run(run_dir: str | Path, data: str | None = None, *, engine: str = 
                  monitor_out: str | Path | None = None, whole_recordings: bool = False,
                  jobs: int = 1, cache: CacheSetting = None) -> dict:
     """Simulate ``RUN_DIR/chip_config.json`` and write ``RUN_DIR/sim.json`` (one key per engine;
-    on other data ``sim-<data>.json``; returned as ``file``). Refuses a chip config made from a model that has changed
-    since; another engine's entry is kept only while it describes the same config and windows.
+    on other data ``sim-<data>.json``; returned as ``file``). Refuses a chip config made from a
+    model that has changed since. Another engine's entry is kept while it was made from the current
+    chip config, whatever its windows (each entry says its own); the engine's earlier entry is
+    replaced, and a warning says so when its windows differed, or why another engine's was dropped.
+    Each entry's ``recorded_seconds`` is the sum of its windows' own durations
+    (``EventWindow.seconds``): what its rates, power and energy are per.
 
     ``monitor`` (core ids or ``"all"``): also write the per-neuron counts of those cores to
     ``monitor_out`` (default ``RUN_DIR/monitor.npz``, on other data ``monitor-<data>.npz``;
     returned as ``monitor_file``); a core the config does not use is refused before simulating.
 
     ``whole_recordings``: one window per recording spanning it (see the module docstring); the
-    entry records ``windows_per_recording`` 1 and ``whole_recordings`` true.
+    entry records ``windows_per_recording`` 1, ``whole_recordings`` true and ``accuracy_window``
+    None (only ``accuracy_recording`` is measured).
 
     ``jobs``: processes to simulate in (``chip.sim.parallel``); every count, and so ``sim.json`` and
     the monitor file, is the same for any number, only the timing differs (``jobs`` is recorded).
@@ -180,8 +187,11 @@ def simulate_run(run_dir: str | Path, data: str | None = None, *, engine: str = 
                 prov=provenance.record(run_dir, [CHIP_CONFIG], engine=engine, cores=cores, **facts))
     summary = {"data": described, "chip": config.chip, "windows_per_recording": windows,
                "whole_recordings": whole_recordings, **result.to_dict(), "jobs": jobs,
-               "recording_accuracy": recording_accuracy(result),
+               "accuracy_recording": recording_accuracy(result),
+               "recorded_seconds": float(sum(w.seconds for w in items)),
                provenance.KEY: provenance.record(run_dir, [CHIP_CONFIG], engine=engine, **facts)}
+    if whole_recordings:  # one window per recording: no per-window figure
+        summary["accuracy_window"] = None
     path = run_dir / provenance.data_artifact(SIM_JSON, data, config.meta.get("data_spec", ""))
     previous = {}
     if path.exists():
@@ -189,9 +199,7 @@ def simulate_run(run_dir: str | Path, data: str | None = None, *, engine: str = 
             previous = load_json(path, "simulation results", remedy="it is replaced now")
         except ArtifactError as exc:
             log.warning("%s; only the %s entry is written", exc, engine)
-    kept = {name: entry for name, entry in previous.items()
-            if isinstance(entry, dict) and _same_source(run_dir, entry, facts)}
-    write_json(path, {**kept, engine: summary})
+    write_json(path, {**_kept_entries(run_dir, path.name, previous, engine, facts), engine: summary})
     out = {**summary, "file": str(path)}
     if cores:
         out["monitor_file"] = str(monitor_file)
@@ -209,8 +217,32 @@ def _write_monitor(config: ChipConfig, items: list[EventWindow], spool: CountSpo
     return monitor.save(path)
 
 
-def _same_source(run_dir: Path, entry: dict, facts: dict) -> bool:
-    """Whether an earlier engine's entry simulated the current chip config on the same windows."""
-    prov = entry.get(provenance.KEY)
-    return (isinstance(prov, dict) and not provenance.problems(run_dir, SIM_JSON, prov)
-            and all(prov.get(k) == v for k, v in facts.items()))
+def _kept_entries(run_dir: Path, name: str, previous: dict, engine: str, facts: dict) -> dict:
+    """The other engines' entries of ``previous`` made from the current chip config; a warning
+    for each entry dropped, and for ``engine``'s own when its windows were not ``facts``'."""
+    kept = {}
+    for other, entry in previous.items():
+        prov = entry.get(provenance.KEY) if isinstance(entry, dict) else None
+        if other == engine:
+            before = _windows_setting(prov or {})
+            if before != _windows_setting(facts):
+                log.warning("%s: the %s entry (%s) is replaced by one on %s", name, engine, before,
+                            _windows_setting(facts))
+        elif isinstance(prov, dict) and not provenance.problems(run_dir, SIM_JSON, prov):
+            kept[other] = entry
+        else:
+            log.warning("%s: the %s entry is dropped: it was not made from the current %s",
+                        name, other, CHIP_CONFIG)
+    return kept
+
+
+def _windows_setting(facts: dict) -> str:
+    """What a sim.json entry simulated, in words (its provenance facts)."""
+    if "windows" not in facts:
+        return "windows not recorded"
+    n = facts["windows"]
+    what = ("whole recordings" if facts.get("whole_recordings")
+            else f"{n} window{'s' if n != 1 else ''} per recording")
+    if facts.get("max_recordings") is not None:
+        what += f", the first {facts['max_recordings']} recordings"
+    return f"{what} of {facts.get('data')}"

@@ -13,6 +13,15 @@ same decisions from a board's monitored output spikes through the samna adapter.
 ``replay_files`` replays several recordings, in worker processes with ``jobs`` > 1 (one file per
 worker at a time; a file's windows follow each other, as on a camera), each file's decisions the
 same as when it is replayed alone.
+
+The real-time factor is one quantity for one file or many, any ``jobs``: recorded seconds / wall-clock
+seconds of processing them (``summarize``), the wall clock running from the replay's start to its
+last decision, so reading the files, the simulator's start-up and the worker processes' are in it
+(above 1: faster than the camera records). For a whole command that is the total recorded duration
+over the total wall time; for one recording of several (``Replay``), its duration over its own time
+in its worker, from loading it to its last decision. The host's compute for the decisions alone is
+``decision_seconds`` (the sum of the windows' ``decision_ms``), and recorded seconds over it is
+``decision_speed``: how much faster than real time the simulator decides, start-up left out.
 """
 
 from __future__ import annotations
@@ -105,7 +114,8 @@ class ReplayCamera:
 
 @dataclass
 class Replay:
-    """One recording replayed whole: its decisions and the host time they took (after loading)."""
+    """One recording replayed whole: its decisions and the wall-clock time from loading it to its
+    last decision."""
 
     path: Path
     duration_s: float
@@ -119,8 +129,9 @@ class Replay:
 def replay(config: ChipConfig, path: str | Path, *, realtime: bool = False,
            on_decision: Callable[[Path, WindowDecision], None] | None = None) -> Replay:
     """``path`` through a ``ReplayCamera``; ``on_decision`` sees each decision as it is made."""
+    start = time.perf_counter()
     camera = ReplayCamera(config, path, realtime=realtime)
-    decisions, start = [], time.perf_counter()
+    decisions = []
     for decision in camera:
         decisions.append(decision)
         if on_decision is not None:
@@ -200,12 +211,14 @@ class DeviceCamera:
 
 
 def summarize(decisions: list[WindowDecision], wall_seconds: float, duration_s: float) -> dict:
-    """Totals over a camera session: rates, latency, class histogram, real-time factor."""
+    """Totals over a camera session of ``duration_s`` recorded seconds processed in
+    ``wall_seconds``: rates, latency, class histogram, real-time factor (module docstring)."""
     latencies = [d.first_spike_latency_ms for d in decisions if d.first_spike_latency_ms is not None]
     counts: dict[str, int] = {}
     for d in decisions:
         counts[d.class_name] = counts.get(d.class_name, 0) + 1
     events = sum(d.input_events for d in decisions)
+    decision_s = sum(d.decision_ms for d in decisions) / 1e3
     return {
         "windows": len(decisions), "predictions": counts,
         "silent_windows": sum(d.prediction < 0 for d in decisions),
@@ -215,6 +228,8 @@ def summarize(decisions: list[WindowDecision], wall_seconds: float, duration_s: 
         "spikes_per_s": sum(d.spikes for d in decisions) / duration_s if duration_s else None,
         "recording_seconds": duration_s, "wall_seconds": wall_seconds,
         "real_time_factor": duration_s / wall_seconds if wall_seconds else None,
+        "decision_seconds": decision_s,
+        "decision_speed": duration_s / decision_s if decision_s else None,
         "decisions": [asdict(d) for d in decisions],
     }
 

@@ -31,6 +31,7 @@ from asa_deploy.chip.config import ChipConfig
 from asa_deploy.chip.monitor import MONITOR_NPZ, Monitor, counts_from_spikes, select_cores
 from asa_deploy.chip.simulate import event_windows
 from asa_deploy.data import CacheSetting
+from asa_deploy.data.framing import recording_accuracy
 from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.device.samna_adapter import APPLY_WAIT_S, DeviceSession, require_samna
 from asa_deploy.io import write_json
@@ -89,10 +90,13 @@ def deploy_run(run_dir: str | Path, device: str, *, data: str | None = None, win
             except Exception as exc:  # keep the accuracy; say what failed
                 power_error = f"the power monitor failed: {type(exc).__name__}: {exc}"
     labels, predictions = np.array([w.label for w in items]), np.array(predictions)
+    recordings = np.unique([w.recording for w in items], return_inverse=True)[1]
     facts = {"device": device, "data": data or config.meta.get("data_spec"), "windows": windows,
              "max_recordings": max_recordings}
     summary = {"device": device, "chip": config.chip, "data": described, "n_windows": len(items),
-               "accuracy": float(np.mean(predictions == labels)) if len(items) else None,
+               "accuracy_window": float(np.mean(predictions == labels)) if len(items) else None,
+               "accuracy_recording": recording_accuracy(predictions, labels, recordings)
+               if len(items) else None,
                "silent_windows": int((predictions < 0).sum()),
                "monitored_spikes_per_window": float(np.mean(spikes)) if spikes else None,
                "input_events_written": int(sum(written)),
@@ -100,7 +104,7 @@ def deploy_run(run_dir: str | Path, device: str, *, data: str | None = None, win
                "runtime": session.describe(),
                provenance.KEY: provenance.record(run_dir, [CHIP_CONFIG], **facts)}
     if config.readout.use_readout_block:
-        summary["readout_accuracy"] = float(np.mean(np.array(readout_predictions) == labels)) \
+        summary["readout_accuracy_window"] = float(np.mean(np.array(readout_predictions) == labels)) \
             if len(items) else None
     if rails is not None:
         summary["power_over"] = "the whole evaluation: the windows and the waits between them"

@@ -307,7 +307,7 @@ def finetune(lowered: LoweredNetwork, train_set, val_set, numerics: Numerics | N
              gate_lr: float | None = None) -> tuple[LoweredNetwork, list[dict]]:
     """Fine-tune ``lowered`` with the chip's quantization in the loop (``numerics``: the chip's
     ``ChipSpec.numerics``; None trains in float). Returns the best epoch's network (epoch 0: the
-    one given) and the log, one ``{epoch, loss, val_accuracy, val_window_accuracy, val_nasfr,
+    one given) and the log, one ``{epoch, loss, val_accuracy_window, val_accuracy_recording, val_nasfr,
     scales, synops_per_window, network_synops_per_window, distill_loss}`` per epoch, epoch 0 being
     the evaluation before training (loss and synops None; synops: mean over the epoch's training
     windows). ``synops_weight`` / ``synops_budget``: the cost term of ``asa-deploy train``
@@ -326,8 +326,8 @@ def finetune(lowered: LoweredNetwork, train_set, val_set, numerics: Numerics | N
     def record(epoch: int, losses: list[float] | None) -> dict:
         metrics = evaluate(model, val_set, progress=progress)
         return {"epoch": epoch, "loss": None if losses is None else float(np.mean(losses)),
-                "val_accuracy": metrics["accuracy"],
-                "val_window_accuracy": metrics["window_accuracy"],
+                "val_accuracy_window": metrics["accuracy_window"],
+                "val_accuracy_recording": metrics["accuracy_recording"],
                 "val_nasfr": metrics["nasfr"], "scales": model.scales(),
                 "synops_per_window": None if synops is None else float(synops[:2].sum() / synops[2]),
                 "network_synops_per_window": None if synops is None else float(synops[0] / synops[2]),
@@ -375,8 +375,8 @@ def finetune(lowered: LoweredNetwork, train_set, val_set, numerics: Numerics | N
     first, chosen = history[0], best[0]
     tuned.notes.append(
         f"hardware-aware fine-tuning ({'quantized' if numerics is not None else 'float'}, "
-        f"{epochs} epoch(s), lr {lr:g}): best epoch {chosen['epoch']}, validation accuracy "
-        f"{first['val_accuracy']:.3f} -> {chosen['val_accuracy']:.3f}")
+        f"{epochs} epoch(s), lr {lr:g}): best epoch {chosen['epoch']}, validation accuracy per "
+        f"recording {first['val_accuracy_recording']:.3f} -> {chosen['val_accuracy_recording']:.3f}")
     return tuned, history
 
 
@@ -390,4 +390,4 @@ def lowered_fanouts(lowered: LoweredNetwork):
 
 
 def _key(entry: dict) -> tuple[float, float]:
-    return (entry["val_accuracy"], entry["val_window_accuracy"])
+    return (entry["val_accuracy_recording"], entry["val_accuracy_window"])

@@ -66,7 +66,8 @@ FOLD_FORMAT = 1
 
 def _float_row(step: str, result: dict) -> dict:
     spikes = sum(result["sfr"][name] * result["neurons"][name] for name in result["sfr"])
-    return {"step": step, "accuracy": result["accuracy"], "window_accuracy": result["window_accuracy"],
+    return {"step": step, "accuracy_window": result["accuracy_window"],
+            "accuracy_recording": result["accuracy_recording"],
             "nasfr": result["nasfr"], "spikes_per_window_per_step": spikes}
 
 
@@ -219,13 +220,13 @@ def fold(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None
             entry["gate_feedback_weights"] = feedback_weights(tuned)
         entry["finetune_log"] = log
         chosen_by = entry.get("finetuned_float", entry["lowered_float"])
-        entry.update({k: chosen_by[k] for k in ("accuracy", "window_accuracy", "nasfr")},
+        entry.update({k: chosen_by[k] for k in ("accuracy_window", "accuracy_recording", "nasfr")},
                      measured_after="fine-tuning" if log else "lowering")
         tried[key] = entry
         networks[key] = (lowered, tuned)
 
     def score(key):
-        return tried[key]["accuracy"], tried[key]["window_accuracy"], -tried[key]["nasfr"]
+        return tried[key]["accuracy_recording"], tried[key]["accuracy_window"], -tried[key]["nasfr"]
 
     best_name = max(networks, key=score)
     tuned = networks[best_name][1]

@@ -4,10 +4,13 @@ Every number in the report comes from an artifact a stage wrote; nothing is re-r
 
 * the chip simulator's per-core spikes and synaptic operations per window (``sim.json``, engine
   ``exact`` preferred, else ``fast``; without ``sim.json``, the last simulator rows of the fold
-  ladder in ``fold.json``), SynOps/s per core, NeuroBench-named metrics (effective ACs, activation
+  ladder in ``fold.json``), SynOps/s per core (rates, power and energy per the windows' own mean
+  duration: ``sim.json``'s ``recorded_seconds`` / ``n_windows``, T x dt for the fold ladder), NeuroBench-named metrics (effective ACs, activation
   and connection sparsity, footprint), the chip power model's static / dynamic split and the energy
   per inference, measured power rails (``device.json``) when present;
-* accuracy (float network and chip simulator, window and recording), NASFR, the fidelity ladder,
+* accuracy (float network and chip simulator, ``accuracy_window`` and ``accuracy_recording``;
+  artifacts of older versions read through ``asa_deploy.accuracy.current_names``), NASFR, the
+  fidelity ladder,
   the core mapping (with the connections of a network that branches and merges) and quantization
   statistics, and the paths of the analysis figures;
 * every missing artifact, with the command that produces it.
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 
 from asa_deploy import io, provenance
+from asa_deploy.accuracy import current_names
 from asa_deploy.chip.compile import CHIP_CONFIG
 from asa_deploy.chip.compile import MAPPING as MAPPING_JSON
 from asa_deploy.chip.simulate import SIM_JSON
@@ -36,7 +40,7 @@ from asa_deploy.device.deploy import DEVICE_JSON
 from asa_deploy.errors import ArtifactError, AsaDeployError
 from asa_deploy.fold.stage import FOLD_JSON, FOLDED
 
-REPORT_FORMAT = 1
+REPORT_FORMAT = 2  # 2: accuracy_window / accuracy_recording; rates per the windows' own duration
 MODEL = "model.pt"
 EVAL_JSON = "eval.json"
 ANALYSIS_JSON = "analysis.json"
@@ -67,7 +71,8 @@ FOOTPRINT_NOTE = ("Footprint = int8 weights (1 byte each) + 16-bit biases (2 byt
 POWER_NOTE = ("Estimated processor power P = resting + e_spike x spikes/s + e_synop x SynOps/s + "
               "e_event x input events/s (the chip's hw_config power model; the processor is its "
               "processor_rails, VDD_RAM + VDD_LOGIC on Speck), with rates = counts per window / "
-              "window duration; static = resting power, dynamic = P - resting. The band is P at "
+              "window duration (the simulated windows' own, on average: a whole recording's is its "
+              "length); static = resting power, dynamic = P - resting. The band is P at "
               "the hw_config's lowest and highest energy per spike (the spread of the published "
               "operating points it was fitted to); it does not cover the reading of their time base "
               "nor the power monitor's offset. Dev kit = P + the idle power of the other measured "
@@ -227,13 +232,16 @@ def _per_core(values: dict | None) -> dict | None:
 
 
 def _simulation(sim: dict | None, fold: dict | None, engine: str | None) -> tuple[dict | None, str | None]:
-    """The simulator summary the report uses, in one shape, and why none was found (if so)."""
+    """The simulator summary the report uses, in one shape, and why none was found (if so);
+    ``window_s``: its windows' mean own duration, None where the artifact does not record it."""
     if sim:
         order = [engine] if engine else [*ENGINES, *[k for k in sim if k not in ENGINES]]
         for name in order:
             entry = sim.get(name)
             if isinstance(entry, dict) and "spikes_per_core" in entry:
+                entry = current_names(entry, "window")
                 n = max(int(entry.get("n_windows") or 0), 1)
+                recorded = entry.get("recorded_seconds")
                 return {
                     "source": f"{SIM_JSON} ({name} engine)", "engine": name,
                     "n_windows": entry.get("n_windows"), "data": entry.get("data"),
@@ -249,9 +257,11 @@ def _simulation(sim: dict | None, fold: dict | None, engine: str | None) -> tupl
                     if entry.get("dropped_events") is not None else None,
                     "mean_latency_events": entry.get("mean_latency_events"),
                     "silent_windows": entry.get("silent_windows"),
-                    "window_accuracy": entry.get("accuracy"),
-                    "recording_accuracy": entry.get("recording_accuracy"),
+                    "accuracy_window": entry.get("accuracy_window"),
+                    "accuracy_recording": entry.get("accuracy_recording"),
                     "windows_per_recording": entry.get("windows_per_recording"),
+                    "whole_recordings": bool(entry.get("whole_recordings")),
+                    "window_s": recorded / n if recorded else None,
                 }, None
     if fold:
         rows = [r for r in fold.get("ladder", []) if "spikes_per_core" in r]
@@ -259,6 +269,7 @@ def _simulation(sim: dict | None, fold: dict | None, engine: str | None) -> tupl
         for name in wanted:
             for row in reversed(rows):
                 if name in row["step"]:
+                    row = current_names(row, "recording")
                     return {
                         "source": f"{FOLD_JSON} ladder row '{row['step']}'", "engine": name,
                         "n_windows": None, "data": "the run's validation split (fold --eval-windows)",
@@ -268,9 +279,10 @@ def _simulation(sim: dict | None, fold: dict | None, engine: str | None) -> tupl
                         **{key: _per_core(row.get(key)) for key in SPLIT_KEYS},
                         "input_events_per_window": None, "dropped_events_per_window": None,
                         "mean_latency_events": None, "silent_windows": None,
-                        "window_accuracy": row.get("window_accuracy"),
-                        "recording_accuracy": row.get("accuracy"),
+                        "accuracy_window": row.get("accuracy_window"),
+                        "accuracy_recording": row.get("accuracy_recording"),
                         "windows_per_recording": fold.get("windows_per_recording"),
+                        "whole_recordings": False, "window_s": None,
                     }, None
     what = f"{engine} engine results" if engine else "simulator results"
     return None, f"no {what} in {SIM_JSON} or in {FOLD_JSON}'s ladder"
@@ -411,35 +423,32 @@ def _side_by_side(estimate: dict | None, rails: dict[str, float]) -> tuple[list[
 def _float_metrics(artifact: dict, eval_json: dict | None, analysis: dict | None,
                    fold: dict | None) -> tuple[dict, dict]:
     """Float-network accuracy and NASFR, each with where it came from."""
-    val = (artifact.get("metrics") or {}).get("val") or {}
+    val = current_names((artifact.get("metrics") or {}).get("val") or {}, "recording")
     own = f"{artifact['data']['spec']} (validation split)"
-    candidates = []  # (source, recording accuracy, window accuracy, NASFR, data, windows)
+    candidates = []  # (source, {accuracy_window, accuracy_recording, nasfr, ...}, data, windows)
     if eval_json:
-        candidates.append((EVAL_JSON, eval_json.get("accuracy"), eval_json.get("window_accuracy"),
-                           eval_json.get("nasfr"), eval_json.get("data"),
+        candidates.append((EVAL_JSON, current_names(eval_json, "recording"), eval_json.get("data"),
                            eval_json.get("windows_per_recording")))
     if fold and fold.get("ladder"):
         row = fold["ladder"][0]
-        candidates.append((f"{FOLD_JSON} ladder row '{row['step']}'", row.get("accuracy"),
-                           row.get("window_accuracy"), row.get("nasfr"), own,
-                           fold.get("windows_per_recording")))
+        candidates.append((f"{FOLD_JSON} ladder row '{row['step']}'",
+                           current_names(row, "recording"), own, fold.get("windows_per_recording")))
     if analysis:
-        acc = analysis.get("accuracy") or {}
-        candidates.append((ANALYSIS_JSON, acc.get("recording"), acc.get("window"),
-                           analysis.get("nasfr"), analysis.get("data"),
+        candidates.append((ANALYSIS_JSON, current_names(analysis, "recording"), analysis.get("data"),
                            analysis.get("windows_per_recording")))
     if val:
-        candidates.append((f"{MODEL} validation metrics (best epoch)", val.get("accuracy"),
-                           val.get("window_accuracy"), val.get("nasfr"), own,
+        candidates.append((f"{MODEL} validation metrics (best epoch)", val, own,
                            (artifact.get("train_config") or {}).get("eval_windows")))
-    accuracy = {"recording": None, "window": None, "source": None, "data": None,
+    accuracy = {"accuracy_window": None, "accuracy_recording": None, "source": None, "data": None,
                 "windows_per_recording": None}
-    for source, recording, window, _, data, windows in candidates:
-        if recording is not None:
-            accuracy = {"recording": recording, "window": window, "source": source, "data": data,
-                        "windows_per_recording": windows}
+    for source, figures, data, windows in candidates:
+        if figures.get("accuracy_recording") is not None:
+            accuracy = {"accuracy_window": figures.get("accuracy_window"),
+                        "accuracy_recording": figures["accuracy_recording"], "source": source,
+                        "data": data, "windows_per_recording": windows}
             break
-    by_source = {source: nasfr for source, _, _, nasfr, _, _ in candidates if nasfr is not None}
+    by_source = {source: figures["nasfr"] for source, figures, _, _ in candidates
+                 if figures.get("nasfr") is not None}
     first = next(iter(by_source.items()), (None, None))
     return accuracy, {"value": first[1], "source": first[0], "by_source": by_source}
 
@@ -455,9 +464,10 @@ def _figures(run_dir: Path) -> dict[str, str]:
     return found
 
 
-def _activity(simulation: dict, static: list[dict] | None, T: int | None,
+def _activity(simulation: dict, static: list[dict] | None, T: float | None,
               window_s: float | None) -> dict:
-    """Per-core and total spikes / SynOps per window, rates, activation sparsity."""
+    """Per-core and total spikes / SynOps per window, rates per ``window_s`` (the windows' mean
+    duration), activation sparsity over ``T`` (their mean time steps)."""
     by_core = {row["core"]: row for row in static or []}
     ids = [row["core"] for row in static] if static else []
     ids += [int(k) for k in simulation["spikes_per_core"] if int(k) not in ids]
@@ -495,6 +505,7 @@ def _activity(simulation: dict, static: list[dict] | None, T: int | None,
         "input_events_per_window": simulation["input_events_per_window"],
         "neurons": neurons,
         "activation_sparsity": 1 - spikes / (neurons * T) if neurons and T else None,
+        "window_s": window_s,
         "bandwidth_limit_synops_per_s": None,
         "bandwidth_note": BANDWIDTH_NOTE,
     }
@@ -608,7 +619,16 @@ def _run_entry(run_dir: Path, others: list[Path], engine: str | None) -> dict:
     # ---- figures -----------------------------------------------------------------------------------
     frame_spec = (config.meta.get("frame_spec") if config is not None else None) or data["frame_spec"]
     T = int(frame_spec["T"])
-    window_s = T * int(frame_spec["dt_us"]) * 1e-6
+    dt_s = int(frame_spec["dt_us"]) * 1e-6
+    frame_window_s = T * dt_s
+    notes: list[str] = []
+    # rates, power and energy per the simulated windows' own duration (whole recordings: theirs)
+    window_s = (simulation or {}).get("window_s") or frame_window_s
+    if simulation and simulation["whole_recordings"] and not simulation["window_s"]:
+        notes.append(f"{simulation['source']} was made by an older version that did not record "
+                     f"its whole recordings' durations: rates, power and energy assume T x dt "
+                     f"({frame_window_s * 1e3:g} ms) and are wrong; rerun `asa-deploy simulate "
+                     f"{run_dir} --engine {simulation['engine']} --whole-recordings`")
     static = _cores_static(config) if config is not None else None
     chip_name = (config.chip if config is not None else None) or (simulation or {}).get("chip") \
         or (fold or {}).get("chip")
@@ -622,9 +642,8 @@ def _run_entry(run_dir: Path, others: list[Path], engine: str | None) -> dict:
         except AsaDeployError as exc:
             spec_error = str(exc)
 
-    activity = _activity(simulation, static, T, window_s) if simulation else None
+    activity = _activity(simulation, static, window_s / dt_s, window_s) if simulation else None
     power = None
-    notes: list[str] = []
     if activity and spec is not None:
         power = _power(spec, activity["spikes_per_window"], activity["synops_per_window"],
                        activity["input_events_per_window"], window_s)
@@ -636,8 +655,8 @@ def _run_entry(run_dir: Path, others: list[Path], engine: str | None) -> dict:
     float_accuracy, nasfr = _float_metrics(artifact, eval_json, analysis, fold)
     chip_accuracy = None
     if simulation:
-        chip_accuracy = {"window": simulation["window_accuracy"],
-                         "recording": simulation["recording_accuracy"],
+        chip_accuracy = {"accuracy_window": simulation["accuracy_window"],
+                         "accuracy_recording": simulation["accuracy_recording"],
                          "source": simulation["source"], "n_windows": simulation["n_windows"],
                          "data": simulation["data"],
                          "windows_per_recording": simulation["windows_per_recording"]}
@@ -670,10 +689,11 @@ def _run_entry(run_dir: Path, others: list[Path], engine: str | None) -> dict:
     if fold:
         fold_summary = {
             "chip": fold.get("chip"), "strategy": fold.get("strategy"),
-            "strategies": {name: {k: s.get(k) for k in ("accuracy", "window_accuracy", "nasfr")}
+            "strategies": {name: {k: current_names(s, "recording").get(k)
+                                  for k in ("accuracy_window", "accuracy_recording", "nasfr")}
                            for name, s in (fold.get("strategies") or {}).items()},
             "calibration_data": fold.get("calibration_data"),
-            "ladder": fold.get("ladder") or [],
+            "ladder": [current_names(row, "recording") for row in fold.get("ladder") or []],
             "fold_maps": str(fold_maps) if fold_maps.is_file() else None,
         }
 
@@ -686,7 +706,7 @@ def _run_entry(run_dir: Path, others: list[Path], engine: str | None) -> dict:
                      if imported else None),
         "data": {"spec": data.get("spec"), "class_names": list(data.get("class_names", [])),
                  "sensor_size": list(data.get("sensor_size", [])), "frame_spec": frame_spec,
-                 "time_steps": T, "window_s": window_s},
+                 "time_steps": T, "window_s": frame_window_s},
         "chip": chip_name,
         "artifacts": {name: (run_dir / name).is_file()
                       for name in (MODEL, EVAL_JSON, ANALYSIS_JSON, FOLD_JSON, CHIP_CONFIG,
@@ -699,7 +719,7 @@ def _run_entry(run_dir: Path, others: list[Path], engine: str | None) -> dict:
         "activity": activity,
         "neurobench": neurobench,
         "power": power,
-        "measured": _measured(device, window_s, power),
+        "measured": _measured(device, frame_window_s, power),  # deploy's windows are T x dt
         "layers": layers,
         "fold": fold_summary,
         "mapping": _mapping_summary(mapping),
@@ -712,12 +732,14 @@ def _run_entry(run_dir: Path, others: list[Path], engine: str | None) -> dict:
 
 COMPARISON_ROWS = [
     # (key, title with units, getter)
-    ("chip_window_accuracy", "chip accuracy, per window",
-     lambda r: (r["accuracy"]["chip"] or {}).get("window")),
-    ("chip_recording_accuracy", "chip accuracy, per recording",
-     lambda r: (r["accuracy"]["chip"] or {}).get("recording")),
-    ("float_recording_accuracy", "float accuracy, per recording",
-     lambda r: r["accuracy"]["float"].get("recording")),
+    ("chip_accuracy_window", "chip accuracy, per window",
+     lambda r: (r["accuracy"]["chip"] or {}).get("accuracy_window")),
+    ("chip_accuracy_recording", "chip accuracy, per recording",
+     lambda r: (r["accuracy"]["chip"] or {}).get("accuracy_recording")),
+    ("float_accuracy_window", "float accuracy, per window",
+     lambda r: r["accuracy"]["float"].get("accuracy_window")),
+    ("float_accuracy_recording", "float accuracy, per recording",
+     lambda r: r["accuracy"]["float"].get("accuracy_recording")),
     ("nasfr", "NASFR (float; spikes / neuron / step)", lambda r: r["nasfr"]["value"]),
     ("spikes_per_window", "spikes / window (chip)",
      lambda r: (r["activity"] or {}).get("spikes_per_window")),

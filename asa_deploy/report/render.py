@@ -307,12 +307,12 @@ def _accuracy(run: dict) -> list[Block]:
     if f["source"]:
         rows.append(["float network (trained)", f["source"], f.get("data") or NA,
                      count(f["windows_per_recording"]) if f.get("windows_per_recording") else NA,
-                     pct(f["window"]), pct(f["recording"]), NA])
+                     pct(f["accuracy_window"]), pct(f["accuracy_recording"]), NA])
     c = run["accuracy"]["chip"]
     if c:
         rows.append(["chip simulator (quantized)", c["source"], c.get("data") or NA,
                      count(c["windows_per_recording"]) if c.get("windows_per_recording") else NA,
-                     pct(c["window"]), pct(c["recording"]),
+                     pct(c["accuracy_window"]), pct(c["accuracy_recording"]),
                      count(c["n_windows"]) if c["n_windows"] else NA])
     blocks: list[Block] = [Heading(3, "Accuracy")]
     if rows:
@@ -364,7 +364,7 @@ def _activity(run: dict) -> list[Block]:
     return [
         Heading(3, "Chip activity per core"),
         Para(f"Source: {sim['source']}{windows}; data: {sim.get('data') or NA}. Mean per window "
-             f"(window = {num(run['data']['window_s'] * 1000)} ms); rates = per window / window "
+             f"(window = {num(act['window_s'] * 1000)} ms on average); rates = per window / window "
              f"duration.{extra}"),
         Table(["core", "layer", "neurons", "spikes / window", "SynOps / window",
                "input-driven SynOps / window", "network-driven SynOps / window", "spikes / s",
@@ -509,24 +509,24 @@ def _ladder(run: dict) -> list[Block]:
             spikes = num(row["spikes_per_window_per_step"] * T) + " *"
         else:
             spikes = NA
-        rows.append([row["step"], pct(row.get("accuracy")), pct(row.get("window_accuracy")),
+        rows.append([row["step"], pct(row.get("accuracy_window")), pct(row.get("accuracy_recording")),
                      num(row.get("nasfr"), 4), spikes, num(row.get("synops_per_window")),
                      num(row.get("input_synops_per_window"))])
     blocks: list[Block] = [
         Heading(3, f"Fidelity ladder (fold.json, {fold['chip']})"),
-        Table(["step", "accuracy per recording (%)", "accuracy per window (%)",
+        Table(["step", "accuracy per window (%)", "accuracy per recording (%)",
                "NASFR (spikes / neuron / step)", "spikes / window", "SynOps / window",
                "of which input-driven"], rows, numeric=[False] + [True] * 6),
         Para(f"* float rows: spikes per step x T ({T}); simulator rows count the chip cores' "
              "spikes. NASFR is defined for the float rows only.", "note"),
     ]
     if fold["strategies"]:
-        srows = [[name + (" (chosen)" if name == fold["strategy"] else ""), pct(s["accuracy"]),
-                  pct(s["window_accuracy"]), num(s["nasfr"], 4)]
+        srows = [[name + (" (chosen)" if name == fold["strategy"] else ""),
+                  pct(s["accuracy_window"]), pct(s["accuracy_recording"]), num(s["nasfr"], 4)]
                  for name, s in fold["strategies"].items()]
         blocks += [Para(f"Lowering strategies tried on {fold['chip']}; the most accurate (then the "
                         "sparsest) is used:"),
-                   Table(["strategy", "accuracy per recording (%)", "accuracy per window (%)",
+                   Table(["strategy", "accuracy per window (%)", "accuracy per recording (%)",
                           "NASFR"], srows, numeric=[False, True, True, True])]
     return blocks
 

@@ -24,8 +24,8 @@ def shard_items(n: int, group: ProcessGroup) -> list[int]:
 @torch.no_grad()
 def evaluate(model, dataset, *, batch_size: int = 64, group: ProcessGroup | None = None,
              progress: bool = False) -> dict:
-    """Returns accuracy (strict majority over each recording's windows; a window's class is
-    ``predict_classes``: a silent output is wrong, as on the chip), window accuracy,
+    """Returns ``accuracy_window`` (a window's class is ``predict_classes``: a silent output is
+    wrong, as on the chip), ``accuracy_recording`` (strict majority over each recording's windows),
     per-layer spike firing rate SFR_l = spikes / (T x neurons x samples) and NASFR (their
     neuron-count-weighted mean, asa-method.md section 2)."""
     group = group or ProcessGroup()
@@ -64,8 +64,8 @@ def evaluate(model, dataset, *, batch_size: int = 64, group: ProcessGroup | None
            for i, (name, _) in enumerate(layers)}
     counts = {name: neurons[i] for i, (name, _) in enumerate(layers)}
     return {
-        "accuracy": float(recording_accuracy(predictions, labels, recordings)),
-        "window_accuracy": float(np.mean(predictions == labels)),
+        "accuracy_window": float(np.mean(predictions == labels)),
+        "accuracy_recording": float(recording_accuracy(predictions, labels, recordings)),
         "nasfr": nasfr(sfr, counts),
         "sfr": sfr,
         "neurons": counts,

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from asa_deploy import io, provenance
+from asa_deploy.accuracy import current_names
 from asa_deploy.data import (
     CacheSetting,
     FramedDataset,
@@ -199,7 +200,8 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, precision:
                            progress=progress) if validate else None
         val = metrics or {}
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": schedule.get_last_lr()[0],
-                  "val_accuracy": val.get("accuracy"), "val_window_accuracy": val.get("window_accuracy"),
+                  "val_accuracy_window": val.get("accuracy_window"),
+                  "val_accuracy_recording": val.get("accuracy_recording"),
                   "val_nasfr": val.get("nasfr"), "val_sfr": val.get("sfr"),
                   "train_samples_per_s": len(batches) * batch / train_seconds,
                   "synops_per_window": network_synops + input_synops,
@@ -208,7 +210,7 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, precision:
                   "skipped_recordings": len(skipped)}
         state["history"].append(record)
         if (metrics is None or state["best"] is None
-                or metrics["accuracy"] > state["best"]["metrics"]["accuracy"]):
+                or metrics["accuracy_recording"] > state["best"]["metrics"]["accuracy_recording"]):
             state["best"] = {"epoch": epoch + 1, "metrics": metrics,
                              "weights": _on_cpu(model.weights())}
         state["epoch"] = epoch + 1
@@ -220,7 +222,8 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, precision:
             replace_unreadable = False
             io.write_text(out_dir / LOG, "".join(io.json_line(r) for r in state["history"]))
             if verbose:
-                scores = (f"val acc {metrics['accuracy']:.3f} ({config.eval_windows} windows)  "
+                scores = (f"val accuracy per window {metrics['accuracy_window']:.3f}, per recording "
+                          f"{metrics['accuracy_recording']:.3f} ({config.eval_windows} windows)  "
                           f"NASFR {metrics['nasfr']:.4f}  " if metrics else "no validation  ")
                 print(f"epoch {epoch + 1}/{config.epochs}  loss {record['loss']:.4f}  {scores}"
                       f"synops/window {record['synops_per_window']:,.0f} (network "
@@ -427,7 +430,11 @@ def _restore(path: Path, config: TrainConfig, model, optimizer, schedule, remedy
     except (ModelSpecError, RuntimeError, TypeError, ValueError, KeyError, AttributeError) as exc:
         raise io.artifact_error(path, f"its weights or optimizer state do not fit this run "
                                       f"({io.brief(exc)})", remedy) from exc
-    return saved["state"]
+    state = saved["state"]  # an older version's accuracy keys under the current names
+    state["history"] = [current_names(r, "recording", prefix="val_") for r in state["history"]]
+    if state["best"] is not None and state["best"]["metrics"] is not None:
+        state["best"]["metrics"] = current_names(state["best"]["metrics"], "recording")
+    return state
 
 
 def _spec_diff(a: dict, b: dict) -> str:

@@ -42,7 +42,7 @@ class SimResult:
     # where ``spikes_per_core`` is (after decimation, before destination pooling), so they sum to it.
     monitor: dict[int, np.ndarray] = field(default_factory=dict)
 
-    def accuracy(self) -> float:
+    def accuracy_window(self) -> float:
         """Mean of ``predictions == labels`` over labelled windows (NaN when none is labelled)."""
         labelled = self.labels >= 0
         if not labelled.any():
@@ -52,7 +52,7 @@ class SimResult:
     def to_dict(self) -> dict:
         """A JSON-ready summary (no per-window arrays); NaN-free so strict JSON parsers accept it."""
         n = len(self.labels)
-        accuracy = self.accuracy()
+        accuracy = self.accuracy_window()
         spiked = self.latency_events >= 0
         total_events = int(self.input_events.sum())
         total_synops = int(self.synops_per_core.sum())
@@ -69,7 +69,7 @@ class SimResult:
         return {
             "engine": self.engine,
             "n_windows": n,
-            "accuracy": None if math.isnan(accuracy) else accuracy,
+            "accuracy_window": None if math.isnan(accuracy) else accuracy,
             "spikes_per_core": per_core(self.spikes_per_core),
             "synops_per_core": per_core(self.synops_per_core),
             "input_synops_per_core": per_core(self.input_synops_per_core),

@@ -56,7 +56,8 @@ class EventWindow:
     ``events`` (``EVENT_DTYPE``, sensor coordinates = ``config.input_shape()``) should be sorted by
     ``t``; or a ``MappedEvents`` (``loaded`` maps it). Bin b holds ``t_start + b*dt_us <= t <
     t_start + (b+1)*dt_us``; events outside ``[t_start, t_start + n_bins*dt_us)`` are ignored and
-    counted nowhere.
+    counted nowhere. ``duration_us``: the time the window stands for when its last bins only pad
+    it to its batch's length (a whole recording among longer ones); None: all ``n_bins``.
     """
 
     events: np.ndarray | MappedEvents
@@ -65,10 +66,16 @@ class EventWindow:
     dt_us: int
     label: int = -1
     recording: str = ""
+    duration_us: int | None = None
 
     @property
     def t_end(self) -> int:
         return self.t_start + self.n_bins * self.dt_us
+
+    @property
+    def seconds(self) -> float:
+        """The window's own duration: what its rates, power and energy are per."""
+        return (self.n_bins * self.dt_us if self.duration_us is None else self.duration_us) / 1e6
 
 
 def by_reference(events: np.ndarray) -> np.ndarray | MappedEvents:
