@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from asa_deploy import provenance
+from asa_deploy import provenance, rundir
 from asa_deploy.chip.simulate import simulate_run
 from asa_deploy.cli import main
 from asa_deploy.data import predict_classes, recording_accuracy
@@ -123,9 +123,9 @@ def test_evaluation_on_other_data_gets_its_own_file(run, tmp_path):
 
 
 def test_data_artifact_names_are_distinct_per_data_spec():
-    assert provenance.data_artifact("sim.json", None, "a:x") == "sim.json"
-    assert provenance.data_artifact("sim.json", "a:x", "a:x") == "sim.json"
-    names = {provenance.data_artifact("sim.json", spec, "a:x")
+    assert rundir.data_artifact("sim.json", None, "a:x") == "sim.json"
+    assert rundir.data_artifact("sim.json", "a:x", "a:x") == "sim.json"
+    names = {rundir.data_artifact("sim.json", spec, "a:x")
              for spec in ("nmnist:/d/x", "nmnist:/e/x", "nmnist:d/x")}
     assert len(names) == 3 and all(n.startswith("sim-") and n.endswith(".json") for n in names)
 
