@@ -22,7 +22,7 @@ import socket
 import stat
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from fnmatch import fnmatch
@@ -224,7 +224,6 @@ def lock(run_dir: str | Path, command: str) -> Iterator[None]:
     a waiting command that locked the removed file sees that its inode is gone and tries again.
     """
     path = Path(run_dir) / LOCK
-    fd = None
     for _attempt in range(100):  # another command removing the file as this one opens it
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -273,11 +272,20 @@ def claim(run_dirs: Iterable[str | Path], command: str, *, fix: str,
           also_writes: Iterable[str | Path] = ()) -> Iterator[None]:
     """What a command does before it writes into ``run_dirs``: check that they (and the folders
     ``also_writes``) are writable, ``fix`` saying what to do when one is not, and hold each run
-    directory's lock until the block ends."""
+    directory's lock until the block ends. Folders made for the check that are still empty then
+    are removed again (a command refused later, e.g. for a bad option, leaves nothing behind)."""
     run_dirs = list(dict.fromkeys(Path(r) for r in run_dirs))
-    for folder in [*run_dirs, *map(Path, also_writes)]:
-        require_writable(folder, fix)
-    with ExitStack() as stack:
-        for run_dir in run_dirs:
-            stack.enter_context(lock(run_dir, command))
-        yield
+    folders = [*run_dirs, *map(Path, also_writes)]
+    made = sorted({p for folder in folders for p in (folder, *folder.parents) if not p.exists()},
+                  key=lambda p: len(p.parts), reverse=True)  # deepest first
+    try:
+        for folder in folders:
+            require_writable(folder, fix)
+        with ExitStack() as stack:
+            for run_dir in run_dirs:
+                stack.enter_context(lock(run_dir, command))
+            yield
+    finally:
+        for folder in made:
+            with suppress(OSError):  # not empty (the command wrote there), or gone
+                folder.rmdir()
