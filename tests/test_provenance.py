@@ -136,9 +136,11 @@ def _write_every_other_artifact(run: Path) -> None:
     evaluate_run(run, other, windows=1)
     assert main(["analyze", str(run), "--windows", "1", "--max-samples", "4"]) == 0
     assert main(["simulate", str(run), "--windows", "1", "--monitor", "0"]) == 0
-    assert main(["simulate", str(run), "--windows", "1", "--data", other, "--monitor", "0"]) == 0
-    monitors = sorted(run.glob("monitor*.npz"))
-    assert main(["compare", *map(str, monitors)]) == 0
+    assert main(["simulate", str(run), "--windows", "1", "--engine", "exact", "--monitor", "0",
+                 "--monitor-out", str(run / "monitor-exact.npz")]) == 0
+    assert main(["simulate", str(run), "--windows", "1", "--data", other,
+                 "--max-recordings", "6"]) == 0
+    assert main(["compare", str(run / "monitor.npz"), str(run / "monitor-exact.npz")]) == 0
     assert main(["export", str(run)]) == 0
     events, _ = open_dataset(TINY["data"], seed=0)[0]
     np.save(run.parent / "recording.npy", events)
@@ -156,9 +158,9 @@ def test_retraining_moves_every_artifact_of_the_old_model_aside(run, tmp_path, c
         if record is not None and name not in rundir.ROOTS:
             assert set(record["made_from"]) <= set(rundir.artifact(name).made_from), name
     kinds = {rundir.artifact(n).name for n in written}
-    # all but what a board, an import or a second epoch writes
+    # all but what a board, an import, a second epoch or folding attention writes
     assert {a.name for a in rundir.ARTIFACTS} - kinds == {
-        rundir.IMPORTED, rundir.DEVICE_JSON, rundir.PREVIOUS_CHECKPOINT}
+        rundir.IMPORTED, rundir.DEVICE_JSON, rundir.PREVIOUS_CHECKPOINT, rundir.FOLD_MAPS}
     (copy / "checkpoint.pt").unlink()
     old_hash = provenance.content_hash(copy / "model.pt")
     capsys.readouterr()
