@@ -174,15 +174,14 @@ WRITES = {
 }
 
 
-def _write_fix(args) -> str:
-    """What to do when a command cannot write where it would."""
-    first = "Make the folder writable (or free space on its disk), or "
+def _elsewhere(args) -> str:
+    """How a command writes somewhere else, when it cannot write where it would."""
     if args.command in ("train", "quickstart", "report", "import"):
-        return first + "pass --out with another folder"
+        return "pass --out with another folder"
     if args.command == "compare":
-        return first + "pass --out FILE in another folder"
-    return first + (f"copy the run somewhere writable (cp -r {args.run_dir} COPY) and run "
-                    f"`asa-deploy {args.command} COPY ...`")
+        return "pass --out FILE in another folder"
+    return (f"copy the run somewhere writable (cp -r {args.run_dir} COPY) and run "
+            f"`asa-deploy {args.command} COPY ...`")
 
 
 def _claim(args, argv: list[str]):
@@ -191,7 +190,7 @@ def _claim(args, argv: list[str]):
     run_dirs, others = WRITES.get(args.command, lambda a: ([], []))(args)
     if int(os.environ.get("RANK", "0")) != 0:
         run_dirs, others = [], []
-    return rundir.claim(run_dirs, "asa-deploy " + shlex.join(argv), fix=_write_fix(args),
+    return rundir.claim(run_dirs, "asa-deploy " + shlex.join(argv), elsewhere=_elsewhere(args),
                         also_writes=others)
 
 
@@ -965,8 +964,8 @@ def main(argv: list[str] | None = None) -> int:
     except WriteFailedError as err:
         done = ("the results above are not saved" if err.result is not None
                 else "the command stopped there")
-        print(f"asa-deploy {args.command}: error: {err} ({done}). {_write_fix(args)}",
-              file=sys.stderr)
+        print(f"asa-deploy {args.command}: error: {err} ({done}). {rundir.WRITABLE_FIX}"
+              f"{_elsewhere(args)}", file=sys.stderr)
         return 2
     except AsaDeployError as err:
         print(f"asa-deploy {args.command}: error: {err}", file=sys.stderr)

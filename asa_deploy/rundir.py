@@ -194,11 +194,16 @@ def unwritable_reason(folder: Path) -> str | None:
     return None
 
 
-def require_writable(folder: str | Path, fix: str) -> None:
-    """``UnwritableError`` naming ``folder``, why and ``fix`` when it cannot be written."""
+WRITABLE_FIX = "Make the folder writable (or free space on its disk), or "
+
+
+def require_writable(folder: str | Path, elsewhere: str) -> None:
+    """``UnwritableError`` naming ``folder`` and why when it cannot be written; ``elsewhere``: how
+    the command writes somewhere else instead."""
     why = unwritable_reason(Path(folder))
     if why is not None:
-        raise UnwritableError(f"cannot write into {folder}: {why}; nothing was done. {fix}")
+        raise UnwritableError(f"cannot write into {folder}: {why}; nothing was done. "
+                              f"{WRITABLE_FIX}{elsewhere}")
 
 
 def _holder(text: str) -> str:
@@ -211,9 +216,10 @@ def _holder(text: str) -> str:
 
 
 @contextmanager
-def lock(run_dir: str | Path, command: str) -> Iterator[None]:
+def lock(run_dir: str | Path, command: str, *,
+         elsewhere: str = "work on a copy") -> Iterator[None]:
     """Hold ``run_dir``'s lock while the block runs; ``RunDirBusyError`` at once, naming the
-    holder, when another command holds it.
+    holder, when another command holds it (``elsewhere``: how to write somewhere else instead).
 
     ``fcntl.flock`` on ``run_dir/.asa-deploy.lock``, which holds the holder's command line, pid,
     host and start time for that message. The kernel releases a lock when its process ends, however
@@ -238,7 +244,7 @@ def lock(run_dir: str | Path, command: str) -> Iterator[None]:
                 return
             raise RunDirBusyError(
                 f"{run_dir} is in use: {_holder(text)} is writing into it; wait until it ends, "
-                f"or work on a copy (cp -r {run_dir} COPY)") from None
+                f"or {elsewhere}") from None
         try:
             if os.fstat(fd).st_ino == os.stat(path).st_ino:
                 break
@@ -268,11 +274,11 @@ def _read_fd(fd: int) -> str:
 
 
 @contextmanager
-def claim(run_dirs: Iterable[str | Path], command: str, *, fix: str,
+def claim(run_dirs: Iterable[str | Path], command: str, *, elsewhere: str,
           also_writes: Iterable[str | Path] = ()) -> Iterator[None]:
     """What a command does before it writes into ``run_dirs``: check that they (and the folders
-    ``also_writes``) are writable, ``fix`` saying what to do when one is not, and hold each run
-    directory's lock until the block ends. Folders made for the check that are still empty then
+    ``also_writes``) are writable, and hold each run directory's lock until the block ends;
+    ``elsewhere`` says how the command writes somewhere else when it may not write there. Folders made for the check that are still empty then
     are removed again (a command refused later, e.g. for a bad option, leaves nothing behind)."""
     run_dirs = list(dict.fromkeys(Path(r) for r in run_dirs))
     folders = [*run_dirs, *map(Path, also_writes)]
@@ -280,10 +286,10 @@ def claim(run_dirs: Iterable[str | Path], command: str, *, fix: str,
                   key=lambda p: len(p.parts), reverse=True)  # deepest first
     try:
         for folder in folders:
-            require_writable(folder, fix)
+            require_writable(folder, elsewhere)
         with ExitStack() as stack:
             for run_dir in run_dirs:
-                stack.enter_context(lock(run_dir, command))
+                stack.enter_context(lock(run_dir, command, elsewhere=elsewhere))
             yield
     finally:
         for folder in made:

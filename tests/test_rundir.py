@@ -136,7 +136,9 @@ def test_a_second_writer_is_refused_at_once_naming_the_holder(tmp_path, capsys):
             assert main(argv) == 2
             err = capsys.readouterr().err
             assert f"{run} is in use: `asa-deploy holder --seed 7` (pid {holder.pid} on " in err
-            assert "wait until it ends, or work on a copy" in err
+            assert ("wait until it ends, or pass --out with another folder" if argv[0] == "train"
+                    else f"wait until it ends, or copy the run somewhere writable (cp -r {run} "
+                         f"COPY) and run `asa-deploy {argv[0]} COPY ...`") in err
         assert not (run / rundir.MODEL).exists()
     finally:
         holder.communicate("", timeout=60)
