@@ -461,7 +461,7 @@ def cmd_camera(args) -> int:
         io.write_json(run / CAMERA_JSON, summary)
         unsaved = None
     except WriteFailedError as err:
-        unsaved = err
+        err.result, unsaved = summary, err  # printed below, then raised
     if args.json:
         print(json.dumps({k: v for k, v in summary.items() if k not in ("decisions", "recordings")}))
         return _saved(unsaved)

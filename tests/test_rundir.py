@@ -22,6 +22,7 @@ import torch
 
 from asa_deploy import rundir
 from asa_deploy.cli import main
+from asa_deploy.data import open_dataset
 from asa_deploy.pipeline import compile_run
 from asa_deploy.train import TrainConfig, train
 
@@ -299,6 +300,8 @@ DISK_FULL = {  # command, the file the disk fills up at, a line of the results p
     "report": (["report", "{run}"], rundir.REPORT_MD, "# "),
     "fold": (["fold", "{run}", "--finetune-epochs", "0", "--windows", "1",
               "--calib-recordings", "8"], rundir.FOLD_JSON, "quantized, exact simulator"),
+    "camera": (["camera", "{run}", "--replay", "{recording}"], rundir.CAMERA_JSON,
+               "real-time factor"),
 }
 
 
@@ -306,10 +309,12 @@ DISK_FULL = {  # command, the file the disk fills up at, a line of the results p
 def test_a_write_that_fails_after_the_work_still_prints_the_results(compiled_run, tmp_path, capsys,
                                                                     disk_full_at, command):
     run = shutil.copytree(compiled_run, tmp_path / "run")
+    events, _ = open_dataset(TINY["data"], seed=0)[0]
+    np.save(tmp_path / "recording.npy", events)
     argv, name, printed = DISK_FULL[command]
     before = (run / name).read_bytes() if (run / name).exists() else None
     disk_full_at(name)
-    assert main([a.format(run=run) for a in argv]) == 2
+    assert main([a.format(run=run, recording=tmp_path / "recording.npy") for a in argv]) == 2
     captured = capsys.readouterr()
     assert printed in captured.out
     assert captured.err.startswith(
