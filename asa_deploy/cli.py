@@ -5,12 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shlex
 import sys
 from pathlib import Path
 
-from asa_deploy import __version__, cli_args
+from asa_deploy import __version__, cli_args, rundir
 from asa_deploy.defaults import AMP_MODES, HOT_PIXEL_FACTOR, MEMORY_MODES, TEST_WINDOWS
-from asa_deploy.errors import AsaDeployError
+from asa_deploy.errors import AsaDeployError, WriteFailedError
+from asa_deploy.rundir import (
+    CAMERA_JSON,
+    CHIP_CONFIG,
+    FOLD_JSON,
+    FOLDED,
+    IMPORTED,
+    MAPPING,
+    MODEL,
+    MODEL_NIR,
+    QUANTIZED_NIR,
+)
 
 DATA_HELP = ("data spec: nmnist:PATH, dvsgesture:PATH, events:PATH (folder with labels.csv) or "
              "synthetic:NAME (built in, the default)")
@@ -122,6 +135,65 @@ def _add_train_args(p: argparse.ArgumentParser, *, with_model_defaults: bool = T
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _kept(call, *args, **kwargs):
+    """``call``'s result and None; or, when its final write failed, the result it had computed
+    (``io.results_kept``) and that ``WriteFailedError``, so that the command prints it anyway."""
+    try:
+        return call(*args, **kwargs), None
+    except WriteFailedError as err:
+        if err.result is None:  # failed before the results were complete: nothing to print
+            raise
+        return err.result, err
+
+
+def _saved(unsaved: WriteFailedError | None, *written) -> int:
+    """After the results are printed: say what was written, or raise the write's failure."""
+    if unsaved is not None:
+        raise unsaved
+    if written:
+        print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
+# What each command writes into: (run directories, locked while it runs; other folders), all
+# checked for write access before the work starts. Commands not named here write nothing.
+WRITES = {
+    "train": lambda a: ([a.out], []),
+    "quickstart": lambda a: ([Path(a.out) / "vanilla", Path(a.out) / a.attention], [a.out]),
+    "evaluate": lambda a: ([a.run_dir], []),
+    "analyze": lambda a: ([a.run_dir, *a.compare], [a.figures] if a.figures else []),
+    "fold": lambda a: ([a.run_dir], []),
+    "compile": lambda a: ([] if a.check else [a.run_dir], []),
+    "export": lambda a: ([a.run_dir], []),
+    "camera": lambda a: ([a.run_dir], []),
+    "simulate": lambda a: ([a.run_dir], [Path(a.monitor_out).parent] if a.monitor_out else []),
+    "deploy": lambda a: ([a.run_dir], [Path(a.monitor_out).parent] if a.monitor_out else []),
+    "report": lambda a: ([a.out or a.run_dir], []),
+    "import": lambda a: ([a.out], []),
+    "compare": lambda a: ([], [Path(a.json_out or a.a).parent]),
+}
+
+
+def _elsewhere(args) -> str:
+    """How a command writes somewhere else, when it cannot write where it would."""
+    if args.command in ("train", "quickstart", "report", "import"):
+        return "pass --out with another folder"
+    if args.command == "compare":
+        return "pass --out FILE in another folder"
+    return (f"copy the run somewhere writable (cp -r {args.run_dir} COPY) and run "
+            f"`asa-deploy {args.command} COPY ...`")
+
+
+def _claim(args, argv: list[str]):
+    """``rundir.claim`` of what the command writes; under torchrun only rank 0 claims (every
+    rank runs this command; rank 0 writes)."""
+    run_dirs, others = WRITES.get(args.command, lambda a: ([], []))(args)
+    if int(os.environ.get("RANK", "0")) != 0:
+        run_dirs, others = [], []
+    return rundir.claim(run_dirs, "asa-deploy " + shlex.join(argv), elsewhere=_elsewhere(args),
+                        also_writes=others)
+
+
 def _config(args, **overrides):
     from asa_deploy.train import TrainConfig
 
@@ -149,23 +221,24 @@ def cmd_train(args) -> int:
     val = metrics["val"]
     if val is None:
         print(f"last epoch {metrics['best_epoch']} kept (no validation split) -> "
-              f"{Path(args.out) / 'model.pt'}")
+              f"{Path(args.out) / MODEL}")
     else:
         print(f"best epoch {metrics['best_epoch']}: val accuracy per window "
               f"{val['accuracy_window']:.3f}, per recording {val['accuracy_recording']:.3f} "
               f"({args.eval_windows} windows per recording), NASFR {val['nasfr']:.4f} -> "
-              f"{Path(args.out) / 'model.pt'}")
+              f"{Path(args.out) / MODEL}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
     from asa_deploy.train import evaluate_run
 
-    result, path = evaluate_run(args.run_dir, args.data, windows=args.eval_windows,
-                                progress=not args.json, device=args.device, cache=_cache(args))
+    (result, path), unsaved = _kept(evaluate_run, args.run_dir, args.data,
+                                    windows=args.eval_windows, progress=not args.json,
+                                    device=args.device, cache=_cache(args))
     if args.json:
         print(json.dumps(result))
-        return 0
+        return _saved(unsaved)
     print(f"{result['data']}: {result['recordings']} recordings, {result['windows']} windows")
     print(f"accuracy per window {result['accuracy_window']:.4f}, per recording "
           f"{result['accuracy_recording']:.4f} ({args.eval_windows} windows per recording, "
@@ -173,18 +246,19 @@ def cmd_evaluate(args) -> int:
     print(f"NASFR    {result['nasfr']:.4f}")
     for name, sfr in result["sfr"].items():
         print(f"  {name:14s} SFR {sfr:.4f}  ({result['neurons'][name]} neurons)")
-    print(f"wrote {path}")
-    return 0
+    return _saved(unsaved, path)
 
 
 def cmd_analyze(args) -> int:
     from asa_deploy.analysis.stage import analyze_runs, comparison_table
 
     runs = [Path(args.run_dir), *map(Path, args.compare)]
-    summaries = analyze_runs(runs, data=args.data, windows=args.windows,
-                             max_samples=args.max_samples, figures_dir=args.figures,
-                             cache=_cache(args))
+    summaries, unsaved = _kept(analyze_runs, runs, data=args.data, windows=args.windows,
+                               max_samples=args.max_samples, figures_dir=args.figures,
+                               cache=_cache(args))
     print(comparison_table(summaries))
+    if unsaved is not None:
+        return _saved(unsaved)
     for summary in summaries.values():
         print(f"{summary['data']}, {args.windows} windows per recording -> {summary['file']}")
     print(f"figures in {next(iter(summaries.values()))['figures']}")
@@ -201,7 +275,7 @@ def cmd_quickstart(args) -> int:
 
 
 def cmd_compile(args) -> int:
-    from asa_deploy.chip.compile import CHIP_CONFIG, MAPPING, check_network
+    from asa_deploy.chip.compile import check_network
     from asa_deploy.chip.mapping import format_table
     from asa_deploy.chip.spec import load_chip_spec
     from asa_deploy.pipeline import compile_run, load_network_for_compile
@@ -210,7 +284,7 @@ def cmd_compile(args) -> int:
     run_dir = Path(args.run_dir)
     if args.check:
         model, _, input_shape, sensor = load_network_for_compile(run_dir)
-        if not args.unfolded and (run_dir / "folded.pt").is_file():
+        if not args.unfolded and (run_dir / FOLDED).is_file():
             from asa_deploy.fold.stage import load_folded
 
             model, _ = load_folded(run_dir)
@@ -226,9 +300,10 @@ def cmd_compile(args) -> int:
         ok = not violations and mapping is not None
         print(f"{run_dir}: {'fits' if ok else 'does not fit'} {spec.name}")
         return 0 if ok else 1
-    compiled = compile_run(run_dir, args.chip, bias_policy=args.bias, use_sensor=not args.no_dvs,
-                           use_folded=not args.unfolded, kill_hot_pixels=args.kill_hot_pixels,
-                           hot_pixel_factor=args.hot_pixel_factor, cache=_cache(args))
+    compiled, unsaved = _kept(compile_run, run_dir, args.chip, bias_policy=args.bias,
+                              use_sensor=not args.no_dvs, use_folded=not args.unfolded,
+                              kill_hot_pixels=args.kill_hot_pixels,
+                              hot_pixel_factor=args.hot_pixel_factor, cache=_cache(args))
     print(format_table(compiled.mapping.table(spec)))
     for q in compiled.quantized:
         st = q.stats
@@ -247,15 +322,13 @@ def cmd_compile(args) -> int:
               f"positions, {cost.max:,} at most")
     for line in input_cuts(compiled.config, spec):
         print(f"  {line}")
-    print(f"wrote {run_dir / CHIP_CONFIG} and {run_dir / MAPPING}")
-    return 0
+    return _saved(unsaved, run_dir / CHIP_CONFIG, run_dir / MAPPING)
 
 
 def cmd_fold(args) -> int:
-    from asa_deploy.fold.stage import FOLD_JSON, FOLDED
     from asa_deploy.pipeline import fold_run
 
-    report = fold_run(args.run_dir, args.chip, calib=args.calib,
+    report, unsaved = _kept(fold_run, args.run_dir, args.chip, calib=args.calib,
                       calib_recordings=args.calib_recordings, eval_windows=args.eval_windows,
                       strategy=args.strategy, bias_policy=args.bias,
                       use_input_mask=args.input_mask, input_mask_keep=args.input_mask_keep,
@@ -288,17 +361,17 @@ def cmd_fold(args) -> int:
         print(f"spiking gates before {gate['layers']} ({gate['placement']}); weights from the "
               f"gates: {learned}")
     run = Path(args.run_dir)
-    print(f"wrote {run / FOLDED}, {run / FOLD_JSON}, chip_config.json, mapping.json")
-    return 0
+    if unsaved is not None:
+        print(f"wrote {run / FOLDED}, {run / CHIP_CONFIG}, {run / MAPPING}")
+    return _saved(unsaved, run / FOLDED, run / FOLD_JSON, run / CHIP_CONFIG, run / MAPPING)
 
 
 def cmd_export(args) -> int:
     from asa_deploy import provenance
-    from asa_deploy.chip.compile import CHIP_CONFIG
     from asa_deploy.chip.config import ChipConfig
     from asa_deploy.chip.lower import lower
     from asa_deploy.export import chip_config_to_nir, lowered_to_nir, write_nir
-    from asa_deploy.fold.stage import FOLDED, load_folded
+    from asa_deploy.fold.stage import load_folded
     from asa_deploy.pipeline import load_network_for_compile
 
     run = Path(args.run_dir)
@@ -307,21 +380,21 @@ def cmd_export(args) -> int:
         lowered, _ = load_folded(run)
         source = run / FOLDED
     else:
-        from asa_deploy.export.importer import IMPORTED, is_imported
+        from asa_deploy.export.importer import is_imported
 
         model, _, input_shape, _ = load_network_for_compile(run)
         lowered = lower(model, input_shape, bias_policy=args.bias)
-        source = run / (IMPORTED if is_imported(run) else "model.pt")
+        source = run / (IMPORTED if is_imported(run) else MODEL)
     graph = lowered_to_nir(lowered, dt=args.dt)
     graph.metadata[provenance.KEY] = provenance.record(run, [source.name])
-    written = [write_nir(graph, run / "model.nir")]
+    written = [write_nir(graph, run / MODEL_NIR)]
     print(f"{source} -> {written[0]} (float chip layers)")
     if (run / CHIP_CONFIG).is_file():
         provenance.require_current(run, CHIP_CONFIG)
         config = ChipConfig.load(run / CHIP_CONFIG)
         graph = chip_config_to_nir(config, dt=args.dt)
         graph.metadata[provenance.KEY] = provenance.record(run, [CHIP_CONFIG])
-        written.append(write_nir(graph, run / "model_quantized.nir"))
+        written.append(write_nir(graph, run / QUANTIZED_NIR))
         print(f"{run / CHIP_CONFIG} -> {written[1]} (integer weights and thresholds)")
     return 0
 
@@ -340,7 +413,6 @@ def cmd_camera(args) -> int:
 
         require_samna()  # before the heavy imports: without samna this fails at once
     from asa_deploy import io, provenance
-    from asa_deploy.chip.compile import CHIP_CONFIG
     from asa_deploy.chip.config import ChipConfig
     from asa_deploy.device.camera import DeviceCamera, replay_files, summarize, window_spec
 
@@ -389,10 +461,14 @@ def cmd_camera(args) -> int:
         del totals["decisions"]  # each recording's are in its entry of "recordings"
     summary = {"source": source, "chip": config.chip, **totals, **extra,
                provenance.KEY: provenance.record(run, [CHIP_CONFIG], source=source)}
-    io.write_json(run / "camera.json", summary)
+    try:
+        io.write_json(run / CAMERA_JSON, summary)
+        unsaved = None
+    except WriteFailedError as err:
+        err.result, unsaved = summary, err  # printed below, then raised
     if args.json:
         print(json.dumps({k: v for k, v in summary.items() if k not in ("decisions", "recordings")}))
-        return 0
+        return _saved(unsaved)
     for entry in extra.get("recordings", []):
         print(f"{entry['file']}: {entry['windows']} windows ({entry['silent_windows']} silent): "
               f"{entry['predictions']}")
@@ -403,8 +479,7 @@ def cmd_camera(args) -> int:
           f"real-time factor {summary['real_time_factor']:.1f} ({summary['recording_seconds']:.1f} s "
           f"recorded / {summary['wall_seconds']:.1f} s wall clock, start-up included; decisions "
           f"alone {summary['decision_speed'] or float('nan'):.1f}x real time)")
-    print(f"wrote {run / 'camera.json'}")
-    return 0
+    return _saved(unsaved, run / CAMERA_JSON)
 
 
 def _board_options(args) -> dict:
@@ -423,11 +498,11 @@ def cmd_deploy(args) -> int:
         raise AsaDeployError("--monitor-out needs --monitor CORES (which cores to record)")
     from asa_deploy.device.deploy import deploy_run
 
-    summary = deploy_run(args.run_dir, args.device, data=args.data, windows=args.windows,
-                         max_recordings=args.max_recordings, pixel_kill=args.pixel_kill,
-                         power=not args.no_power, monitor=args.monitor,
-                         monitor_out=args.monitor_out, cache=_cache(args),
-                         **_board_options(args))
+    summary, unsaved = _kept(deploy_run, args.run_dir, args.device, data=args.data,
+                             windows=args.windows, max_recordings=args.max_recordings,
+                             pixel_kill=args.pixel_kill, power=not args.no_power,
+                             monitor=args.monitor, monitor_out=args.monitor_out,
+                             cache=_cache(args), **_board_options(args))
     power = (f"power {summary['power_mw']} mW" if "power_mw" in summary
              else f"power not measured ({summary.get('power_error')})")
     accuracy = ("-" if summary["accuracy_window"] is None else
@@ -435,17 +510,21 @@ def cmd_deploy(args) -> int:
                 f"{summary['accuracy_recording']:.4f}")
     print(f"{summary['data']} on {args.device}: accuracy {accuracy} over "
           f"{summary['n_windows']} windows ({summary['silent_windows']} silent); {power}")
-    if "monitor_file" in summary:
+    if unsaved is None and "monitor_file" in summary:
         print(f"wrote {summary['monitor_file']} (per-neuron spikes of the monitored cores)")
-    print(f"wrote {summary['file']}")
-    return 0
+    return _saved(unsaved, summary["file"])
 
 
 def cmd_report(args) -> int:
     from asa_deploy.report import write_report
 
     runs = [Path(args.run_dir), *map(Path, args.compare)]
-    paths = write_report(runs, args.out)
+    try:
+        paths = write_report(runs, args.out)
+    except WriteFailedError as err:
+        if err.result is not None:
+            print(err.result)  # the report as Markdown, so that it is not lost
+        raise
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
@@ -455,14 +534,15 @@ def cmd_simulate(args) -> int:
 
     if args.monitor_out is not None and args.monitor is None:
         raise AsaDeployError("--monitor-out needs --monitor CORES (which cores to record)")
-    summary = simulate_run(args.run_dir, args.data, engine=args.engine, windows=args.windows,
-                           max_recordings=args.max_recordings, progress=not args.json,
-                           monitor=args.monitor, monitor_out=args.monitor_out,
-                           whole_recordings=args.whole_recordings, jobs=args.jobs,
-                           cache=_cache(args))
+    summary, unsaved = _kept(simulate_run, args.run_dir, args.data, engine=args.engine,
+                             windows=args.windows, max_recordings=args.max_recordings,
+                             progress=not args.json, monitor=args.monitor,
+                             monitor_out=args.monitor_out,
+                             whole_recordings=args.whole_recordings, jobs=args.jobs,
+                             cache=_cache(args))
     if args.json:
         print(json.dumps(summary))
-        return 0
+        return _saved(unsaved)
     print(f"{summary['data']} on {summary['chip']}, engine {args.engine}")
     if args.whole_recordings:
         print(f"accuracy per recording {summary['accuracy_recording']:.4f} on whole recordings "
@@ -487,11 +567,10 @@ def cmd_simulate(args) -> int:
               f"{sum(network.values()) / total:.1%} network-driven; core {top} dominates with "
               f"{synops[top] / total:.1%} of all synops, {fed[top] / max(synops[top], 1):.1%} of "
               f"them input-driven")
-    print(f"wrote {summary['file']}")
-    if "monitor_file" in summary:
+    if unsaved is None and "monitor_file" in summary:
         print(f"wrote {summary['monitor_file']} (per-neuron spikes of the monitored cores; "
               f"compare two such files with `asa-deploy compare A.npz B.npz`)")
-    return 0
+    return _saved(unsaved, summary["file"])
 
 
 def cmd_compare(args) -> int:
@@ -509,7 +588,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from asa_deploy.export.importer import IMPORTED, import_model
+    from asa_deploy.export.importer import import_model
 
     record = import_model(args.model, args.out, data=args.data, input_shape=args.input_shape,
                           dt=args.dt, reset=args.reset, floor=args.floor, T=args.T,
@@ -895,6 +974,7 @@ def _say_started(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status (2 for a bad argument, as argparse exits)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -905,7 +985,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command not in INSTANT_COMMANDS:
         _say_started(args)
     try:
-        return args.func(args)
+        with _claim(args, argv):
+            return args.func(args)
+    except WriteFailedError as err:
+        done = ("the results above are not saved" if err.result is not None
+                else "the command stopped there")
+        print(f"asa-deploy {args.command}: error: {err} ({done}). {rundir.WRITABLE_FIX}"
+              f"{_elsewhere(args)}", file=sys.stderr)
+        return 2
     except AsaDeployError as err:
         print(f"asa-deploy {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -52,3 +52,16 @@ class CompileError(AsaDeployError):
 
 class ComputeDeviceError(AsaDeployError):
     """A torch device (``--device``) or precision (``--amp``) this machine or torch build cannot run."""
+
+
+class WriteFailedError(AsaDeployError, OSError):
+    """A file that could not be written (read-only folder, full disk). Still an ``OSError``, for
+    callers that fall back on one (the event cache). ``result``: what the command had computed
+    when the write failed, so that it prints it instead of losing it (``io.results_kept``)."""
+
+    def __init__(self, path: str, cause: OSError):
+        super().__init__(cause.errno, cause.strerror or str(cause), str(path))
+        self.result = None
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}"

@@ -1,7 +1,9 @@
 """Artifact files (DESIGN.md section 5): atomic writes, so a crash never leaves a half-written file
 that a later stage would trust, and guarded reads, so a missing, truncated, corrupt or foreign file
 is an ``ArtifactError`` naming the file, what is wrong and the command that rewrites it, never a raw
-``EOFError`` or ``PytorchStreamReader`` traceback.
+``EOFError`` or ``PytorchStreamReader`` traceback. A write that fails (read-only folder, full disk)
+is a ``WriteFailedError`` naming the file, which can carry the results it was to hold
+(``results_kept``).
 
 torch is imported inside the torch functions: light modules (``chip.config``) import this one.
 """
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from asa_deploy.errors import ArtifactError
+from asa_deploy.errors import ArtifactError, WriteFailedError
 
 
 def _umask() -> int:
@@ -35,8 +37,11 @@ def atomic_output(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
     and can be rebuilt, such as the decoded-event cache's.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    except OSError as exc:
+        raise WriteFailedError(str(path), exc) from exc
     os.close(fd)
     try:
         yield Path(tmp)
@@ -45,8 +50,25 @@ def atomic_output(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except WriteFailedError:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    except OSError as exc:  # the disk filled up, the folder became read-only, ...
+        Path(tmp).unlink(missing_ok=True)
+        raise WriteFailedError(str(path), exc) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def results_kept(result: Any) -> Iterator[None]:
+    """Attach ``result`` to a ``WriteFailedError`` raised inside: what a command computed before
+    its write failed, for it to print instead of losing it."""
+    try:
+        yield
+    except WriteFailedError as err:
+        err.result = result
         raise
 
 

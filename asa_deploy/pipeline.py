@@ -11,8 +11,6 @@ from pathlib import Path
 
 from asa_deploy import io, provenance
 from asa_deploy.chip.compile import (
-    CHIP_CONFIG,
-    MAPPING,
     CompiledNetwork,
     chip_inputs,
     compile_network,
@@ -24,10 +22,10 @@ from asa_deploy.data import CacheSetting
 from asa_deploy.data.hot_pixels import FACTOR, detect_in_split
 from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.errors import CompileError
-from asa_deploy.export.importer import IMPORTED, is_imported, load_imported
-from asa_deploy.fold.stage import FOLD_JSON, FOLDED, fold, load_folded
+from asa_deploy.export.importer import is_imported, load_imported
+from asa_deploy.fold.stage import fold, load_folded
+from asa_deploy.rundir import CHIP_CONFIG, FOLD_JSON, FOLDED, IMPORTED, MAPPING, MODEL
 from asa_deploy.train import TrainConfig, load_run, train
-from asa_deploy.train.loop import MODEL
 
 
 def load_network_for_compile(run_dir: str | Path):
@@ -58,19 +56,20 @@ def compile_run(run_dir: str | Path, chip: str, *, bias_policy: str | None = Non
         if record["chip"] != spec.name:
             raise CompileError(f"{source} was lowered for {record['chip']}, not {chip}; rerun "
                                f"asa-deploy fold --chip {chip}, or compile with --unfolded")
-    return _compile_and_write(run_dir, model, spec, source=source.name,
-                              artifact=artifact, input_shape=input_shape,
-                              sensor=sensor if use_sensor else None, bias_policy=bias_policy,
-                              kill_hot_pixels=kill_hot_pixels, hot_pixel_factor=hot_pixel_factor,
-                              cache=cache)
+    compiled = _compile(run_dir, model, spec, source=source.name, artifact=artifact,
+                        input_shape=input_shape, sensor=sensor if use_sensor else None,
+                        bias_policy=bias_policy, kill_hot_pixels=kill_hot_pixels,
+                        hot_pixel_factor=hot_pixel_factor, cache=cache)
+    with io.results_kept(compiled):
+        _write_compiled(run_dir, compiled, spec)
+    return compiled
 
 
-def _compile_and_write(run_dir: Path, network, spec: ChipSpec, *, source: str, artifact: dict,
-                       input_shape, sensor, bias_policy: str | None, kill_hot_pixels: bool,
-                       hot_pixel_factor: float, extra_meta: dict | None = None,
-                       cache: CacheSetting) -> CompiledNetwork:
-    """Compile ``network`` (made from ``run_dir/source``) and write ``chip_config.json`` and
-    ``mapping.json``, both recording the file they were made from."""
+def _compile(run_dir: Path, network, spec: ChipSpec, *, source: str, artifact: dict,
+             input_shape, sensor, bias_policy: str | None, kill_hot_pixels: bool,
+             hot_pixel_factor: float, extra_meta: dict | None = None,
+             cache: CacheSetting) -> CompiledNetwork:
+    """Compile ``network`` (made from ``run_dir/source``), its meta recording that file."""
     data = artifact["data"]
     meta = {"source": str(run_dir / source), "model": artifact["model_spec"]["name"],
             "attention": artifact["attention"], **(extra_meta or {}),
@@ -82,12 +81,16 @@ def _compile_and_write(run_dir: Path, network, spec: ChipSpec, *, source: str, a
         meta["warning"] = ("trained on binarized frames; the chip sums every event, so expect a "
                            "gap until fine-tuned without binarize")
     hot = _hot_pixels(data, kill_hot_pixels, hot_pixel_factor, meta, spec, cache)
-    compiled = compile_network(network, spec, input_shape=input_shape, sensor=sensor,
-                               bias_policy=bias_policy, class_names=list(data["class_names"]),
-                               meta=meta, hot_pixels=hot)
+    return compile_network(network, spec, input_shape=input_shape, sensor=sensor,
+                           bias_policy=bias_policy, class_names=list(data["class_names"]),
+                           meta=meta, hot_pixels=hot)
+
+
+def _write_compiled(run_dir: Path, compiled: CompiledNetwork, spec: ChipSpec) -> None:
+    """``chip_config.json`` and ``mapping.json``, both recording the file they were made from."""
     compiled.config.save(run_dir / CHIP_CONFIG)
-    io.write_json(run_dir / MAPPING, {**compiled.report(spec), provenance.KEY: meta[provenance.KEY]})
-    return compiled
+    io.write_json(run_dir / MAPPING, {**compiled.report(spec),
+                                      provenance.KEY: compiled.config.meta[provenance.KEY]})
 
 
 def _require_pixel_kill(spec: ChipSpec) -> None:
@@ -135,11 +138,12 @@ def fold_run(run_dir: str | Path, chip: str = "speck2f", *, eval_windows: int = 
     folded = fold(run_dir, chip, eval_windows=eval_windows, bias_policy=bias_policy,
                   progress=progress, cache=cache, **fold_options)
     data, report, ladder = folded.artifact["data"], folded.report, folded.ladder
-    compiled = _compile_and_write(
+    compiled = _compile(
         run_dir, folded.layers, folded.spec, source=FOLDED, artifact=folded.artifact,
         input_shape=folded.input_shape, sensor=folded.sensor, bias_policy=bias_policy,
         kill_hot_pixels=kill_hot_pixels, hot_pixel_factor=hot_pixel_factor,
         extra_meta={"fold_strategy": report["strategy"]}, cache=cache)
+    _write_compiled(run_dir, compiled, folded.spec)
     report["hot_pixels"] = compiled.config.meta.get("hot_pixels")  # killed in the quantized rungs
     windows, _ = event_windows(compiled.config, None, windows=eval_windows, cache=cache)
     for engine in ("fast", "exact"):
@@ -150,7 +154,8 @@ def fold_run(run_dir: str | Path, chip: str = "speck2f", *, eval_windows: int = 
     report[provenance.KEY] = provenance.record(
         run_dir, [MODEL, FOLDED, CHIP_CONFIG], data=data["spec"], split="validation",
         windows=eval_windows)
-    io.write_json(run_dir / FOLD_JSON, report)
+    with io.results_kept(report):
+        io.write_json(run_dir / FOLD_JSON, report)
     return report
 
 

@@ -5,8 +5,8 @@ Each artifact a stage writes into a run directory carries a ``provenance`` recor
 every run file it was made from (``made_from``) and the facts that change its figures (data spec,
 split, test windows, engine). ``problems`` walks that chain back to ``model.pt``: an artifact is
 current only when every file it was made from still has the recorded hash and is itself current.
-Retraining moves the old artifacts aside (``supersede``), and an evaluation on other data gets a file
-of its own (``data_artifact``) instead of overwriting the run's.
+Retraining moves the old artifacts aside (``rundir.supersede``), and an evaluation on other data gets a
+file of its own (``rundir.data_artifact``) instead of overwriting the run's.
 
 Written here rather than taken from a library: DVC and MLflow track files through a repository or a
 server; a run directory must stay a plain folder that can be copied to a lab machine.
@@ -16,40 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import shutil
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from asa_deploy import __version__
+from asa_deploy import __version__, rundir
 from asa_deploy.errors import AsaDeployError
 
 KEY = "provenance"
 NO_RECORD = "records no provenance"  # an artifact older than provenance: nothing to compare
-# Everything a stage derives from model.pt (or an import's imported.pt, the other root); retraining
-# or importing moves these aside (globs, run-relative).
-ROOTS = ("model.pt", "imported.pt")
-DERIVED = ("model.pt", "imported.pt", "eval.json", "eval-*.json", "analysis.json",
-           "analysis-*.json", "figures", "folded.pt", "fold.json", "fold_maps.png",
-           "chip_config.json", "mapping.json", "sim.json", "sim-*.json", "model.nir",
-           "model_quantized.nir", "camera.json", "device.json", "monitor.npz", "monitor-*.npz",
-           "report.json", "report.md", "report.html")
-# Which stage rewrites an artifact: the remedy named when it is stale.
-REMEDY = {
-    "model.pt": "asa-deploy train --out {run}",
-    "imported.pt": "asa-deploy import MODEL --out {run}",
-    "eval.json": "asa-deploy evaluate {run}",
-    "analysis.json": "asa-deploy analyze {run}",
-    "folded.pt": "asa-deploy fold {run}",
-    "fold.json": "asa-deploy fold {run}",
-    "chip_config.json": "asa-deploy fold {run} (or asa-deploy compile {run})",
-    "mapping.json": "asa-deploy fold {run} (or asa-deploy compile {run})",
-    "sim.json": "asa-deploy simulate {run}",
-    "device.json": "asa-deploy deploy {run}",
-    "camera.json": "asa-deploy camera {run}",
-}
-
 # Per (path, size, modification time): a report or a chain check asks about the same files often.
 _hash_cache: dict[tuple[str, int, int], str] = {}
 _record_cache: dict[tuple[str, int, int], dict | None] = {}
@@ -104,7 +79,7 @@ def _read_record(path: Path) -> dict | None:
             value = torch.load(path, weights_only=False, map_location="cpu")
         elif path.suffix == ".json":
             value = json.loads(path.read_text(encoding="utf-8"))
-            if path.name == "chip_config.json":
+            if path.name == rundir.CHIP_CONFIG:
                 value = value.get("meta", {}) if isinstance(value, dict) else None
         else:
             return None
@@ -126,7 +101,7 @@ def problems(run_dir: str | Path, name: str, prov: dict | None = None,
             return checked[name]
         if not (run_dir / name).is_file():
             return [f"{name} is missing"]
-        if name in ROOTS:
+        if name in rundir.ROOTS:
             checked[name] = []
             return []
         prov = read(run_dir / name)
@@ -152,11 +127,6 @@ def stale(found: list[str]) -> list[str]:
     return [p for p in found if NO_RECORD not in p]
 
 
-def remedy(run_dir: str | Path, name: str) -> str:
-    base = name if name in REMEDY else re.sub(r"-.*(\.\w+)$", r"\1", name)
-    return REMEDY.get(base, "rerun the stage that writes it").format(run=run_dir)
-
-
 def require_current(run_dir: str | Path, name: str) -> None:
     """Refuse to build on ``run_dir/name`` when it was made from files that have changed since.
 
@@ -168,30 +138,4 @@ def require_current(run_dir: str | Path, name: str) -> None:
     found = stale(problems(run_dir, name))
     if found:
         raise StaleArtifactError(f"{Path(run_dir) / name}: " + "; ".join(found)
-                                 + f". Rerun `{remedy(run_dir, name)}` first")
-
-
-def data_artifact(base: str, data: str | None, run_data: str) -> str:
-    """File name of an artifact computed on ``data``: ``base`` itself for the run's own data,
-    else ``stem-<data>.json`` so that another data set never overwrites the run's figures."""
-    if data is None or data == run_data:
-        return base
-    stem, dot, suffix = base.partition(".")
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", data).strip("-")[-40:]
-    tag = hashlib.sha256(data.encode()).hexdigest()[:8]
-    return f"{stem}-{slug}-{tag}{dot}{suffix}"
-
-
-def supersede(run_dir: str | Path) -> tuple[Path | None, list[str]]:
-    """Move every artifact derived from an earlier ``model.pt`` into
-    ``run_dir/superseded/<UTC time>/``; returns that folder and the moved names."""
-    run_dir = Path(run_dir)
-    found = sorted({p for pattern in DERIVED for p in run_dir.glob(pattern)})
-    if not found:
-        return None, []
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-    target = run_dir / "superseded" / stamp
-    target.mkdir(parents=True)
-    for path in found:
-        shutil.move(str(path), target / path.name)
-    return target, [p.name for p in found]
+                                 + f". Rerun `{rundir.rewrite_command(run_dir, name)}` first")

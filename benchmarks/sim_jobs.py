@@ -28,13 +28,13 @@ import numpy as np
 import torch
 
 from asa_deploy import cli_args
-from asa_deploy.chip.compile import CHIP_CONFIG
 from asa_deploy.chip.config import ChipConfig
 from asa_deploy.chip.monitor import select_cores
 from asa_deploy.chip.sim import ENGINES, SimResult, simulate
 from asa_deploy.chip.sim.parallel import simulate_parallel
 from asa_deploy.chip.simulate import event_windows
 from asa_deploy.defaults import TEST_WINDOWS
+from asa_deploy.rundir import CHIP_CONFIG
 
 
 def differences(a: SimResult, b: SimResult) -> list[str]:

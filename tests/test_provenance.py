@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from asa_deploy import provenance
+from asa_deploy import provenance, rundir
 from asa_deploy.chip.simulate import simulate_run
 from asa_deploy.cli import main
-from asa_deploy.data import predict_classes, recording_accuracy
+from asa_deploy.data import open_dataset, predict_classes, recording_accuracy
 from asa_deploy.errors import AsaDeployError
 from asa_deploy.pipeline import fold_run
 from asa_deploy.report import build_report
@@ -123,27 +123,55 @@ def test_evaluation_on_other_data_gets_its_own_file(run, tmp_path):
 
 
 def test_data_artifact_names_are_distinct_per_data_spec():
-    assert provenance.data_artifact("sim.json", None, "a:x") == "sim.json"
-    assert provenance.data_artifact("sim.json", "a:x", "a:x") == "sim.json"
-    names = {provenance.data_artifact("sim.json", spec, "a:x")
+    assert rundir.data_artifact("sim.json", None, "a:x") == "sim.json"
+    assert rundir.data_artifact("sim.json", "a:x", "a:x") == "sim.json"
+    names = {rundir.data_artifact("sim.json", spec, "a:x")
              for spec in ("nmnist:/d/x", "nmnist:/e/x", "nmnist:d/x")}
     assert len(names) == 3 and all(n.startswith("sim-") and n.endswith(".json") for n in names)
 
 
-def test_retraining_moves_the_old_models_artifacts_aside(run, tmp_path, capsys):
+def _write_every_other_artifact(run: Path) -> None:
+    """What the module's run lacks, each by the command that writes it."""
+    other = "synthetic:gesture-clean"
+    evaluate_run(run, other, windows=1)
+    assert main(["analyze", str(run), "--windows", "1", "--max-samples", "4"]) == 0
+    assert main(["simulate", str(run), "--windows", "1", "--monitor", "0"]) == 0
+    assert main(["simulate", str(run), "--windows", "1", "--engine", "exact", "--monitor", "0",
+                 "--monitor-out", str(run / "monitor-exact.npz")]) == 0
+    assert main(["simulate", str(run), "--windows", "1", "--data", other,
+                 "--max-recordings", "6"]) == 0
+    assert main(["compare", str(run / "monitor.npz"), str(run / "monitor-exact.npz")]) == 0
+    assert main(["export", str(run)]) == 0
+    events, _ = open_dataset(TINY["data"], seed=0)[0]
+    np.save(run.parent / "recording.npy", events)
+    assert main(["camera", str(run), "--replay", str(run.parent / "recording.npy")]) == 0
+    assert main(["report", str(run)]) == 0
+
+
+def test_retraining_moves_every_artifact_of_the_old_model_aside(run, tmp_path, capsys):
     copy = _copy(run, tmp_path / "retrain")
+    _write_every_other_artifact(copy)
+    written = sorted(p.name for p in copy.iterdir())
+    assert [n for n in written if rundir.artifact(n) is None] == []  # the table knows every one
+    for name in written:  # and what each is made from
+        record = provenance.read(copy / name)
+        if record is not None and name not in rundir.ROOTS:
+            assert set(record["made_from"]) <= set(rundir.artifact(name).made_from), name
+    kinds = {rundir.artifact(n).name for n in written}
+    # all but what a board, an import, a second epoch or folding attention writes
+    assert {a.name for a in rundir.ARTIFACTS} - kinds == {
+        rundir.IMPORTED, rundir.DEVICE_JSON, rundir.PREVIOUS_CHECKPOINT, rundir.FOLD_MAPS}
     (copy / "checkpoint.pt").unlink()
     old_hash = provenance.content_hash(copy / "model.pt")
+    capsys.readouterr()
     train(TrainConfig(epochs=1, lr=5e-3, **TINY), copy, progress=False)
-    out = capsys.readouterr().out
-    assert "the previous model's artifacts" in out
+    assert "the previous model's artifacts" in capsys.readouterr().out
     moved = list((copy / "superseded").iterdir())
     assert len(moved) == 1
-    assert {"model.pt", "folded.pt", "chip_config.json", "sim.json", "eval.json", "fold.json",
-            "mapping.json"} <= {p.name for p in moved[0].iterdir()}
+    assert sorted(p.name for p in moved[0].iterdir()) == [n for n in written if n != "checkpoint.pt"]
     assert provenance.content_hash(moved[0] / "model.pt") == old_hash
-    assert not (copy / "chip_config.json").exists() and not (copy / "sim.json").exists()
-    assert (copy / "checkpoint.pt").is_file() and (copy / "train_log.jsonl").is_file()
+    assert sorted(p.name for p in copy.iterdir()) == [
+        "checkpoint.pt", "model.pt", "superseded", "train_log.jsonl"]
 
 
 # ---- one meaning of accuracy -----------------------------------------------------------------------

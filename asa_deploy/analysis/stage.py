@@ -12,6 +12,8 @@ from asa_deploy.analysis.figures import plot_comparison
 from asa_deploy.analysis.report import summarize, write_analysis
 from asa_deploy.data import CacheSetting
 from asa_deploy.defaults import TEST_WINDOWS
+from asa_deploy.io import results_kept
+from asa_deploy.rundir import ANALYSIS_JSON, FIGURES, MODEL, data_artifact
 from asa_deploy.train.loop import eval_set, load_run
 
 
@@ -30,7 +32,7 @@ def analyze_runs(run_dirs: list[Path], *, data: str | None = None, windows: int 
     ``cache``: where decoded recordings live (``open_dataset``).
     Returns {label: summary}, each with the ``file`` it was written to and the ``figures`` folder; labels are "vanilla" / the attention kind, suffixed when repeated.
     """
-    summaries, records = {}, {}
+    summaries, records, paths = {}, {}, {}
     for run_dir in map(Path, run_dirs):
         model, artifact = load_run(run_dir)
         dataset, described = eval_set(artifact, data, windows=windows, cache=cache)
@@ -42,20 +44,24 @@ def analyze_runs(run_dirs: list[Path], *, data: str | None = None, windows: int 
                    "model": artifact["model_spec"]["name"], "windows_per_recording": windows,
                    **summarize(result),
                    provenance.KEY: provenance.record(
-                       run_dir, ["model.pt"], data=data or own_data,
+                       run_dir, [MODEL], data=data or own_data,
                        split="validation" if data in (None, own_data)
                        and artifact["data"]["split"]["val"] else "all recordings",
                        windows=windows, max_samples=max_samples)}
-        path = run_dir / provenance.data_artifact("analysis.json", data, own_data)
-        write_analysis(summary, path)
         if figures_dir is None:
-            figures_dir = Path(run_dirs[0]) / provenance.data_artifact("figures", data, own_data)
+            figures_dir = Path(run_dirs[0]) / data_artifact(FIGURES, data, own_data)
         label = attention_label(artifact["attention"])
         while label in summaries:
             label += "'"
-        summaries[label], records[label] = {**summary, "file": str(path)}, result
-    plot_comparison(records, figures_dir)
-    return {label: {**s, "figures": str(figures_dir)} for label, s in summaries.items()}
+        paths[label] = run_dir / data_artifact(ANALYSIS_JSON, data, own_data)
+        summaries[label], records[label] = summary, result
+    out = {label: {**s, "file": str(paths[label]), "figures": str(figures_dir)}
+           for label, s in summaries.items()}
+    with results_kept(out):  # written once every run is analyzed, so a failed write loses nothing
+        for label, summary in summaries.items():
+            write_analysis(summary, paths[label])
+        plot_comparison(records, figures_dir)
+    return out
 
 
 def comparison_table(summaries: dict[str, dict]) -> str:

@@ -30,9 +30,6 @@ from asa_deploy.chip.spec import ChipSpec, load_chip_spec
 from asa_deploy.errors import CompileError
 from asa_deploy.nn.graph import SpikingGraph
 
-CHIP_CONFIG = "chip_config.json"
-MAPPING = "mapping.json"
-
 
 @dataclass
 class SensorInput:

@@ -25,6 +25,7 @@ import numpy as np
 from asa_deploy.chip.spec import hw_configs_dir, list_chips
 from asa_deploy.errors import ChipConfigError
 from asa_deploy.io import artifact_error, load_json, write_text
+from asa_deploy.rundir import FOLD_JSON, FOLDED
 
 SCHEMA_VERSION = 1
 READOUT_CORE = 12  # destination id of the readout block on Speck (speck-hardware.md section 5)
@@ -594,6 +595,6 @@ def _check_chip_name(config: ChipConfig, source: str) -> None:
 def _recompile_remedy(path: Path) -> str:
     """Which stage rewrites ``path``: fold when the run was folded (it compiles too), else compile."""
     run = path.parent
-    if (run / "folded.pt").is_file() or (run / "fold.json").is_file():
+    if (run / FOLDED).is_file() or (run / FOLD_JSON).is_file():
         return f"rerun `asa-deploy fold {run}`, which recompiles it"
     return f"rerun `asa-deploy compile {run}`"

@@ -43,8 +43,8 @@ from asa_deploy.chip.sim.result import MonitorCounts, count_dtype
 from asa_deploy.chip.sim.window import EventWindow
 from asa_deploy.errors import ArtifactError, AsaDeployError
 from asa_deploy.io import Streamed, artifact_error, load_npz, write_json, write_npz
+from asa_deploy.rundir import CHIP_CONFIG, MONITOR_NPZ, compare_json
 
-MONITOR_NPZ = "monitor.npz"
 FORMAT = "asa_deploy.monitor/1"
 REMEDY = ("write it again with `asa-deploy simulate RUN_DIR --monitor CORES` (or `asa-deploy deploy "
           "RUN_DIR --monitor CORES`)")
@@ -189,7 +189,7 @@ class Monitor:
     def config_hash(self) -> str | None:
         """SHA-256 of the ``chip_config.json`` the counts were made from (from the provenance)."""
         made_from = self.provenance.get("made_from")
-        return made_from.get("chip_config.json") if isinstance(made_from, dict) else None
+        return made_from.get(CHIP_CONFIG) if isinstance(made_from, dict) else None
 
     def save(self, path: str | Path) -> Path:
         """Write atomically; the counts keep their (smallest sufficient) unsigned dtypes."""
@@ -505,6 +505,6 @@ def compare_files(path_a: str | Path, path_b: str | Path, out: str | Path | None
     returns the report with ``file`` set to where it was written."""
     path_a, path_b = Path(path_a), Path(path_b)
     report = compare(Monitor.load(path_a), Monitor.load(path_b), name_a=str(path_a), name_b=str(path_b))
-    out = Path(out) if out is not None else path_a.parent / f"compare-{path_a.stem}-vs-{path_b.stem}.json"
+    out = Path(out) if out is not None else compare_json(path_a, path_b)
     write_json(out, report)
     return {**report, "file": str(out)}

@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 from asa_deploy import provenance
-from asa_deploy.chip.compile import CHIP_CONFIG
 from asa_deploy.chip.config import ChipConfig
 from asa_deploy.chip.monitor import MONITOR_NPZ, CountSpool, Monitor, engine_of, select_cores
 from asa_deploy.chip.sim import EventWindow, SimResult
@@ -41,9 +40,9 @@ from asa_deploy.data.framing import recording_accuracy as framing_recording_accu
 from asa_deploy.data.framing import test_window_starts
 from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.errors import ArtifactError, ChipConfigError, DataSpecError
-from asa_deploy.io import load_json, write_json
+from asa_deploy.io import load_json, results_kept, write_json
+from asa_deploy.rundir import CHIP_CONFIG, SIM_JSON, data_artifact
 
-SIM_JSON = "sim.json"
 log = logging.getLogger("asa_deploy.simulate")
 
 
@@ -176,33 +175,38 @@ def simulate_run(run_dir: str | Path, data: str | None = None, *, engine: str = 
     facts = {"data": data or config.meta.get("data_spec"), "windows": windows,
              "max_recordings": max_recordings, "whole_recordings": whole_recordings}
     monitor_path = None if not cores else Path(monitor_out) if monitor_out is not None else \
-        run_dir / provenance.data_artifact(MONITOR_NPZ, facts["data"], config.meta.get("data_spec", ""))
+        run_dir / data_artifact(MONITOR_NPZ, facts["data"], config.meta.get("data_spec", ""))
     # monitor counts go to disk a chunk at a time: every window's at once would grow with the data
+    path = run_dir / data_artifact(SIM_JSON, data, config.meta.get("data_spec", ""))
     with CountSpool(monitor_path.parent, cores) if cores else nullcontext() as spool:
         result = simulate_parallel(config, items, engine, jobs, progress=progress, monitor=cores,
                                    monitor_to=spool)
+        summary = {"data": described, "chip": config.chip, "windows_per_recording": windows,
+                   "whole_recordings": whole_recordings, **result.to_dict(), "jobs": jobs,
+                   "accuracy_recording": recording_accuracy(result),
+                   "recorded_seconds": float(sum(w.seconds for w in items)),
+                   provenance.KEY: provenance.record(run_dir, [CHIP_CONFIG], engine=engine,
+                                                     **facts)}
+        if whole_recordings:  # one window per recording: no per-window figure
+            summary["accuracy_window"] = None
         if spool is not None:
-            monitor_file = _write_monitor(
-                config, items, spool, monitor_path, engine=engine, described=described,
-                prov=provenance.record(run_dir, [CHIP_CONFIG], engine=engine, cores=cores, **facts))
-    summary = {"data": described, "chip": config.chip, "windows_per_recording": windows,
-               "whole_recordings": whole_recordings, **result.to_dict(), "jobs": jobs,
-               "accuracy_recording": recording_accuracy(result),
-               "recorded_seconds": float(sum(w.seconds for w in items)),
-               provenance.KEY: provenance.record(run_dir, [CHIP_CONFIG], engine=engine, **facts)}
-    if whole_recordings:  # one window per recording: no per-window figure
-        summary["accuracy_window"] = None
-    path = run_dir / provenance.data_artifact(SIM_JSON, data, config.meta.get("data_spec", ""))
+            with results_kept({**summary, "file": str(path)}):
+                monitor_file = _write_monitor(
+                    config, items, spool, monitor_path, engine=engine, described=described,
+                    prov=provenance.record(run_dir, [CHIP_CONFIG], engine=engine, cores=cores,
+                                           **facts))
     previous = {}
     if path.exists():
         try:
             previous = load_json(path, "simulation results", remedy="it is replaced now")
         except ArtifactError as exc:
             log.warning("%s; only the %s entry is written", exc, engine)
-    write_json(path, {**_kept_entries(run_dir, path.name, previous, engine, facts), engine: summary})
+    kept = _kept_entries(run_dir, path.name, previous, engine, facts)
     out = {**summary, "file": str(path)}
     if cores:
         out["monitor_file"] = str(monitor_file)
+    with results_kept(out):
+        write_json(path, {**kept, engine: summary})
     return out
 
 

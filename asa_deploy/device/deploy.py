@@ -26,17 +26,16 @@ from pathlib import Path
 import numpy as np
 
 from asa_deploy import provenance
-from asa_deploy.chip.compile import CHIP_CONFIG
 from asa_deploy.chip.config import ChipConfig
-from asa_deploy.chip.monitor import MONITOR_NPZ, Monitor, counts_from_spikes, select_cores
+from asa_deploy.chip.monitor import Monitor, counts_from_spikes, select_cores
 from asa_deploy.chip.simulate import event_windows
 from asa_deploy.data import CacheSetting
 from asa_deploy.data.framing import recording_accuracy
 from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.device.samna_adapter import APPLY_WAIT_S, DeviceSession, require_samna
-from asa_deploy.io import write_json
+from asa_deploy.io import results_kept, write_json
+from asa_deploy.rundir import CHIP_CONFIG, DEVICE_JSON, MONITOR_NPZ, data_artifact
 
-DEVICE_JSON = "device.json"
 log = logging.getLogger("asa_deploy.deploy")
 
 
@@ -115,16 +114,19 @@ def deploy_run(run_dir: str | Path, device: str, *, data: str | None = None, win
         summary["power_error"] = power_error
     elif not power:
         summary["power_error"] = "not measured (power off)"
-    path = run_dir / provenance.data_artifact(DEVICE_JSON, data, config.meta.get("data_spec", ""))
-    write_json(path, summary)
+    path = run_dir / data_artifact(DEVICE_JSON, data, config.meta.get("data_spec", ""))
     out = {**summary, "file": str(path)}
+    with results_kept(out):
+        write_json(path, summary)
     if cores:
         monitor_path = Path(monitor_out) if monitor_out is not None else run_dir / \
-            provenance.data_artifact(MONITOR_NPZ, data, config.meta.get("data_spec", ""))
+            data_artifact(MONITOR_NPZ, data, config.meta.get("data_spec", ""))
         stacked = {c: np.stack(counts[c]) if counts[c] else
                    np.zeros((0, 0, *shapes[c]), dtype=np.uint8) for c in cores}
-        out["monitor_file"] = str(Monitor.from_windows(
+        monitor = Monitor.from_windows(
             config, items, stacked, engine=f"device:{device}", data=described,
             provenance=provenance.record(run_dir, [CHIP_CONFIG], engine=f"device:{device}",
-                                         cores=cores, **facts)).save(monitor_path))
+                                         cores=cores, **facts))
+        with results_kept(out):
+            out["monitor_file"] = str(monitor.save(monitor_path))
     return out

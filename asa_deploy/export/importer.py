@@ -92,10 +92,10 @@ from asa_deploy.chip.lower import flatten_modules, lower
 from asa_deploy.data import CacheSetting, FrameSpec, open_dataset
 from asa_deploy.errors import ArtifactError, AsaDeployError, CompileError, DataSpecError
 from asa_deploy.export.nir_io import FORMAT as ASA_NIR_FORMAT
+from asa_deploy.rundir import IMPORTED, MODEL, supersede
 
 log = logging.getLogger("asa_deploy.import")
 
-IMPORTED = "imported.pt"
 IMPORT_FORMAT = 1
 RESETS = ("auto", "subtract", "zero")
 FLOORS = ("none", "threshold")
@@ -776,7 +776,7 @@ def import_model(model: str | Path, out_dir: str | Path, *, data: str | None = N
     num_classes = int(lowered.layers[-1].neuron_shape[0])
     record_data = data_record(data, shape, num_classes, T=T, dt_us=dt_us, downsample=downsample,
                               cache=cache)
-    moved_to, moved = provenance.supersede(out_dir)
+    moved_to, moved = supersede(out_dir)
     if moved:
         log.warning("importing into %s: the previous model's artifacts (%s) moved to %s", out_dir,
                     ", ".join(moved), moved_to)
@@ -816,7 +816,7 @@ IMPORTED_KEYS = ("format_version", "network", "model_spec.input", "data.sensor_s
 def is_imported(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` holds an imported model (``imported.pt``, no ``model.pt``)."""
     run_dir = Path(run_dir)
-    return (run_dir / IMPORTED).is_file() and not (run_dir / "model.pt").is_file()
+    return (run_dir / IMPORTED).is_file() and not (run_dir / MODEL).is_file()
 
 
 def load_imported_record(run_dir: str | Path) -> dict:

@@ -55,12 +55,10 @@ from asa_deploy.fold.gate import (
 from asa_deploy.fold.static import fold_static, lower_folded, static_network
 from asa_deploy.fold.strategies import apply_strategy, input_mask, supported_strategies
 from asa_deploy.io import artifact_error, load_torch, save_torch
+from asa_deploy.rundir import FOLD_MAPS, FOLDED, MODEL
 from asa_deploy.train import evaluate, load_run
 from asa_deploy.train.evaluation import collate
-from asa_deploy.train.loop import MODEL
 
-FOLDED = "folded.pt"
-FOLD_JSON = "fold.json"
 FOLD_FORMAT = 1
 
 
@@ -147,7 +145,7 @@ def fold(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None
     calib_set = FramedDataset(calib_dataset, calib_idx, frames, mode="test", n_windows=2)
     if has_attention:
         calibration = calibrate(model, calib_set, progress=progress)
-        plot_calibration(calibration, run_dir / "fold_maps.png")
+        plot_calibration(calibration, run_dir / FOLD_MAPS)
         report["calibration"] = {name: c.to_dict() for name, c in calibration.items()}
         report["calibration_data"] = f"{calib or data['spec']} ({len(calib_set)} windows)"
         ladder.append(_float_row("static (mean gain)", evaluate(

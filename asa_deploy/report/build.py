@@ -33,18 +33,21 @@ import torch
 
 from asa_deploy import io, provenance
 from asa_deploy.accuracy import current_names
-from asa_deploy.chip.compile import CHIP_CONFIG
-from asa_deploy.chip.compile import MAPPING as MAPPING_JSON
-from asa_deploy.chip.simulate import SIM_JSON
-from asa_deploy.device.deploy import DEVICE_JSON
 from asa_deploy.errors import ArtifactError, AsaDeployError
-from asa_deploy.fold.stage import FOLD_JSON, FOLDED
+from asa_deploy.rundir import (
+    ANALYSIS_JSON,
+    CHIP_CONFIG,
+    DEVICE_JSON,
+    EVAL_JSON,
+    FOLD_JSON,
+    FOLD_MAPS,
+    FOLDED,
+    MODEL,
+    SIM_JSON,
+)
+from asa_deploy.rundir import MAPPING as MAPPING_JSON
 
 REPORT_FORMAT = 2  # 2: accuracy_window / accuracy_recording; rates per the windows' own duration
-MODEL = "model.pt"
-EVAL_JSON = "eval.json"
-ANALYSIS_JSON = "analysis.json"
-FOLD_MAPS = "fold_maps.png"
 ENGINES = ("exact", "fast")
 ANALYSIS_FIGURES = {
     "spike_features": "spike features (N-SFR maps of the first conv layer)",

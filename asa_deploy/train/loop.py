@@ -38,6 +38,15 @@ from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.errors import ArtifactError, AsaDeployError, DataSpecError, ModelSpecError
 from asa_deploy.nn import SpikingNetwork, apply_recipe, build_network, load_model_spec
 from asa_deploy.progress import progress as progress_bar
+from asa_deploy.rundir import (
+    CHECKPOINT,
+    EVAL_JSON,
+    MODEL,
+    PREVIOUS_CHECKPOINT,
+    TRAIN_LOG,
+    data_artifact,
+    supersede,
+)
 from asa_deploy.train import distributed as D
 from asa_deploy.train.accelerator import Precision, resolve_device
 from asa_deploy.train.config import TrainConfig
@@ -46,10 +55,6 @@ from asa_deploy.train.evaluation import collate, evaluate, shard_items
 from asa_deploy.train.memory import apply_memory_mode
 
 log = logging.getLogger("asa_deploy.train")
-CHECKPOINT = "checkpoint.pt"
-PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # the one before: resume falls back to it
-MODEL = "model.pt"
-LOG = "train_log.jsonl"
 FORMAT_VERSION = 1
 
 
@@ -147,7 +152,7 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, precision:
         if group.is_main:
             log.info("resuming %s after epoch %d", out_dir, state["epoch"])
     elif group.is_main:
-        moved_to, moved = provenance.supersede(out_dir)
+        moved_to, moved = supersede(out_dir)
         if moved:
             print(f"training a new model in {out_dir}: the previous model's artifacts "
                   f"({', '.join(moved)}) moved to {moved_to}", flush=True)
@@ -220,7 +225,7 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, precision:
             _checkpoint(checkpoint_path, config, model, optimizer, schedule, state,
                         keep_previous=not replace_unreadable)
             replace_unreadable = False
-            io.write_text(out_dir / LOG, "".join(io.json_line(r) for r in state["history"]))
+            io.write_text(out_dir / TRAIN_LOG, "".join(io.json_line(r) for r in state["history"]))
             if verbose:
                 scores = (f"val accuracy per window {metrics['accuracy_window']:.3f}, per recording "
                           f"{metrics['accuracy_recording']:.3f} ({config.eval_windows} windows)  "
@@ -486,7 +491,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, *, windows: int =
     model, artifact = load_run(run_dir)
     dataset, described = eval_set(artifact, data, windows=windows, cache=cache)
     own = (data is None or data == artifact["data"]["spec"]) and bool(artifact["data"]["split"]["val"])
-    path = run_dir / provenance.data_artifact("eval.json", data, artifact["data"]["spec"])
+    path = run_dir / data_artifact(EVAL_JSON, data, artifact["data"]["spec"])
     result = {"run": str(run_dir), "data": described, "attention": artifact["attention"],
               "windows_per_recording": windows,
               **evaluate(model.to(device), dataset, group=D.ProcessGroup(device=device),
@@ -494,7 +499,8 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, *, windows: int =
               provenance.KEY: provenance.record(
                   run_dir, [MODEL], data=data or artifact["data"]["spec"],
                   split="validation" if own else "all recordings", windows=windows)}
-    io.write_json(path, result)
+    with io.results_kept((result, path)):
+        io.write_json(path, result)
     return result, path
 
 
