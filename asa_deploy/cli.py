@@ -180,6 +180,8 @@ def _elsewhere(args) -> str:
         return "pass --out with another folder"
     if args.command == "compare":
         return "pass --out FILE in another folder"
+    if not hasattr(args, "run_dir"):  # models: writes nothing
+        return ""
     return (f"copy the run somewhere writable (cp -r {args.run_dir} COPY) and run "
             f"`asa-deploy {args.command} COPY ...`")
 
@@ -965,8 +967,9 @@ INSTANT_COMMANDS = ("models",)  # they answer before a person could wonder wheth
 
 
 def _say_started(args) -> None:
-    """The command's first line, on stderr (``--json`` keeps stdout clean), before the stage's
-    libraries load: importing torch alone takes a second or two."""
+    """The command's first line on a terminal, on stderr (``--json`` keeps stdout clean), before
+    the stage's libraries load: importing torch alone takes a second or two. Off a terminal (a log
+    file, CI) the output stays as it was; long work logs progress lines there (asa_deploy.progress)."""
     target = getattr(args, "run_dir", None) or getattr(args, "out", None)
     print(f"asa-deploy {args.command}" + (f" {target}" if target else "") + ": starting",
           file=sys.stderr, flush=True)
@@ -982,7 +985,7 @@ def main(argv: list[str] | None = None) -> int:
         return done.code if isinstance(done.code, int) else 0
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    if args.command not in INSTANT_COMMANDS:
+    if args.command not in INSTANT_COMMANDS and sys.stderr.isatty():
         _say_started(args)
     try:
         with _claim(args, argv):

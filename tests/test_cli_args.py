@@ -269,17 +269,23 @@ print(" ".join(m for m in {HEAVY!r} if m in sys.modules))
 
 
 def _first_line_and_heavy_modules_then(argv: list[str]) -> tuple[str, str]:
-    """The first line ``asa-deploy ARGV`` writes to stderr, and the heavy modules loaded then."""
+    """The first line ``asa-deploy ARGV`` writes to stderr on a terminal, and the heavy modules
+    loaded then."""
     script = f"""
 import sys
 from asa_deploy.cli import main
-write, seen = sys.stderr.write, []
-def first_write(text):
-    if not seen:
-        seen.append(" ".join(m for m in {HEAVY!r} if m in sys.modules))
-        print(seen[0])
-    return write(text)
-sys.stderr.write = first_write
+class Terminal:
+    seen = []
+    def isatty(self):
+        return True
+    def write(self, text):
+        if not self.seen:
+            self.seen.append(" ".join(m for m in {HEAVY!r} if m in sys.modules))
+            print(self.seen[0])
+        return sys.__stderr__.write(text)
+    def flush(self):
+        sys.__stderr__.flush()
+sys.stderr = Terminal()
 main({argv!r})
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -292,6 +298,11 @@ def test_a_command_says_it_started_before_loading_torch(tmp_path):
     line, loaded = _first_line_and_heavy_modules_then(["evaluate", str(tmp_path), "--json"])
     assert line == f"asa-deploy evaluate {tmp_path}: starting"
     assert loaded == ""
+
+
+def test_off_a_terminal_a_command_adds_no_start_line(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("asa-deploy evaluate: error: ")
 
 
 def test_models_lists_the_specs_without_torch():
