@@ -37,6 +37,26 @@ def _add_cache_args(p: argparse.ArgumentParser) -> None:
                             "(nothing written)")
 
 
+def _warn(line: str | None) -> None:
+    """A loud line on stderr (stdout may be JSON), when there is one."""
+    if line:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _silent_rows(ladder: list[dict]) -> str | None:
+    """The warning for the first fold-ladder step whose output stays silent: a float one is a
+    training problem, a quantized one the chip's."""
+    from asa_deploy.data.framing import SILENT_CHIP_REMEDY, SILENT_FLOAT_REMEDY, silent_output_warning
+
+    for row in ladder:
+        remedy = SILENT_CHIP_REMEDY if row["step"].startswith("quantized") else SILENT_FLOAT_REMEDY
+        line = silent_output_warning(row.get("silent_windows"), row.get("windows"), remedy,
+                                     f"fold step '{row['step']}'")
+        if line:
+            return line
+    return None
+
+
 def _cache(args):
     """``open_dataset``'s ``cache`` from ``_add_cache_args``' options."""
     return False if args.no_cache else args.cache_dir or True
@@ -160,8 +180,11 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from asa_deploy.train import evaluate_run
 
+    from asa_deploy.data.framing import SILENT_FLOAT_REMEDY, silent_output_warning
+
     result, path = evaluate_run(args.run_dir, args.data, windows=args.eval_windows,
                                 progress=not args.json, device=args.device, cache=_cache(args))
+    _warn(silent_output_warning(result["silent_windows"], result["windows"], SILENT_FLOAT_REMEDY))
     if args.json:
         print(json.dumps(result))
         return 0
@@ -285,6 +308,7 @@ def cmd_fold(args) -> int:
               f"gates: {learned}")
     run = Path(args.run_dir)
     print(f"wrote {run / FOLDED}, {run / FOLD_JSON}, chip_config.json, mapping.json")
+    _warn(_silent_rows(report["ladder"]))
     return 0
 
 
@@ -439,11 +463,15 @@ def cmd_report(args) -> int:
     runs = [Path(args.run_dir), *map(Path, args.compare)]
     paths = write_report(runs, args.out)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+    for run in json.loads(paths["json"].read_text())["runs"].values():
+        for line in run["warnings"]:
+            _warn(f"{line} [{run['run_dir']}]")
     return 0
 
 
 def cmd_simulate(args) -> int:
     from asa_deploy.chip.simulate import simulate_run
+    from asa_deploy.data.framing import SILENT_CHIP_REMEDY, silent_output_warning
 
     if args.monitor_out is not None and args.monitor is None:
         raise AsaDeployError("--monitor-out needs --monitor CORES (which cores to record)")
@@ -452,6 +480,7 @@ def cmd_simulate(args) -> int:
                            monitor=args.monitor, monitor_out=args.monitor_out,
                            whole_recordings=args.whole_recordings, jobs=args.jobs,
                            cache=_cache(args))
+    _warn(silent_output_warning(summary["silent_windows"], summary["n_windows"], SILENT_CHIP_REMEDY))
     if args.json:
         print(json.dumps(summary))
         return 0

@@ -112,6 +112,7 @@ def _sim_row(step: str, result) -> dict:
     n = max(summary["n_windows"], 1)
     return {"step": step, "accuracy": recording_accuracy(result),
             "window_accuracy": summary["accuracy"],
+            "silent_windows": summary["silent_windows"], "windows": summary["n_windows"],
             "spikes_per_window": float(result.spikes_per_core.sum() / n),
             "synops_per_window": float(result.synops_per_core.sum() / n),
             "input_synops_per_window": float(result.input_synops_per_core.sum() / n),

@@ -67,7 +67,8 @@ FOLD_FORMAT = 1
 def _float_row(step: str, result: dict) -> dict:
     spikes = sum(result["sfr"][name] * result["neurons"][name] for name in result["sfr"])
     return {"step": step, "accuracy": result["accuracy"], "window_accuracy": result["window_accuracy"],
-            "nasfr": result["nasfr"], "spikes_per_window_per_step": spikes}
+            "nasfr": result["nasfr"], "spikes_per_window_per_step": spikes,
+            "silent_windows": result["silent_windows"], "windows": result["windows"]}
 
 
 @dataclass

@@ -25,7 +25,8 @@ def shard_items(n: int, group: ProcessGroup) -> list[int]:
 def evaluate(model, dataset, *, batch_size: int = 64, group: ProcessGroup | None = None,
              progress: bool = False) -> dict:
     """Returns accuracy (strict majority over each recording's windows; a window's class is
-    ``predict_classes``: a silent output is wrong, as on the chip), window accuracy,
+    ``predict_classes``: a silent output is wrong, as on the chip), window accuracy, the
+    windows with a silent output (``silent_windows``),
     per-layer spike firing rate SFR_l = spikes / (T x neurons x samples) and NASFR (their
     neuron-count-weighted mean, asa-method.md section 2)."""
     group = group or ProcessGroup()
@@ -66,6 +67,7 @@ def evaluate(model, dataset, *, batch_size: int = 64, group: ProcessGroup | None
     return {
         "accuracy": float(recording_accuracy(predictions, labels, recordings)),
         "window_accuracy": float(np.mean(predictions == labels)),
+        "silent_windows": int(np.count_nonzero(predictions < 0)),
         "nasfr": nasfr(sfr, counts),
         "sfr": sfr,
         "neurons": counts,

@@ -32,7 +32,7 @@ from asa_deploy.data import (
     open_dataset,
     stratified_split,
 )
-from asa_deploy.data.framing import FrameCache
+from asa_deploy.data.framing import SILENT_FLOAT_REMEDY, FrameCache, silent_output_warning
 from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.errors import ArtifactError, AsaDeployError, DataSpecError, ModelSpecError
 from asa_deploy.nn import SpikingNetwork, apply_recipe, build_network, load_model_spec
@@ -232,6 +232,11 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, precision:
     if verbose and group.is_main and cost is not None:
         print(cost["line"], flush=True)
     best = state["best"]
+    val = best["metrics"] or {}  # older runs' metrics lack silent_windows
+    silent = silent_output_warning(val.get("silent_windows"), val.get("windows"),
+                                   SILENT_FLOAT_REMEDY, f"validation split, epoch {best['epoch']}")
+    if silent and group.is_main:
+        print(silent, flush=True)  # a warning: also without verbose
     artifact = {
         "format_version": FORMAT_VERSION,
         "model_spec": model.spec.to_dict(),
