@@ -46,7 +46,11 @@ def _warn(line: str | None) -> None:
 def _silent_rows(ladder: list[dict]) -> str | None:
     """The warning for the first fold-ladder step whose output stays silent: a float one is a
     training problem, a quantized one the chip's."""
-    from asa_deploy.data.framing import SILENT_CHIP_REMEDY, SILENT_FLOAT_REMEDY, silent_output_warning
+    from asa_deploy.data.framing import (
+        SILENT_CHIP_REMEDY,
+        SILENT_FLOAT_REMEDY,
+        silent_output_warning,
+    )
 
     for row in ladder:
         remedy = SILENT_CHIP_REMEDY if row["step"].startswith("quantized") else SILENT_FLOAT_REMEDY
@@ -178,9 +182,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from asa_deploy.train import evaluate_run
-
     from asa_deploy.data.framing import SILENT_FLOAT_REMEDY, silent_output_warning
+    from asa_deploy.train import evaluate_run
 
     result, path = evaluate_run(args.run_dir, args.data, windows=args.eval_windows,
                                 progress=not args.json, device=args.device, cache=_cache(args))
