@@ -552,7 +552,13 @@ def cmd_import(args) -> int:
     print(f"data {data['spec'] or '(none given: pass --data SPEC to simulate)'}: sensor "
           f"{'x'.join(map(str, data['sensor_size']))}, downsample {frames['downsample']}, "
           f"{frames['T']} bins of {frames['dt_us'] / 1000:g} ms")
-    print(f"wrote {Path(args.out) / IMPORTED}; next: asa-deploy compile {args.out} --chip speck2f")
+    bias = ""
+    if info["biases"]:
+        print("  note: its layers have biases, which the chip adds per slow-clock tick: compile "
+              "with --bias drop (drop them) or --bias leak (keep them as a leak)")
+        bias = " --bias drop"
+    print(f"wrote {Path(args.out) / IMPORTED}; next: asa-deploy compile {args.out} --chip "
+          f"speck2f{bias}")
     return 0
 
 
@@ -565,22 +571,26 @@ def cmd_models(args) -> int:
     return 0
 
 
+# One chain on one run directory, as a newcomer follows them: train -> evaluate -> analyze -> fold
+# (or compile) -> simulate -> export -> camera -> report, and import of the exported graph;
+# tests/test_documented_path.py runs it on tiny data.
 EXAMPLES = {
-    "train": "asa-deploy train --data nmnist:../shared/data/nmnist-small --model nmnist-net "
+    "train": "asa-deploy train --data nmnist:../shared/data/nmnist-small --model nmnist-speck-lif "
              "--attention asa2 --epochs 10 --seed 0 --n-val 200 --out runs/nmnist-asa2",
     "evaluate": "asa-deploy evaluate runs/nmnist-asa2 --json",
-    "analyze": "asa-deploy analyze runs/nmnist-asa2 --compare runs/nmnist-vanilla",
+    "analyze": "asa-deploy analyze runs/nmnist-asa2",
     "models": "asa-deploy models",
-    "camera": "asa-deploy camera runs/speck --replay ../shared/data/dvsgesture-10/1.bs2",
-    "deploy": "asa-deploy deploy runs/speck --device speck2fdevkit:0 --windows 3",
-    "report": "asa-deploy report runs/quickstart/asa2 --compare runs/quickstart/vanilla",
-    "simulate": "asa-deploy simulate runs/speck-vanilla --engine exact --windows 3 --monitor 0,1",
+    "camera": "asa-deploy camera runs/nmnist-asa2 --replay "
+              "../shared/data/nmnist-small/Train/0/00002.bin",
+    "deploy": "asa-deploy deploy runs/nmnist-asa2 --device speck2fdevkit:0 --windows 3",
+    "report": "asa-deploy report runs/nmnist-asa2",
+    "simulate": "asa-deploy simulate runs/nmnist-asa2 --engine exact --windows 3 --monitor 0,1",
     "compare": "asa-deploy compare runs/speck/monitor-fast.npz runs/speck/monitor-exact.npz",
     "fold": "asa-deploy fold runs/nmnist-asa2 --chip speck2f --finetune-epochs 3",
     "export": "asa-deploy export runs/nmnist-asa2 --format nir",
-    "compile": "asa-deploy compile runs/speck-vanilla --chip speck2f --bias drop",
+    "compile": "asa-deploy compile runs/nmnist-asa2 --chip speck2f --bias drop",
     "quickstart": "asa-deploy quickstart --out runs/quickstart",
-    "import": "asa-deploy import model.nir --out runs/imported --data "
+    "import": "asa-deploy import runs/nmnist-asa2/model.nir --out runs/imported --data "
               "nmnist:../shared/data/nmnist-small",
 }
 
@@ -916,8 +926,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"asa-deploy {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        print(f"interrupted; {_after_interrupt(args.command)}", file=sys.stderr)
         return 130
+
+
+def _after_interrupt(command: str) -> str:
+    """What rerunning an interrupted command does: only train keeps a checkpoint to resume from."""
+    if command == "train":
+        return "rerun the same command to resume from the last finished epoch (checkpoint.pt)"
+    if command == "quickstart":
+        return ("rerun the same command: its trainings resume from their last finished epoch, "
+                "every later stage starts again")
+    return f"rerun to start again ({command} starts from scratch; only train resumes)"
 
 
 if __name__ == "__main__":

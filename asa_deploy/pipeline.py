@@ -25,8 +25,8 @@ from asa_deploy.data.hot_pixels import FACTOR, detect_in_split
 from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.errors import CompileError
 from asa_deploy.export.importer import IMPORTED, is_imported, load_imported
-from asa_deploy.fold.stage import FOLD_JSON, FOLDED, fold, load_folded
-from asa_deploy.train import TrainConfig, load_run, train
+from asa_deploy.fold.stage import FOLD_JSON, FOLDED, check_fits, fold, load_folded
+from asa_deploy.train import TrainConfig, load_run, prepare, train
 from asa_deploy.train.loop import MODEL
 
 
@@ -189,6 +189,21 @@ def chip_comparison(ladders: dict[str, list[dict]], chip: str, windows: int) -> 
     return "\n".join(lines)
 
 
+def check_chip_fit(config: TrainConfig, chip: str, *, cache: CacheSetting = None) -> None:
+    """The chip's design rules and mapper on the untrained network, with fold's bias policy
+    (drop), so that a model that fits no core fails in seconds, not after two trainings."""
+    prepared = prepare(config, cache=cache)
+    prepared.model.eval()  # as a trained network is lowered: BatchNorm folds its statistics
+    input_shape, sensor = chip_inputs(prepared.model.spec.input, prepared.data_info)
+    spec = load_chip_spec(chip)
+    try:
+        check_fits(prepared.model, spec, input_shape, sensor, "drop")
+    except CompileError as exc:
+        raise CompileError(f"--model {config.model} does not fit {spec.name} (checked before "
+                           f"training): {exc}; pick a model sized for its cores (asa-deploy "
+                           f"models) or narrower --param widths") from exc
+
+
 def quickstart(out: str | Path, config: TrainConfig, attention: str, *, chip: str = "speck2f",
                finetune_epochs: int = 3, progress: bool = True, cache: CacheSetting = None) -> dict:
     """Train vanilla and ``attention`` runs under ``out``, analyze both side by side, fold,
@@ -201,6 +216,7 @@ def quickstart(out: str | Path, config: TrainConfig, attention: str, *, chip: st
     from asa_deploy.report import write_report
 
     out = Path(out)
+    check_chip_fit(config, chip, cache=cache)
     windows = config.eval_windows
     runs = {}
     for kind in ("none", attention):

@@ -487,7 +487,18 @@ def retrain_remedy(run_dir: str | Path) -> str:
 
 def load_model_record(run_dir: str | Path) -> dict:
     """``RUN/model.pt`` as saved (no network built); an ``ArtifactError`` naming it when it is
-    missing, unreadable or not a trained model."""
+    missing, unreadable or not a trained model. An imported run is told where it can go: training
+    into it would shelve the imported model."""
+    if not (Path(run_dir) / MODEL).is_file():
+        from asa_deploy.export.importer import IMPORTED, is_imported
+
+        if is_imported(run_dir):
+            raise ArtifactError(
+                f"{run_dir} holds an imported model ({IMPORTED}), not a network trained by "
+                f"asa-deploy train ({MODEL}): evaluate, analyze and fold need one trained here. "
+                f"Take the imported model to the chip with `asa-deploy compile {run_dir} --chip "
+                f"speck2f` (add --bias drop or --bias leak if its layers have biases), then "
+                f"`asa-deploy simulate {run_dir}`", path=str(Path(run_dir) / MODEL))
     return io.load_torch(Path(run_dir) / MODEL, "trained model", required_keys=MODEL_KEYS,
                          remedy=retrain_remedy(run_dir),
                          if_missing=f"train first (asa-deploy train --out {run_dir})")
