@@ -1,4 +1,4 @@
-"""The ``asa-deploy`` command: one subcommand per pipeline stage (DESIGN.md section 1)."""
+"""The ``asa-deploy`` command: one subcommand per pipeline stage (docs/design.md section 1)."""
 
 from __future__ import annotations
 

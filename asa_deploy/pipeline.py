@@ -1,4 +1,4 @@
-"""The one place that chains stages (DESIGN.md section 2): compile a run directory (folded chip
+"""The one place that chains stages (docs/design.md section 2): compile a run directory (folded chip
 layers when the fold stage wrote them, else the trained model), fold a run and measure its chip
 rungs (compile, then both simulators), and the quickstart (train, analyze, fold, simulate, report).
 

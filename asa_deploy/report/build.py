@@ -52,7 +52,7 @@ ANALYSIS_FIGURES = {
 DEFAULT_CHIP = "speck2f"
 
 BANDWIDTH_NOTE = (
-    "The per-core SynOps/s limit is not published: speck-hardware.md section 2 says each core has a "
+    "The per-core SynOps/s limit is not published: docs/speck-hardware.md section 2 says each core has a "
     "maximum SynOps/s beyond which the chip stalls, but gives no number (UNVERIFIED, sinabs docs "
     "tips_for_training.md). The report therefore shows the rates without a limit to compare them to.")
 EFFECTIVE_ACS_NOTE = (

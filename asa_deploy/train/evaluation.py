@@ -28,7 +28,7 @@ def evaluate(model, dataset, *, batch_size: int = 64, group: ProcessGroup | None
     ``predict_classes``: a silent output is wrong, as on the chip), window accuracy, the
     windows with a silent output (``silent_windows``),
     per-layer spike firing rate SFR_l = spikes / (T x neurons x samples) and NASFR (their
-    neuron-count-weighted mean, asa-method.md section 2)."""
+    neuron-count-weighted mean, docs/asa-method.md section 2)."""
     group = group or ProcessGroup()
     model.eval()
     layers = model.spiking_layers()
