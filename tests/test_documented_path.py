@@ -172,3 +172,59 @@ def test_every_cited_document_is_in_the_repository():
     assert missing == [] and bare == []
     assert {"design.md", "speck-hardware.md", "asa-method.md"} <= {
         p.name for p in (ROOT / "docs").glob("*.md")}
+
+
+def test_import_of_a_network_with_biases_prints_a_next_command_that_runs(tmp_path, capsys):
+    import sinabs.layers as sl
+    import torch
+    from torch import nn
+
+    from asa_deploy.cli import main
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, 2), sl.IAFSqueeze(batch_size=1, min_v_mem=-1.0),
+                        nn.Flatten(), nn.Linear(4 * 16 * 16, 3),
+                        sl.IAFSqueeze(batch_size=1, min_v_mem=-1.0))
+    torch.save(net, tmp_path / "net.pt")
+    run = tmp_path / "run"
+    assert main(["import", str(tmp_path / "net.pt"), "--out", str(run), "--input-shape",
+                 "2,34,34"]) == 0
+    out = capsys.readouterr().out
+    assert "note: its layers have biases" in out
+    [command] = next_commands(out)
+    assert command == f"asa-deploy compile {run} --chip speck2f --bias drop"
+    assert main(shlex.split(command)[1:]) == 0
+    assert (run / "chip_config.json").is_file()
+
+
+@pytest.mark.parametrize(("command", "stage", "said"), [
+    ("train", "asa_deploy.train.train", "rerun the same command to resume from the last finished "
+                                        "epoch (checkpoint.pt)"),
+    ("fold", "asa_deploy.pipeline.fold_run", "rerun to start again (fold starts from scratch; "
+                                             "only train resumes)"),
+    ("simulate", "asa_deploy.chip.simulate.simulate_run", "rerun to start again (simulate starts "
+                                                          "from scratch; only train resumes)"),
+])
+def test_ctrl_c_says_what_a_rerun_does(tmp_path, monkeypatch, capsys, command, stage, said):
+    from asa_deploy.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stage, interrupted)
+    argv = [command, "--out", str(tmp_path / "r")] if command == "train" else [command, str(tmp_path)]
+    assert main(argv) == 130
+    assert capsys.readouterr().err == f"interrupted; {said}\n"
+
+
+def test_quickstart_refuses_a_model_that_fits_no_core_before_training(tmp_path, nmnist_tiny):
+    out = tmp_path / "qs"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "asa_deploy.cli", "quickstart", "--model", "nmnist-net", "--data",
+         f"nmnist:{nmnist_tiny}", "--no-cache", "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=STEP_TIMEOUT_S)
+    assert done.returncode == 2, done.stderr
+    assert ("error: --model nmnist-net does not fit speck2f (checked before training): layer "
+            "block3.fc fits no core") in done.stderr
+    assert "== training" not in done.stdout and not out.exists()
