@@ -43,6 +43,35 @@ def test_the_warning_counts_silent_windows_from_half_of_them():
                            "the network has not learned to spike at its output: train longer")
 
 
+# A network that cannot fire: its threshold far above what unit-scale BN outputs reach in 5 steps,
+# and no bias into the output layer.
+DEAF_SPEC = """name: deaf
+description: never fires
+input: {channels: 2, height: 32, width: 32}
+T: 5
+neuron: iaf
+bn_init: one
+neuron_options: {threshold: 1000.0, min_v_mem: -1.0}
+params: {c: 4}
+blocks:
+  - {type: conv, out: c, kernel: 3, stride: 2, padding: 1}
+  - {type: flatten}
+  - {type: fc, out: classes, bias: false}
+"""
+
+
+def test_train_ends_with_the_warning(tmp_path, capsys):
+    (tmp_path / "deaf.yaml").write_text(DEAF_SPEC)
+    assert main(["train", "--data", "synthetic:gesture-tiny", "--model", str(tmp_path / "deaf.yaml"),
+                 "--epochs", "1", "--batch-size", "4", "--eval-windows", "2", "--no-progress",
+                 "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    val = torch.load(tmp_path / "run" / "model.pt", weights_only=False)["metrics"]["val"]
+    assert val["silent_windows"] == val["windows"] == 12
+    assert ("WARNING: the output layer never fired on 12 of 12 windows (validation split, epoch "
+            "1): a silent window has no class and counts as wrong") in out
+
+
 def test_evaluate_simulate_and_report_say_it(silent_run, capsys):
     run = str(silent_run)
     assert main(["evaluate", run, "--windows", "2"]) == 0
