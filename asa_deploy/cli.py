@@ -29,9 +29,9 @@ def _add_cache_args(p: argparse.ArgumentParser) -> None:
     where.add_argument("--cache-dir", type=cli_args.out_dir, default=None, metavar="DIR",
                        help="folder of the decoded-event cache: each recording decoded once into "
                             "a memory-mapped file, shared by later runs and torchrun ranks, so RAM "
-                            "stays bounded; None: DATA_FOLDER/.asa_deploy_cache when writable, "
-                            "else $XDG_CACHE_HOME/asa_deploy (~/.cache/asa_deploy), else memory "
-                            "with a warning")
+                            "stays bounded; None: $XDG_CACHE_HOME/asa_deploy "
+                            "(~/.cache/asa_deploy), never the data folder; memory with a warning "
+                            "when that cannot be written")
     where.add_argument("--no-cache", action="store_true",
                        help="keep decoded recordings in memory, decoded again by every run "
                             "(nothing written)")
@@ -563,11 +563,11 @@ def cmd_import(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from asa_deploy.nn import list_models, models_dir
+    from asa_deploy.shipped import list_models, models_dir
 
     print(f"model specs in {models_dir()}:")
     for name, description in list_models():
-        print(f"  {name:12s} {description}")
+        print(f"  {name:16s} {description}")
     return 0
 
 
@@ -911,6 +911,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+INSTANT_COMMANDS = ("models",)  # they answer before a person could wonder whether they started
+
+
+def _say_started(args) -> None:
+    """The command's first line, on stderr (``--json`` keeps stdout clean), before the stage's
+    libraries load: importing torch alone takes a second or two."""
+    target = getattr(args, "run_dir", None) or getattr(args, "out", None)
+    print(f"asa-deploy {args.command}" + (f" {target}" if target else "") + ": starting",
+          file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status (2 for a bad argument, as argparse exits)."""
     parser = build_parser()
@@ -920,6 +931,8 @@ def main(argv: list[str] | None = None) -> int:
         return done.code if isinstance(done.code, int) else 0
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.command not in INSTANT_COMMANDS:
+        _say_started(args)
     try:
         return args.func(args)
     except AsaDeployError as err:

@@ -18,7 +18,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from asa_deploy.defaults import TORCH_DEVICE, hw_configs_dir, models_dir
+from asa_deploy.defaults import TORCH_DEVICE
+from asa_deploy.shipped import hw_configs_dir, models_dir
 
 DATA_SCHEMES = ("nmnist", "dvsgesture", "events", "synthetic")  # as asa_deploy.data.datasets.SCHEMES
 PATH_SCHEMES = ("nmnist", "dvsgesture", "events")

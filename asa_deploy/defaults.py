@@ -3,9 +3,6 @@ so the CLI can check its arguments against them before it loads torch."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 TEST_WINDOWS = 5
 """Test windows per recording (majority vote) for every evaluation: train's validation, evaluate,
 analyze, fold's ladder, simulate and deploy. The paper evaluates 10 windows; 5 keeps the exact
@@ -26,15 +23,3 @@ pass, equal up to float rounding (asa_deploy.train.memory)."""
 HOT_PIXEL_FACTOR = 10.0
 """A hot pixel fires more than this many times its neighbours' median rate (plus a margin; see
 asa_deploy.data.hot_pixels)."""
-
-_REPOSITORY = Path(__file__).resolve().parents[1]
-
-
-def models_dir() -> Path:
-    """Where named model specs live: $ASA_DEPLOY_MODELS, else the repository's ``models/``."""
-    return Path(os.environ.get("ASA_DEPLOY_MODELS", _REPOSITORY / "models"))
-
-
-def hw_configs_dir() -> Path:
-    """Where named chips live: $ASA_DEPLOY_HW_CONFIGS, else the repository's ``hw_configs/``."""
-    return Path(os.environ.get("ASA_DEPLOY_HW_CONFIGS", _REPOSITORY / "hw_configs"))

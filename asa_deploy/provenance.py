@@ -19,7 +19,7 @@ import json
 import re
 import shutil
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from asa_deploy import __version__
@@ -82,7 +82,7 @@ def record(run_dir: str | Path, made_from: Iterable[str] = (), **facts) -> dict:
     run_dir = Path(run_dir)
     return {"made_from": {name: content_hash(run_dir / name) for name in made_from},
             **facts, "asa_deploy": __version__,
-            "written_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "written_utc": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
 def read(path: Path) -> dict | None:
@@ -189,7 +189,7 @@ def supersede(run_dir: str | Path) -> tuple[Path | None, list[str]]:
     found = sorted({p for pattern in DERIVED for p in run_dir.glob(pattern)})
     if not found:
         return None, []
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     target = run_dir / "superseded" / stamp
     target.mkdir(parents=True)
     for path in found:

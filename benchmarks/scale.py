@@ -322,7 +322,7 @@ def child_train(spec: dict) -> None:
     from asa_deploy.train.accelerator import Precision
     from asa_deploy.train.config import TrainConfig
     from asa_deploy.train.cost import CostMeter
-    from asa_deploy.train.loop import epoch_loader, prepare, train_step
+    from asa_deploy.train.loop import prepare, train_loader, train_step
     from asa_deploy.train.memory import apply_memory_mode
 
     marks = {"imported": time.time()}
@@ -340,13 +340,11 @@ def child_train(spec: dict) -> None:
     apply_memory_mode(model, config.memory)  # as train does
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     meter = CostMeter(model)
-    train_set = prepared.train_set
-    train_set.set_epoch(0)
-    n_train = len(train_set)
-    batch = min(config.batch_size, n_train)
     pin = group.device.startswith("cuda")
-    batches, shards, loader = epoch_loader(train_set, config, 0, group, pin,
-                                           limit=None if spec["frames_only"] else spec["steps"])
+    epoch_batches, loader = train_loader(prepared.train_set, config, group, pin,
+                                         limit=None if spec["frames_only"] else spec["steps"])
+    batches, shards = epoch_batches.batches, epoch_batches.shards
+    n_train, batch = epoch_batches.n_train, epoch_batches.batch
     done, losses = [], []
     model.train()
     for global_batch, (start, stop), (frames, labels, _) in zip(batches, shards, loader, strict=True):

@@ -12,6 +12,10 @@ import torch.nn as nn
 
 from asa_deploy.data.events import EVENT_DTYPE
 
+SUBPROCESS_TIMEOUT_S = 600
+"""Every subprocess a test starts is given this long (the slowest, two torchrun ranks, takes about a
+minute): a child that hangs fails its test, naming it, instead of stalling the suite."""
+
 
 def random_events(n: int, *, width: int = 34, seed: int = 0) -> np.ndarray:
     """n valid events on a width x width sensor over 300 ms, sorted by time."""
@@ -48,9 +52,9 @@ def train_one_and_two_ranks(args: list[str], single: Path, double: Path, port: i
     ranks (plus ``two_rank_args``) into ``double``; one thread each, so the 2 ranks fit 2 cores."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "asa_deploy.cli", *args, "--out", str(single)],
-                   check=True, env=env, capture_output=True)
+                   check=True, env=env, capture_output=True, timeout=SUBPROCESS_TIMEOUT_S)
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
          str(port), "-m", "asa_deploy.cli", *args, *two_rank_args, "--out", str(double)],
-        env=env, capture_output=True, text=True)
+        env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
     assert result.returncode == 0, result.stderr[-3000:]

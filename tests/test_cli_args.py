@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import SUBPROCESS_TIMEOUT_S
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -260,7 +261,8 @@ assert main(["train", "--epochs", "0"]) == 2
 print(" ".join(m for m in {HEAVY!r} if m in sys.modules))
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                            timeout=SUBPROCESS_TIMEOUT_S)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
     assert "argument --epochs: must be a positive integer, got 0" in result.stderr

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +34,6 @@ from asa_deploy.chip.config import (
 from asa_deploy.chip.spec import ChipSpec, load_chip_spec
 from asa_deploy.cli import main
 from asa_deploy.errors import AsaDeployError, ChipSpecError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 FUZZ = settings(max_examples=max(300, settings.default.max_examples), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

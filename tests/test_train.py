@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import CLI_DVS_TINY as CLI_TINY
-from helpers import train_one_and_two_ranks
+from helpers import SUBPROCESS_TIMEOUT_S, train_one_and_two_ranks
 
 from asa_deploy.chip.config import ChipConfig
 from asa_deploy.cli import main
@@ -96,10 +96,11 @@ def test_resume_after_kill_9(reference_run, tmp_path):
         assert process.poll() is None and time.time() < deadline, "training ended before epoch 1"
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.wait(timeout=SUBPROCESS_TIMEOUT_S)
     epoch = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["state"]["epoch"]
     assert epoch < 3, "the kill came too late to interrupt the run"
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=SUBPROCESS_TIMEOUT_S)
     assert_same_weights(final_weights(reference_run), final_weights(tmp_path))
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.serialization
-from helpers import train_one_and_two_ranks
+from helpers import SUBPROCESS_TIMEOUT_S, train_one_and_two_ranks
 
 from asa_deploy import io
 from asa_deploy.cli import main
@@ -82,6 +82,21 @@ def test_two_ranks_with_workers_match_one_process(tmp_path):
     assert_same_weights(checkpoint(single)["weights"], checkpoint(double)["weights"], atol=1e-5)
     a, b = log_without_timing(single), log_without_timing(double)
     assert [r["val_accuracy"] for r in a] == [r["val_accuracy"] for r in b]
+
+
+@pytest.mark.parametrize("attempt", [1, 2])
+def test_two_ranks_with_two_workers_each_start_and_end(tmp_path, attempt):
+    """Regression, repeated: a DataLoader worker forked from a rank running other threads hung for
+    good at start-up (issue 19). Spawned workers start clean; each run must end, within the timeout
+    (benchmarks/worker_starts.py repeats it 20 times)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+         str(29540 + attempt), "-m", "asa_deploy.cli", "train", *CLI_TINY, "--epochs", "1",
+         "--workers", "2", "--out", str(tmp_path)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+        timeout=SUBPROCESS_TIMEOUT_S)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert checkpoint(tmp_path)["train_config"]["workers"] == 2
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -196,11 +211,11 @@ def test_two_ranks_train_under_bf16(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = ["train", *CLI_TINY, "--epochs", "1", "--amp", "bf16"]
     subprocess.run([sys.executable, "-m", "asa_deploy.cli", *args, "--out", str(single)],
-                   check=True, env=env, capture_output=True)
+                   check=True, env=env, capture_output=True, timeout=SUBPROCESS_TIMEOUT_S)
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
          "29532", "-m", "asa_deploy.cli", *args, "--out", str(double)],
-        env=env, capture_output=True, text=True)
+        env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S)
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = log_without_timing(single), log_without_timing(double)
     assert b[0]["loss"] == pytest.approx(a[0]["loss"], rel=BF16_LOSS_RTOL)

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 import torch
 from sinabs.layers import LIF, SqueezeMixin
-from tqdm.auto import tqdm
 
 from asa_deploy.analysis import metrics
 from asa_deploy.data.framing import predict_classes
+from asa_deploy.progress import progress as progress_bar
 
 #: Bytes kept per raw neuron-step: one uint8 spike count and one float32 u.
 _RAW_BYTES_PER_VALUE = 5
@@ -270,8 +270,8 @@ def collect(
             handles.append(layer.register_forward_hook(rec.post_hook))
         total = len(loader) if hasattr(loader, "__len__") else None
         with torch.no_grad():
-            for frames, label, recording in tqdm(
-                loader, total=total, desc="analyze", unit="batch", disable=None if progress else True
+            for frames, label, recording in progress_bar(
+                loader, total=total, desc="analyze", unit="batch", enabled=progress
             ):
                 take = len(frames) if max_samples is None else min(len(frames), max_samples - seen)
                 model.reset_states()

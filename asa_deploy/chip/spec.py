@@ -10,19 +10,14 @@ that would compile a network the chip cannot hold.
 from __future__ import annotations
 
 import math
-import sys
+import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from asa_deploy.defaults import hw_configs_dir
 from asa_deploy.errors import ChipSpecError
 from asa_deploy.io import read_text
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from asa_deploy.shipped import hw_configs_dir
 
 CAPABILITIES = ("per_channel_weight", "per_neuron_initial_value", "per_neuron_kill",
                 "input_pixel_kill", "input_roi", "output_decimator", "readout")

@@ -53,7 +53,6 @@ logger = logging.getLogger("asa_deploy.data")
 # Bump whenever a reader (readers.py) or as_events decodes any file differently: every cache
 # entry written before is then decoded again.
 DECODER_VERSION = 1
-DEFAULT_FOLDER = ".asa_deploy_cache"  # in the data folder, when writable
 INDEX = "index.json"
 # ``open_dataset``'s ``cache``: None or False (memory), True (the default folder) or a folder.
 CacheSetting = bool | str | os.PathLike | None
@@ -271,17 +270,16 @@ def open_cache(cache: CacheSetting, scheme: str, root: Path) -> DiskCache | None
                 f"cannot write the decoded-event cache in {folder} ({why}); give a writable folder "
                 "with --cache-dir DIR, or pass --no-cache to keep decoded recordings in memory")
         return DiskCache(folder / name)
-    tried = []
-    for folder in (root / DEFAULT_FOLDER, user_cache_dir()):
-        why = _unwritable(folder / name)
-        if not why:
-            return DiskCache(folder / name)
-        tried.append(f"{folder} ({why})")
+    # The user's cache folder, never the data folder: a shared data set stays as it was given.
+    folder = user_cache_dir()
+    why = _unwritable(folder / name)
+    if not why:
+        return DiskCache(folder / name)
     logger.warning(
-        "cannot write a decoded-event cache in %s; keeping every decoded recording in memory "
+        "cannot write a decoded-event cache in %s (%s); keeping every decoded recording in memory "
         "instead, which takes RAM for the whole data set in every process (each torchrun rank) "
         "and decodes it again in every run; pass --cache-dir DIR (a writable folder) to cache it, "
-        "or --no-cache to choose memory", " nor in ".join(tried))
+        "or --no-cache to choose memory", folder, why)
     return None
 
 

@@ -76,13 +76,13 @@ from typing import TextIO
 
 import numpy as np
 import tonic.datasets
-from tqdm import tqdm
 
 from asa_deploy.data.cache import Cached, CacheSetting, DiskCache, InMemory, decode, open_cache
 from asa_deploy.data.events import SensorSize
 from asa_deploy.data.framing import FrameSpec
 from asa_deploy.data.readers import READERS, read_bin40, read_recording
 from asa_deploy.errors import BadRecordingError, DataSpecError
+from asa_deploy.progress import progress as progress_bar
 
 logger = logging.getLogger("asa_deploy.data")
 
@@ -177,7 +177,7 @@ class EventDataset(Sequence):
         recordings = list(recordings)
         class_index = {name: i for i, name in enumerate(self.class_names)}
         decoded: list[tuple[RecordingSource, InMemory | Cached, int]] = []
-        for rec in tqdm(recordings, desc=f"decoding {spec}", unit="file", disable=None):
+        for rec in progress_bar(recordings, desc=f"decoding {spec}", unit="file"):
             try:
                 label = _label_index(rec.label, class_index, rec.source, rec.label_from)
                 recording = (
@@ -303,9 +303,9 @@ def open_dataset(spec: str, *, seed: int = 0, cache: CacheSetting = None) -> Eve
 
     - None or False: in memory, decoded again by every call; nothing is written (a library call
       never writes beside your data unasked);
-    - True: the disk cache in ``PATH/.asa_deploy_cache`` when writable, else in
-      ``$XDG_CACHE_HOME/asa_deploy`` (``~/.cache/asa_deploy``); when neither is, in memory
-      with one warning (the CLI's default);
+    - True: the disk cache in ``$XDG_CACHE_HOME/asa_deploy`` (``~/.cache/asa_deploy``), never
+      in the data folder; when it cannot be written, in memory with one warning (the CLI's
+      default);
     - a folder: the disk cache there; an error when it cannot be written.
     """
     scheme, sep, rest = spec.partition(":")

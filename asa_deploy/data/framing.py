@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from asa_deploy.data.events import SensorSize
+from asa_deploy.data.workers import batches_of, worker_options
 from asa_deploy.errors import ModelSpecError
 
 
@@ -153,9 +154,9 @@ class FramedDataset(Dataset):
     be grouped for majority voting. Mode ``"rcs"`` draws one random window per recording and epoch,
     ``"test"`` serves ``n_windows`` fixed windows per recording, ``"whole"`` stretches T bins over the
     whole recording. RCS windows depend only on ``(seed, epoch, item index)``, never on worker or
-    process order, so runs are reproducible with any number of DataLoader workers or ranks. Call
-    ``set_epoch`` before each epoch's DataLoader iterator is created (non-persistent workers copy the
-    dataset, epoch included, when the iterator starts).
+    process order, so runs are reproducible with any number of DataLoader workers or ranks.
+    ``set_epoch`` selects an epoch's windows in this process; persistent workers hold their own copy
+    of the dataset, so training passes the epoch with each item (``asa_deploy.train.loop``).
     """
 
     def __init__(
@@ -218,8 +219,8 @@ class FrameCache(Dataset):
     """A ``FramedDataset`` whose windows never change (``"test"``, ``"whole"``), framed once and kept
     compact (``_SparseFrames``: small integer counts, sparse or dense), so that validation does not
     frame the same windows again every epoch. ``items`` (default: all) are framed when the cache is
-    made, in ``workers`` DataLoader processes; any other item is framed when asked for. Items equal
-    the dataset's, bit for bit."""
+    made, in ``workers`` spawned DataLoader processes (``asa_deploy.data.workers``); any other item
+    is framed when asked for. Items equal the dataset's, bit for bit."""
 
     def __init__(self, dataset: FramedDataset, items: Sequence[int] | None = None, *,
                  workers: int = 0, batch_size: int = 64):
@@ -231,9 +232,9 @@ class FrameCache(Dataset):
         batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
         # A private generator: a DataLoader iterator otherwise draws its seed from torch's global RNG,
         # which would shift the dropout masks of the training that follows.
-        loader = DataLoader(_SparseFrames(dataset), batch_sampler=batches, num_workers=workers,
-                            collate_fn=list, generator=torch.Generator())
-        for batch in loader:
+        loader = DataLoader(_SparseFrames(dataset), batch_sampler=batches, collate_fn=list,
+                            generator=torch.Generator(), **worker_options(workers, persistent=False))
+        for batch in batches_of(loader):
             self._kept.update(batch)
 
     def __len__(self) -> int:

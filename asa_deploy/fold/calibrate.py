@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import torch
 from matplotlib.figure import Figure
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from asa_deploy.data import FramedDataset
 from asa_deploy.errors import AsaDeployError
 from asa_deploy.io import atomic_output
 from asa_deploy.nn.attention import AdvancedSpatialAttention, SpatialAttention
+from asa_deploy.progress import progress as progress_bar
 
 MIN_CALIBRATION_WINDOWS = 8
 
@@ -86,8 +86,8 @@ def calibrate(model, dataset: FramedDataset, *, batch_size: int = 16,
     try:
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
         with torch.no_grad():
-            for frames, _, _ in tqdm(loader, desc="calibrate", unit="batch",
-                                     disable=None if progress else True):
+            for frames, _, _ in progress_bar(loader, desc="calibrate", unit="batch",
+                                             enabled=progress):
                 model.reset_states()
                 model(frames)
                 count["windows"] += len(frames)

@@ -52,7 +52,6 @@ import sinabs.layers as sl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from asa_deploy.chip.graph import LoweredGraph
 from asa_deploy.chip.lower import ChipLayer, LoweredNetwork
@@ -60,6 +59,7 @@ from asa_deploy.chip.quantize import discretization_scale
 from asa_deploy.chip.spec import Numerics
 from asa_deploy.errors import CompileError
 from asa_deploy.nn.neurons import Rectangular
+from asa_deploy.progress import progress as progress_bar
 from asa_deploy.train.cost import CostMeter, core_fanouts
 from asa_deploy.train.evaluation import collate, evaluate
 from asa_deploy.train.loop import per_sample_loss
@@ -344,8 +344,8 @@ def finetune(lowered: LoweredNetwork, train_set, val_set, numerics: Numerics | N
         order = np.random.default_rng([seed, epoch]).permutation(n_train)
         batches = [order[i:i + batch] for i in range(0, n_train - batch + 1, batch)]
         losses, distilled, synops = [], [], torch.zeros(3, dtype=torch.float64)
-        for idx in tqdm(batches, desc=f"fine-tune {epoch + 1}/{epochs}", leave=False,
-                        disable=None if progress else True):
+        for idx in progress_bar(batches, desc=f"fine-tune {epoch + 1}/{epochs}", unit="batch",
+                                leave=False, enabled=progress):
             frames, labels, _ = collate([train_set[int(i)] for i in idx])
             model.reset_states()
             out = model(frames)

@@ -34,10 +34,10 @@ import yaml
 from torch.autograd.function import once_differentiable
 from torch.nn.modules.utils import _pair
 
-from asa_deploy.defaults import models_dir
 from asa_deploy.errors import ModelSpecError
 from asa_deploy.nn.attention import make_attention
 from asa_deploy.nn.neurons import NEURON_DEFAULTS, make_neuron
+from asa_deploy.shipped import list_models, models_dir
 
 ATTENTION_KINDS = ("none", "sa", "asa1", "asa2")
 BN_INITS = ("threshold", "one")
@@ -53,15 +53,6 @@ _BLOCK_KEYS = {
     "pool": {"type", "kernel", "pool_type"},
     "flatten": {"type"},
 }
-
-
-def list_models() -> list[tuple[str, str]]:
-    """(name, one-line description) of every spec in ``models_dir()``."""
-    out = []
-    for path in sorted(models_dir().glob("*.yaml")):
-        spec = yaml.safe_load(path.read_text())
-        out.append((path.stem, str(spec.get("description", "")).strip().splitlines()[0]))
-    return out
 
 
 @dataclass

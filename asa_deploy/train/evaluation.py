@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from asa_deploy.analysis.metrics import nasfr
 from asa_deploy.data import predict_classes, recording_accuracy
+from asa_deploy.progress import progress as progress_bar
 from asa_deploy.train.distributed import ProcessGroup, sum_tensor
 
 
@@ -47,8 +47,8 @@ def evaluate(model, dataset, *, batch_size: int = 64, group: ProcessGroup | None
     mine = shard_items(n, group)
     predictions = torch.zeros(n, dtype=torch.float64)
     try:
-        for start in tqdm(range(0, len(mine), batch_size), desc="evaluate", leave=False,
-                          disable=None if progress and group.is_main else True):
+        for start in progress_bar(range(0, len(mine), batch_size), desc="evaluate", unit="batch",
+                                  leave=False, enabled=progress and group.is_main):
             idx = mine[start:start + batch_size]
             frames, _, _ = collate([dataset[i] for i in idx])
             model.reset_states()

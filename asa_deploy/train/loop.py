@@ -4,9 +4,9 @@ selection on the validation split, optional data parallelism (train/distributed.
 Determinism: the shuffle of epoch e comes from (seed, e), each RCS window from (seed, e, index), and the
 torch RNG state (dropout) is saved with every checkpoint, so a run killed mid-epoch and started again
 with the same command ends with the same weights as an uninterrupted one. Framing runs in ``--workers``
-DataLoader processes, which use no random numbers (the windows are seeded per item) and draw their
-loader seed from a private generator, never torch's global one: the result is the same for any number
-of workers.
+DataLoader processes (spawned and kept for all epochs: ``asa_deploy.data.workers``), which use no
+random numbers (the windows are seeded per item) and draw their loader seed from a private
+generator, never torch's global one: the result is the same for any number of workers.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
-from tqdm import tqdm
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from asa_deploy import io, provenance
 from asa_deploy.data import (
@@ -33,9 +32,11 @@ from asa_deploy.data import (
     stratified_split,
 )
 from asa_deploy.data.framing import SILENT_FLOAT_REMEDY, FrameCache, silent_output_warning
+from asa_deploy.data.workers import batches_of, worker_options
 from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.errors import ArtifactError, AsaDeployError, DataSpecError, ModelSpecError
 from asa_deploy.nn import SpikingNetwork, apply_recipe, build_network, load_model_spec
+from asa_deploy.progress import progress as progress_bar
 from asa_deploy.train import distributed as D
 from asa_deploy.train.accelerator import Precision, resolve_device
 from asa_deploy.train.config import TrainConfig
@@ -163,20 +164,20 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, precision:
     if not validate and verbose and group.is_main:
         print("no validation recordings (--n-val 0, or too few recordings per class to hold one "
               "out): no model selection, model.pt keeps the last epoch", flush=True)
-    n_train = len(train_set)
-    batch = min(config.batch_size, n_train)
     meter = CostMeter(model)
     pin = group.device.startswith("cuda")  # pinned host memory only pays off for copies to a GPU
     val_frames = None  # the validation windows never change: framed once, at the first validation
+    epoch_batches, loader = train_loader(train_set, config, group, pin)
+    batch = epoch_batches.batch
     for epoch in range(state["epoch"], config.epochs):
         model.train()
-        train_set.set_epoch(epoch)  # before the loader: its workers copy the dataset, epoch included
-        batches, shards, loader = epoch_loader(train_set, config, epoch, group, pin)
+        epoch_batches.set_epoch(epoch)
+        batches, shards = epoch_batches.batches, epoch_batches.shards
         losses, t0 = [], time.perf_counter()
         synops = torch.zeros(3, dtype=torch.float64)  # network-driven, input-driven, windows
-        bar = tqdm(zip(batches, shards, loader, strict=True), total=len(batches),
-                   desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-                   disable=None if progress and group.is_main else True)  # None: no bars off a TTY
+        bar = progress_bar(zip(batches, shards, batches_of(loader), strict=True),
+                           total=len(batches), desc=f"epoch {epoch + 1}/{config.epochs}",
+                           unit="batch", leave=False, enabled=progress and group.is_main)
         for global_batch, (start, stop), (frames, labels, _) in bar:
             loss, network, inputs = train_step(model, meter, optimizer, precision, group, config,
                                                frames, labels, len(global_batch), start, stop, pin)
@@ -261,20 +262,56 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, precision:
     return artifact["metrics"]
 
 
-def epoch_loader(train_set, config: TrainConfig, epoch: int, group, pin: bool,
-                 limit: int | None = None) -> tuple[list, list, DataLoader]:
+class EpochBatches(Sampler):
     """An epoch's global batches (order seeded by seed and epoch, full batches only; the first
-    ``limit``), this rank's (start, stop) shard of each, and the loader framing the shards."""
-    n_train = len(train_set)
-    batch = min(config.batch_size, n_train)
-    order = np.random.default_rng([config.seed, epoch]).permutation(n_train)
-    batches = [order[i:i + batch] for i in range(0, n_train - batch + 1, batch)][:limit]
-    shards = [group.shard(len(b)) for b in batches]
-    loader = DataLoader(train_set, batch_sampler=[b[start:stop].tolist() for b, (start, stop)
-                                                  in zip(batches, shards, strict=True)],
-                        collate_fn=collate, num_workers=config.workers, pin_memory=pin,
-                        generator=torch.Generator())
-    return batches, shards, loader
+    ``limit``) and this rank's (start, stop) shard of each, after ``set_epoch``. It yields
+    ``(epoch, index)`` items: the loader's workers live through all epochs with their own copy of
+    the data set, so the epoch whose RCS windows they frame travels with each item."""
+
+    def __init__(self, n_train: int, batch_size: int, seed: int, group, limit: int | None = None):
+        self.n_train, self.batch, self.seed = n_train, min(batch_size, n_train), seed
+        self.group, self.limit = group, limit
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.n_train)
+        self.epoch = epoch
+        self.batches = [order[i:i + self.batch]
+                        for i in range(0, self.n_train - self.batch + 1, self.batch)][:self.limit]
+        self.shards = [self.group.shard(len(b)) for b in self.batches]
+
+    def __iter__(self):
+        for b, (start, stop) in zip(self.batches, self.shards, strict=True):
+            yield [(self.epoch, int(i)) for i in b[start:stop]]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _EpochItems(Dataset):
+    """``dataset``'s item ``index`` in the RCS windows of ``epoch``, for an ``(epoch, index)``."""
+
+    def __init__(self, dataset: FramedDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]):
+        epoch, index = item
+        self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+def train_loader(train_set: FramedDataset, config: TrainConfig, group, pin: bool,
+                 limit: int | None = None) -> tuple[EpochBatches, DataLoader]:
+    """The batches of every epoch (``set_epoch`` before iterating the loader) and the loader that
+    frames this rank's shards, its ``config.workers`` spawned workers kept for all epochs."""
+    batches = EpochBatches(len(train_set), config.batch_size, config.seed, group, limit)
+    loader = DataLoader(_EpochItems(train_set), batch_sampler=batches, collate_fn=collate,
+                        pin_memory=pin, generator=torch.Generator(),
+                        **worker_options(config.workers, persistent=True))
+    return batches, loader
 
 
 def train_step(model, meter: CostMeter, optimizer, precision, group, config: TrainConfig,

@@ -37,13 +37,13 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from tqdm import tqdm
 
 from asa_deploy.chip.config import READOUT_CORE, ChipConfig
 from asa_deploy.chip.sim.dvs import check_windows, prepare_window
 from asa_deploy.chip.sim.result import MonitorCounts, SimResult, assemble
 from asa_deploy.chip.sim.window import EventWindow
 from asa_deploy.errors import ChipConfigError
+from asa_deploy.progress import progress as progress_bar
 
 DECIMATION = (2, 4, 8, 16, 32, 128, 256, 512)  # output_decimator 0..7 -> pass 1 of N
 
@@ -305,8 +305,8 @@ def simulate_exact(config: ChipConfig, windows: Sequence[EventWindow], *,
     mon = np.zeros(max(size, 1), dtype=np.int64)
     n_input = np.zeros(n, dtype=np.int64)
     n_dropped = np.zeros(n, dtype=np.int64)
-    bar = tqdm(windows, disable=None if progress else True, desc="simulate exact", unit="window")
-    for i, window in enumerate(bar):  # no bar off a terminal
+    bar = progress_bar(windows, enabled=progress, desc="simulate exact", unit="window")
+    for i, window in enumerate(bar):
         ci = prepare_window(config, window)
         n_input[i], n_dropped[i] = ci.n_input, ci.n_dropped
         latency[i] = _run_window(

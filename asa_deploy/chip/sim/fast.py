@@ -30,13 +30,13 @@ import sinabs.activation as sa
 import torch
 import torch.nn.functional as F
 from sinabs.layers import IAFSqueeze
-from tqdm import tqdm
 
 from asa_deploy.chip.config import READOUT_CORE, ChipConfig, CoreConfig
 from asa_deploy.chip.sim.dvs import ChipInput, check_windows, prepare_window
 from asa_deploy.chip.sim.result import MonitorCounts, SimResult, assemble
 from asa_deploy.chip.sim.window import EventWindow
 from asa_deploy.errors import ChipConfigError
+from asa_deploy.progress import progress as progress_bar
 
 FRAME_BUDGET_BYTES = 512 * 2**20  # float32 tensors alive per chunk of windows, roughly
 
@@ -149,7 +149,8 @@ def simulate_fast(config: ChipConfig, windows: Sequence[EventWindow], *,
     core_ids = config.core_ids()
     monitored = MonitorCounts(config, monitor, len(windows), n_bins)
     outputs, spikes, synops, input_synops, latency, n_input, n_dropped = [], [], [], [], [], [], []
-    with tqdm(total=len(windows), disable=None if progress else True, desc="simulate fast", unit="window") as bar:
+    with progress_bar(total=len(windows), enabled=progress, desc="simulate fast",
+                      unit="window") as bar:
         for first in range(0, len(windows), chunk):
             part = [prepare_window(config, w) for w in windows[first:first + chunk]]
             result = run_frames(config, _frames(part, n_bins, entry_shape))

@@ -30,12 +30,12 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import replace
 
 import numpy as np
-from tqdm import tqdm
 
 from asa_deploy.chip.config import ChipConfig
 from asa_deploy.chip.sim import EventWindow, SimResult, simulate
 from asa_deploy.chip.sim.dvs import common_bins
 from asa_deploy.chip.sim.window import MappedEvents, by_reference
+from asa_deploy.progress import progress as progress_bar
 
 CHUNKS_PER_JOB = 4  # more chunks than workers, so one slow chunk does not idle the others
 CHUNK_BYTES = 64 * 2**20  # events and per-window results of one chunk, at most (but one window's)
@@ -114,8 +114,8 @@ def simulate_parallel(config: ChipConfig, windows: Sequence[EventWindow], engine
         results[k] = result
         bar.update(len(parts[k]))
 
-    with tqdm(total=len(windows), disable=None if progress else True, unit="window",
-              desc=f"simulate {engine}" + (f" ({jobs} jobs)" if jobs > 1 else "")) as bar:
+    with progress_bar(total=len(windows), enabled=progress, unit="window",
+                      desc=f"simulate {engine}" + (f" ({jobs} jobs)" if jobs > 1 else "")) as bar:
         if jobs <= 1:
             for k, part in enumerate(parts):
                 take(k, simulate(config, [windows[i] for i in part], engine, monitor=monitor))
