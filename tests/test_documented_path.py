@@ -61,7 +61,8 @@ def nmnist_tiny(tmp_path_factory) -> Path:
 
 def asa_deploy(argv: list[str], cwd: Path) -> str:
     """Run one ``asa-deploy`` command in its own process; its output, or a failure showing it."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "XDG_CACHE_HOME": str(cwd / "cache")}  # the default decoded-event cache, kept here
     done = subprocess.run([sys.executable, "-m", "asa_deploy.cli", *argv], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=STEP_TIMEOUT_S)
     if done.returncode != 0:

@@ -400,9 +400,10 @@ def _gesture_layout(root: Path) -> str | None:
     return None
 
 
-# A few recordings, spread over the folder, decoded (without the cache) to see which sensor
-# they come from; a scheme's 128x128 sensor of which they use at most this share of each side
-# is another sensor (N-MNIST's 34x34 is 27 %), not a gesture that happens to stay in a corner.
+# A few recordings, spread over the folder, show which sensor they come from (taken from the cache
+# when it holds them, else decoded into memory); a scheme's 128x128 sensor of which they use at
+# most this share of each side is another sensor (N-MNIST's 34x34 is 27 %), not a gesture that
+# happens to stay in a corner.
 SENSOR_SAMPLE = 5
 CORNER_SHARE = 0.5
 
