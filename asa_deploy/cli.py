@@ -736,7 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
         "spiking gates", "input-dependent attention on the chip itself: a side core reads a "
         "layer's input spikes and sends a saliency map into that layer's core as extra input "
         "channels (fan-out 2, feature shift), trained in fine-tuning. Example: asa-deploy fold "
-        "runs/asa --gate 1 --distill-weight 1")
+        "runs/nmnist-asa2 --gate 1 --distill-weight 1")
     where = gate.add_mutually_exclusive_group()
     where.add_argument("--gate", type=cli_args.non_negative_int, default=0,
                        help="gate this many layers, where the calibrated attention gain varies "
