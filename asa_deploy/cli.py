@@ -1,4 +1,4 @@
-"""The ``asa-deploy`` command: one subcommand per pipeline stage (DESIGN.md section 1)."""
+"""The ``asa-deploy`` command: one subcommand per pipeline stage (docs/design.md section 1)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,30 @@ def _add_cache_args(p: argparse.ArgumentParser) -> None:
     where.add_argument("--no-cache", action="store_true",
                        help="keep decoded recordings in memory, decoded again by every run "
                             "(nothing written)")
+
+
+def _warn(line: str | None) -> None:
+    """A loud line on stderr (stdout may be JSON), when there is one."""
+    if line:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _silent_rows(ladder: list[dict]) -> str | None:
+    """The warning for the first fold-ladder step whose output stays silent: a float one is a
+    training problem, a quantized one the chip's."""
+    from asa_deploy.data.framing import (
+        SILENT_CHIP_REMEDY,
+        SILENT_FLOAT_REMEDY,
+        silent_output_warning,
+    )
+
+    for row in ladder:
+        remedy = SILENT_CHIP_REMEDY if row["step"].startswith("quantized") else SILENT_FLOAT_REMEDY
+        line = silent_output_warning(row.get("silent_windows"), row.get("windows"), remedy,
+                                     f"fold step '{row['step']}'")
+        if line:
+            return line
+    return None
 
 
 def _cache(args):
@@ -233,11 +257,13 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from asa_deploy.data.framing import SILENT_FLOAT_REMEDY, silent_output_warning
     from asa_deploy.train import evaluate_run
 
     (result, path), unsaved = _kept(evaluate_run, args.run_dir, args.data,
                                     windows=args.eval_windows, progress=not args.json,
                                     device=args.device, cache=_cache(args))
+    _warn(silent_output_warning(result["silent_windows"], result["windows"], SILENT_FLOAT_REMEDY))
     if args.json:
         print(json.dumps(result))
         return _saved(unsaved)
@@ -365,6 +391,7 @@ def cmd_fold(args) -> int:
     run = Path(args.run_dir)
     if unsaved is not None:
         print(f"wrote {run / FOLDED}, {run / CHIP_CONFIG}, {run / MAPPING}")
+    _warn(_silent_rows(report["ladder"]))
     return _saved(unsaved, run / FOLDED, run / FOLD_JSON, run / CHIP_CONFIG, run / MAPPING)
 
 
@@ -528,11 +555,15 @@ def cmd_report(args) -> int:
             print(err.result)  # the report as Markdown, so that it is not lost
         raise
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+    for run in json.loads(paths["json"].read_text())["runs"].values():
+        for line in run["warnings"]:
+            _warn(f"{line} [{run['run_dir']}]")
     return 0
 
 
 def cmd_simulate(args) -> int:
     from asa_deploy.chip.simulate import simulate_run
+    from asa_deploy.data.framing import SILENT_CHIP_REMEDY, silent_output_warning
 
     if args.monitor_out is not None and args.monitor is None:
         raise AsaDeployError("--monitor-out needs --monitor CORES (which cores to record)")
@@ -542,6 +573,7 @@ def cmd_simulate(args) -> int:
                              monitor_out=args.monitor_out,
                              whole_recordings=args.whole_recordings, jobs=args.jobs,
                              cache=_cache(args))
+    _warn(silent_output_warning(summary["silent_windows"], summary["n_windows"], SILENT_CHIP_REMEDY))
     if args.json:
         print(json.dumps(summary))
         return _saved(unsaved)
@@ -611,7 +643,13 @@ def cmd_import(args) -> int:
     print(f"data {data['spec'] or '(none given: pass --data SPEC to simulate)'}: sensor "
           f"{'x'.join(map(str, data['sensor_size']))}, downsample {frames['downsample']}, "
           f"{frames['T']} bins of {frames['dt_us'] / 1000:g} ms")
-    print(f"wrote {Path(args.out) / IMPORTED}; next: asa-deploy compile {args.out} --chip speck2f")
+    bias = ""
+    if info["biases"]:
+        print("  note: its layers have biases, which the chip adds per slow-clock tick: compile "
+              "with --bias drop (drop them) or --bias leak (keep them as a leak)")
+        bias = " --bias drop"
+    print(f"wrote {Path(args.out) / IMPORTED}; next: asa-deploy compile {args.out} --chip "
+          f"speck2f{bias}")
     return 0
 
 
@@ -624,22 +662,26 @@ def cmd_models(args) -> int:
     return 0
 
 
+# One chain on one run directory, as a newcomer follows them: train -> evaluate -> analyze -> fold
+# (or compile) -> simulate -> export -> camera -> report, and import of the exported graph;
+# tests/test_documented_path.py runs it on tiny data.
 EXAMPLES = {
-    "train": "asa-deploy train --data nmnist:../shared/data/nmnist-small --model nmnist-net "
+    "train": "asa-deploy train --data nmnist:../shared/data/nmnist-small --model nmnist-speck-lif "
              "--attention asa2 --epochs 10 --seed 0 --n-val 200 --out runs/nmnist-asa2",
     "evaluate": "asa-deploy evaluate runs/nmnist-asa2 --json",
-    "analyze": "asa-deploy analyze runs/nmnist-asa2 --compare runs/nmnist-vanilla",
+    "analyze": "asa-deploy analyze runs/nmnist-asa2",
     "models": "asa-deploy models",
-    "camera": "asa-deploy camera runs/speck --replay ../shared/data/dvsgesture-10/1.bs2",
-    "deploy": "asa-deploy deploy runs/speck --device speck2fdevkit:0 --windows 3",
-    "report": "asa-deploy report runs/quickstart/asa2 --compare runs/quickstart/vanilla",
-    "simulate": "asa-deploy simulate runs/speck-vanilla --engine exact --windows 3 --monitor 0,1",
+    "camera": "asa-deploy camera runs/nmnist-asa2 --replay "
+              "../shared/data/nmnist-small/Train/0/00002.bin",
+    "deploy": "asa-deploy deploy runs/nmnist-asa2 --device speck2fdevkit:0 --windows 3",
+    "report": "asa-deploy report runs/nmnist-asa2",
+    "simulate": "asa-deploy simulate runs/nmnist-asa2 --engine exact --windows 3 --monitor 0,1",
     "compare": "asa-deploy compare runs/speck/monitor-fast.npz runs/speck/monitor-exact.npz",
     "fold": "asa-deploy fold runs/nmnist-asa2 --chip speck2f --finetune-epochs 3",
     "export": "asa-deploy export runs/nmnist-asa2 --format nir",
-    "compile": "asa-deploy compile runs/speck-vanilla --chip speck2f --bias drop",
+    "compile": "asa-deploy compile runs/nmnist-asa2 --chip speck2f --bias drop",
     "quickstart": "asa-deploy quickstart --out runs/quickstart",
-    "import": "asa-deploy import model.nir --out runs/imported --data "
+    "import": "asa-deploy import runs/nmnist-asa2/model.nir --out runs/imported --data "
               "nmnist:../shared/data/nmnist-small",
 }
 
@@ -785,7 +827,7 @@ def build_parser() -> argparse.ArgumentParser:
         "spiking gates", "input-dependent attention on the chip itself: a side core reads a "
         "layer's input spikes and sends a saliency map into that layer's core as extra input "
         "channels (fan-out 2, feature shift), trained in fine-tuning. Example: asa-deploy fold "
-        "runs/asa --gate 1 --distill-weight 1")
+        "runs/nmnist-asa2 --gate 1 --distill-weight 1")
     where = gate.add_mutually_exclusive_group()
     where.add_argument("--gate", type=cli_args.non_negative_int, default=0,
                        help="gate this many layers, where the calibrated attention gain varies "
@@ -1000,8 +1042,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"asa-deploy {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        print(f"interrupted; {_after_interrupt(args.command)}", file=sys.stderr)
         return 130
+
+
+def _after_interrupt(command: str) -> str:
+    """What rerunning an interrupted command does: only train keeps a checkpoint to resume from."""
+    if command == "train":
+        return "rerun the same command to resume from the last finished epoch (checkpoint.pt)"
+    if command == "quickstart":
+        return ("rerun the same command: its trainings resume from their last finished epoch, "
+                "every later stage starts again")
+    return f"rerun to start again ({command} starts from scratch; only train resumes)"
 
 
 if __name__ == "__main__":

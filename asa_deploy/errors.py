@@ -1,4 +1,4 @@
-"""Domain errors: each says what went wrong, where, and what to do (DESIGN.md section 5)."""
+"""Domain errors: each says what went wrong, where, and what to do (docs/design.md section 5)."""
 
 from __future__ import annotations
 

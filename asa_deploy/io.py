@@ -1,4 +1,4 @@
-"""Artifact files (DESIGN.md section 5): atomic writes, so a crash never leaves a half-written file
+"""Artifact files (docs/design.md section 5): atomic writes, so a crash never leaves a half-written file
 that a later stage would trust, and guarded reads, so a missing, truncated, corrupt or foreign file
 is an ``ArtifactError`` naming the file, what is wrong and the command that rewrites it, never a raw
 ``EOFError`` or ``PytorchStreamReader`` traceback. A write that fails (read-only folder, full disk)

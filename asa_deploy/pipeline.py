@@ -1,4 +1,4 @@
-"""The one place that chains stages (DESIGN.md section 2): compile a run directory (folded chip
+"""The one place that chains stages (docs/design.md section 2): compile a run directory (folded chip
 layers when the fold stage wrote them, else the trained model), fold a run and measure its chip
 rungs (compile, then both simulators), and the quickstart (train, analyze, fold, simulate, report).
 
@@ -23,9 +23,9 @@ from asa_deploy.data.hot_pixels import FACTOR, detect_in_split
 from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.errors import CompileError
 from asa_deploy.export.importer import is_imported, load_imported
-from asa_deploy.fold.stage import fold, load_folded
+from asa_deploy.fold.stage import check_fits, fold, load_folded
 from asa_deploy.rundir import CHIP_CONFIG, FOLD_JSON, FOLDED, IMPORTED, MAPPING, MODEL
-from asa_deploy.train import TrainConfig, load_run, train
+from asa_deploy.train import TrainConfig, load_run, prepare, train
 
 
 def load_network_for_compile(run_dir: str | Path):
@@ -115,6 +115,7 @@ def _sim_row(step: str, result) -> dict:
     n = max(summary["n_windows"], 1)
     return {"step": step, "accuracy_window": summary["accuracy_window"],
             "accuracy_recording": recording_accuracy(result),
+            "silent_windows": summary["silent_windows"], "windows": summary["n_windows"],
             "spikes_per_window": float(result.spikes_per_core.sum() / n),
             "synops_per_window": float(result.synops_per_core.sum() / n),
             "input_synops_per_window": float(result.input_synops_per_core.sum() / n),
@@ -194,6 +195,21 @@ def chip_comparison(ladders: dict[str, list[dict]], chip: str, windows: int) -> 
     return "\n".join(lines)
 
 
+def check_chip_fit(config: TrainConfig, chip: str, *, cache: CacheSetting = None) -> None:
+    """The chip's design rules and mapper on the untrained network, with fold's bias policy
+    (drop), so that a model that fits no core fails in seconds, not after two trainings."""
+    prepared = prepare(config, cache=cache)
+    prepared.model.eval()  # as a trained network is lowered: BatchNorm folds its statistics
+    input_shape, sensor = chip_inputs(prepared.model.spec.input, prepared.data_info)
+    spec = load_chip_spec(chip)
+    try:
+        check_fits(prepared.model, spec, input_shape, sensor, "drop")
+    except CompileError as exc:
+        raise CompileError(f"--model {config.model} does not fit {spec.name} (checked before "
+                           f"training): {exc}; pick a model sized for its cores (asa-deploy "
+                           f"models) or narrower --param widths") from exc
+
+
 def quickstart(out: str | Path, config: TrainConfig, attention: str, *, chip: str = "speck2f",
                finetune_epochs: int = 3, progress: bool = True, cache: CacheSetting = None) -> dict:
     """Train vanilla and ``attention`` runs under ``out``, analyze both side by side, fold,
@@ -206,6 +222,7 @@ def quickstart(out: str | Path, config: TrainConfig, attention: str, *, chip: st
     from asa_deploy.report import write_report
 
     out = Path(out)
+    check_chip_fit(config, chip, cache=cache)
     windows = config.eval_windows
     runs = {}
     for kind in ("none", attention):

@@ -1,4 +1,4 @@
-"""What every artifact was made from (DESIGN.md section 5), so that no stage and no report silently
+"""What every artifact was made from (docs/design.md section 5), so that no stage and no report silently
 combines artifacts of different models or data.
 
 Each artifact a stage writes into a run directory carries a ``provenance`` record: the SHA-256 of

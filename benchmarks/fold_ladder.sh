@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fidelity ladder (DESIGN.md section 4, step 5), vanilla and ASA, on N-MNIST and synthetic:gesture,
+# The fidelity ladder (docs/design.md section 4, step 5), vanilla and ASA, on N-MNIST and synthetic:gesture,
 # for speck2f and dynapcnn. Trains the four source runs when missing (seed 0), copies each into
 # runs/ladder/<data>-<attention>-<chip>/ and runs `asa-deploy fold` there, two at a time.
 #   bash benchmarks/fold_ladder.sh            -> benchmarks/results/fold_ladder.json (+ a table)

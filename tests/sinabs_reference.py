@@ -1,7 +1,7 @@
 """sinabs's own chip backend as an independent reference, for tests only.
 
 ``sinabs.backend.dynapcnn`` imports samna at module level, and samna cannot be installed here
-(speck-hardware.md section 0a). Its discretization, memory formulas and mapping are pure torch /
+(docs/speck-hardware.md section 0a). Its discretization, memory formulas and mapping are pure torch /
 Python, so the tests load it with a stand-in ``samna`` in ``sys.modules``: nothing here pretends to
 talk to a chip, and the product never uses this trick.
 """

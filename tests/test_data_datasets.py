@@ -515,3 +515,83 @@ def test_single_recording_beyond_the_cap_asks_for_dataset_json(tmp_path):
                                             r"problems: .*a.npy: its coordinates reach 30001x34"
                                             r".*dataset.json"):
         open_dataset(f"events:{tmp_path}")
+
+
+# --- a scheme that does not match the folder --------------------------------------------------
+
+
+def _clips(folder, bin40_writer, side: int, header: str = "file,label", n: int = 6):
+    """``n`` 40-bit clips whose events reach exactly ``side`` x ``side``, with a labels CSV."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [header]
+    for i in range(n):
+        xs = [0, side - 1, 3]
+        bin40_writer(folder / f"{i}.bs2", xs, xs, [10, 20, 30], [0, 1, 1])
+        rows.append(f"{i}.bs2,{i % 2}" + ",x" * (header.count(",") - 1))
+    name = "manifest.csv" if "INFERRED" in header else "labels.csv"
+    (folder / name).write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def _nothing_cached(cache) -> bool:
+    """No file in the decoded-event cache folder (its data set's folder may have been probed)."""
+    return not [p for p in cache.rglob("*") if p.is_file()]
+
+
+def test_dvsgesture_on_an_nmnist_folder_names_the_scheme_to_use(tmp_path, bin40_writer):
+    (tmp_path / "Train" / "3").mkdir(parents=True)
+    bin40_writer(tmp_path / "Train" / "3" / "00001.bin", [1, 30], [2, 33], [10, 20], [0, 1])
+    (tmp_path / "manifest.csv").write_text("path,split,label\nTrain/3/00001.bin,train,3\n")
+    for root in (tmp_path, tmp_path / "Train"):
+        with pytest.raises(DataSpecError) as err:
+            open_dataset(f"dvsgesture:{root}", cache=tmp_path / "cache")
+        assert str(err.value) == (
+            f"dvsgesture:{root}: {root} is N-MNIST data, not DVS Gesture: it holds "
+            f"{'Train/' if root == tmp_path else ''}<digit>/*.bin, N-MNIST's layout (a 34x34 "
+            f"sensor); read it with nmnist:{root}"
+        )
+    assert not (tmp_path / "cache").exists()
+    assert len(open_dataset(f"nmnist:{tmp_path}")) == 1  # the scheme it names opens it
+
+
+def test_nmnist_on_a_gesture_folder_names_the_scheme_to_use(tmp_path, bin40_writer):
+    clips = _clips(tmp_path / "clips", bin40_writer, 128,
+                   header="file,label_0based_INFERRED,gesture_INFERRED")
+    with pytest.raises(DataSpecError, match=(
+        "is DVS Gesture data, not N-MNIST: its manifest.csv has DVS Gesture's column[(]s[)] "
+        f"label_0based_INFERRED, gesture_INFERRED [(]a 128x128 sensor[)]; read it with "
+        f"dvsgesture:{clips}$"
+    )):
+        open_dataset(f"nmnist:{clips}", cache=tmp_path / "cache")
+    release = tmp_path / "release" / "DVSGesture" / "ibmGestureTrain"
+    release.mkdir(parents=True)
+    with pytest.raises(DataSpecError, match="it holds the official release"):
+        open_dataset(f"nmnist:{tmp_path / 'release'}", cache=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_gesture_clips_in_a_small_corner_are_refused_before_caching(tmp_path, bin40_writer):
+    clips = _clips(tmp_path / "digits", bin40_writer, 34)
+    with pytest.raises(DataSpecError) as err:
+        open_dataset(f"dvsgesture:{clips}", cache=tmp_path / "cache")
+    assert str(err.value) == (
+        f"dvsgesture:{clips}: all 5 recordings sampled across {clips} use only the top-left "
+        "34x34 corner of the 128x128 sensor (every x < 34, y < 34); they fit N-MNIST's 34x34 "
+        f"sensor: read them with nmnist:{clips}"
+    )
+    assert _nothing_cached(tmp_path / "cache")
+    with pytest.raises(DataSpecError, match="top-left 50x50 corner .* read them with events:"):
+        open_dataset(f"dvsgesture:{_clips(tmp_path / 'small', bin40_writer, 50)}")
+    assert len(open_dataset(f"dvsgesture:{_clips(tmp_path / 'half', bin40_writer, 65)}")) == 6
+
+
+def test_recordings_beyond_the_sensor_name_the_one_they_fit(tmp_path, bin40_writer):
+    clips = _clips(tmp_path / "wide", bin40_writer, 100)
+    with pytest.raises(DataSpecError, match=(
+        "all 5 recordings sampled across .* reach beyond the 34x34 sensor [(]up to 100x100[)]; "
+        f"they fit DVS Gesture's 128x128 sensor: read them with dvsgesture:{clips}$"
+    )):
+        open_dataset(f"nmnist:{clips}")
+    bin40_writer(clips / "0.bs2", [1], [1], [5], [1])  # one that fits: the rest are bad files
+    ds = open_dataset(f"nmnist:{clips}")
+    assert len(ds) == 1 and len(ds.skipped) == 5

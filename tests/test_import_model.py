@@ -284,7 +284,7 @@ def test_norse_graph_with_flatten_names_the_empty_node():
 @contextlib.contextmanager
 def without_samna():
     """Rockpool probes ``import samna`` at import time; the PyPI samna stub then tries to download
-    the real one (asa_deploy's speck-hardware.md section 0a). Block it for the import."""
+    the real one (asa_deploy's docs/speck-hardware.md section 0a). Block it for the import."""
     if "samna" in sys.modules:
         yield
         return

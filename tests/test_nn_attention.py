@@ -86,7 +86,7 @@ def test_asa2_learns_only_the_spatial_convolutions():
 
 def test_asa_parameter_cost_is_tiny():
     asa = AdvancedSpatialAttention(T=60, variant="asa1", r=4)
-    # two 2->1 3x3 convs (36) + a, b (2) + MLP 60->15->60 (1800): asa-method.md's ~1.8 K
+    # two 2->1 3x3 convs (36) + a, b (2) + MLP 60->15->60 (1800): docs/asa-method.md's ~1.8 K
     assert sum(p.numel() for p in asa.parameters()) == 36 + 2 + 2 * 60 * 15
 
 

@@ -332,5 +332,5 @@ def test_json_results_reach_stdout_when_the_write_fails(compiled_run, tmp_path, 
     disk_full_at(rundir.SIM_JSON if command == "simulate" else rundir.EVAL_JSON)
     assert main([command, str(run), "--windows", "1", "--json"]) == 2
     captured = capsys.readouterr()
-    assert 0 <= json.loads(captured.out)["accuracy"] <= 1
+    assert 0 <= json.loads(captured.out)["accuracy_recording"] <= 1
     assert "No space left on device (the results above are not saved)" in captured.err

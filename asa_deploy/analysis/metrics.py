@@ -1,4 +1,4 @@
-"""Redundancy metrics of a spiking network, as defined in reference/asa-method.md section 2.
+"""Redundancy metrics of a spiking network, as defined in docs/asa-method.md section 2.
 
 Pure functions on tensors (numpy arrays are accepted too). Shapes:
 

@@ -1,6 +1,6 @@
 """``ChipConfig``: exactly what the chip's cores, its DVS input layer and its readout hold.
 
-It is the single source of truth downstream of ``compile`` (DESIGN.md section 3): the simulators and the
+It is the single source of truth downstream of ``compile`` (docs/design.md section 3): the simulators and the
 samna adapter read only this, never torch modules. Integers are stored as numpy arrays of the chip's
 width (int8 weights, int16 biases / thresholds / states) and written to JSON as nested lists, so a
 ``from_json(to_json(c)) == c`` round trip is exact. ``validate`` refuses anything the chip could not
@@ -28,7 +28,7 @@ from asa_deploy.io import artifact_error, load_json, write_text
 from asa_deploy.rundir import FOLD_JSON, FOLDED
 
 SCHEMA_VERSION = 1
-READOUT_CORE = 12  # destination id of the readout block on Speck (speck-hardware.md section 5)
+READOUT_CORE = 12  # destination id of the readout block on Speck (docs/speck-hardware.md section 5)
 INT8 = (-128, 127)
 INT16 = (-32768, 32767)
 

@@ -15,7 +15,7 @@ chip forces, and those are reported, never silent:
 - Bias: the chip adds it once per slow-clock tick, not per time step, so the policy is explicit:
   ``drop`` (reported with its size against the threshold) or ``leak`` (kept, leak enabled).
 - ``min_v_mem=None`` (sinabs's default) becomes ``-threshold``: with no floor, quantization picks a
-  scale <= 1 and most weights round to zero (ecosystem.md).
+  scale <= 1 and most weights round to zero (docs/speck-hardware.md section 3).
 """
 
 from __future__ import annotations

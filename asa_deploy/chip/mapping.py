@@ -1,6 +1,6 @@
 """Placing layers on cores: the memory formulas of the chip and a maximum bipartite matching.
 
-Memory (speck-hardware.md section 2; sinabs ``memory_summary``), in words:
+Memory (docs/speck-hardware.md section 2; sinabs ``memory_summary``), in words:
 kernel = c_in * 2^(ceil(log2(k_y*k_x)) + ceil(log2(c_out))); neuron = c_out * 2^(ceil(log2(H_out)) +
 ceil(log2(W_out))) with the conv output before pooling; bias = c_out when the layer keeps a bias.
 A layer may go on any core whose three memories hold it; the assignment is a maximum matching found

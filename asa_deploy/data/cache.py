@@ -169,17 +169,20 @@ class DiskCache:
     def _index_text(self) -> str:
         return json.dumps({"decoder": DECODER_VERSION, "recordings": self._entries}, indent=1)
 
+    def cached(self, source: str) -> Cached | None:
+        """The recording when the cache holds it, trusted, else None; decodes and writes nothing
+        (a cached bad file raises its problem)."""
+        key, identity = _key(source)
+        entry = self._entries.get(key)
+        return None if entry is None or identity is None else self._lookup(entry, identity, source)
+
     def decode(self, source: str, load: Callable[[], np.ndarray]) -> Cached | InMemory:
         """The recording from the cache when its entry can be trusted, else decoded and cached;
         a bad file raises ``BadRecordingError`` with its problem, cached or new."""
-        try:
-            st = os.stat(source)
-        except OSError:  # no file (e.g. listed in labels.csv but missing): nothing to key on
+        key, identity = _key(source)
+        if identity is None:  # no file (e.g. listed in labels.csv but missing): nothing to key on
             return InMemory(decode(source, load))
-        key = os.path.abspath(source)
-        identity = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-        entry = self._entries.get(key)
-        cached = None if entry is None else self._lookup(entry, identity, source)
+        cached = self.cached(source)
         if cached is not None:
             return cached
         try:
@@ -237,6 +240,15 @@ class DiskCache:
                 logger.warning("cannot write %s (%s); the next run decodes again",
                                self._index_path, exc.strerror or exc)
             self._saved = text
+
+
+def _key(source: str) -> tuple[str, dict | None]:
+    """A source's index key and identity (size and mtime; None when it cannot be stat'ed)."""
+    try:
+        st = os.stat(source)
+    except OSError:
+        return os.path.abspath(source), None
+    return os.path.abspath(source), {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def user_cache_dir() -> Path:

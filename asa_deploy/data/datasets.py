@@ -46,6 +46,11 @@ cannot make a 30001-pixel-wide sensor. Class names are ``0..max`` when most labe
 the sorted label names otherwise (labels of the other kind are then skipped as unknown), and the
 frame spec uses T=10 bins over the median recording duration, downsampled to at most 64x64.
 
+A folder that is the other built-in scheme's (``dvsgesture:`` on N-MNIST's digit folders,
+``nmnist:`` on a DVS Gesture release or manifest), and recordings of another sensor (a few sampled
+ones all in a small corner of DVS Gesture's 128x128, or all beyond the declared sensor) are refused
+by name before anything is decoded in full or cached.
+
 Every recording is decoded and validated once, in the constructor: a bad file (truncated, corrupt,
 outside the sensor, empty, timestamps going backwards, unknown label) is logged on the
 ``asa_deploy.data`` logger, recorded in ``EventDataset.skipped`` and left out; only a dataset with no
@@ -64,7 +69,7 @@ import math
 import posixpath
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TextIO
@@ -131,6 +136,17 @@ class RecordingSource:
     load: Callable[[], np.ndarray]
     split: str = ""
     label_from: str = ""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What an opener found in a folder, before anything is decoded or cached."""
+
+    items: list[RecordingSource]
+    class_names: Sequence[str]
+    sensor_size: SensorSize | None
+    frame_spec: FrameSpec | None
+    location: str
 
 
 class EventDataset(Sequence):
@@ -312,10 +328,133 @@ def open_dataset(spec: str, *, seed: int = 0, cache: CacheSetting = None) -> Eve
     if scheme == "synthetic":
         return _open_synthetic(rest.strip() or "gesture", seed)
     root = _existing_folder(rest, spec)
+    spec = f"{scheme}:{rest}"
+    _refuse_other_scheme(scheme, root, spec)
     opener = {"nmnist": _open_nmnist, "dvsgesture": _open_dvsgesture, "events": _open_events}[
         scheme
     ]
-    return opener(f"{scheme}:{rest}", root, open_cache(cache, scheme, root))
+    plan = opener(spec, root)
+    disk = open_cache(cache, scheme, root)
+    items = plan.items
+    if plan.sensor_size is not None:
+        items = _refuse_other_sensor(plan, scheme, root, spec, disk)
+    return EventDataset(
+        spec,
+        items,
+        class_names=plan.class_names,
+        sensor_size=plan.sensor_size,
+        frame_spec=plan.frame_spec,
+        location=plan.location,
+        cache=disk,
+    )
+
+
+def _refuse_other_scheme(scheme: str, root: Path, spec: str) -> None:
+    """Refuse a folder laid out as the other built-in scheme's, before anything is decoded or
+    cached: both use the 40-bit format, so it would decode with the wrong sensor and classes."""
+    if scheme == "dvsgesture" and (found := _nmnist_layout(root)):
+        raise DataSpecError(
+            f"{spec}: {root} is N-MNIST data, not DVS Gesture: {found}; read it with "
+            f"nmnist:{root}"
+        )
+    if scheme == "nmnist" and (found := _gesture_layout(root)):
+        raise DataSpecError(
+            f"{spec}: {root} is DVS Gesture data, not N-MNIST: {found}; read it with "
+            f"dvsgesture:{root}"
+        )
+
+
+def _nmnist_layout(root: Path) -> str | None:
+    """How ``root`` shows N-MNIST's layout (digit folders of ``.bin`` files), or None."""
+    for folder in (root, *(d for d in _subfolders(root) if d.name.lower() in ("train", "test"))):
+        digits = [d for d in _subfolders(folder) if d.name in NMNIST_CLASSES]
+        if any(next(d.glob("*.bin"), None) for d in digits):
+            where = "" if folder == root else f"{folder.name}/"
+            return f"it holds {where}<digit>/*.bin, N-MNIST's layout (a 34x34 sensor)"
+    return None
+
+
+def _gesture_layout(root: Path) -> str | None:
+    """How ``root`` shows DVS Gesture's layout (the official release, or the shared clips'
+    manifest with its gesture columns), or None."""
+    if (
+        any((root / "DVSGesture").glob("ibmGesture*"))
+        or root.name.startswith("ibmGesture")
+        or (root.name == "DVSGesture" and any(root.glob("ibmGesture*")))
+    ):
+        return "it holds the official release (DVSGesture/ibmGestureTrain/...), a 128x128 sensor"
+    for csv_name in ("manifest.csv", "labels.csv"):
+        try:
+            with (root / csv_name).open(newline="", encoding="utf-8-sig") as f:
+                header = [c.strip() for c in next(csv.reader(f), [])]
+        except (OSError, UnicodeDecodeError, csv.Error):
+            continue  # no such file, or one the opener reports itself
+        gesture_columns = [
+            c for c in header if c.lower() in ("gesture_inferred", "label_0based_inferred")
+        ]
+        if gesture_columns:
+            return (
+                f"its {csv_name} has DVS Gesture's column(s) {', '.join(gesture_columns)} "
+                "(a 128x128 sensor)"
+            )
+    return None
+
+
+# A few recordings, spread over the folder, show which sensor they come from (taken from the cache
+# when it holds them, else decoded into memory); a scheme's 128x128 sensor of which they use at
+# most this share of each side is another sensor (N-MNIST's 34x34 is 27 %), not a gesture that
+# happens to stay in a corner.
+SENSOR_SAMPLE = 5
+CORNER_SHARE = 0.5
+
+
+def _refuse_other_sensor(
+    plan: _Plan, scheme: str, root: Path, spec: str, cache: DiskCache | None
+) -> list[RecordingSource]:
+    """Refuse recordings of another sensor than the declared one, judged on ``SENSOR_SAMPLE`` of
+    them before any is cached: every one inside a small top-left corner of a scheme's sensor, or
+    every one reaching beyond the sensor (each would then be skipped). Returns the items, those
+    decoded here handing their events on, so that each recording is still decoded once."""
+    width, height, _ = plan.sensor_size
+    items = list(plan.items)
+    extents = []
+    for i in range(0, len(items), max(1, len(items) // SENSOR_SAMPLE))[:SENSOR_SAMPLE]:
+        rec = items[i]
+        try:
+            recording = cache.cached(rec.source) if cache is not None else None
+            if recording is None:
+                recording = InMemory(decode(rec.source, rec.load))
+                items[i] = replace(rec, load=recording.events)
+        except BadRecordingError as exc:
+            items[i] = replace(rec, load=partial(_raise, exc))
+            continue  # a bad file: skipped and counted by the data set
+        if recording.extent:
+            extents.append(recording.extent)
+    if not extents:
+        return items
+    used_w, used_h = max(w for w, _ in extents), max(h for _, h in extents)
+    sampled = f"all {len(extents)} recordings sampled across {root}"
+    if scheme == "dvsgesture" and used_w <= CORNER_SHARE * width and used_h <= CORNER_SHARE * height:
+        found = (
+            f"{sampled} use only the top-left {used_w}x{used_h} corner of the {width}x{height} "
+            f"sensor (every x < {used_w}, y < {used_h})"
+        )
+    elif all(w > width or h > height for w, h in extents):
+        found = f"{sampled} reach beyond the {width}x{height} sensor (up to {used_w}x{used_h})"
+    else:
+        return items
+    if scheme != "nmnist" and used_w <= NMNIST_SENSOR[0] and used_h <= NMNIST_SENSOR[1]:
+        remedy = f"they fit N-MNIST's 34x34 sensor: read them with nmnist:{root}"
+    elif scheme != "dvsgesture" and used_w <= GESTURE_SENSOR[0] and used_h <= GESTURE_SENSOR[1]:
+        remedy = f"they fit DVS Gesture's 128x128 sensor: read them with dvsgesture:{root}"
+    elif scheme == "events":
+        remedy = f"give their sensor's size as sensor_size in {root / 'dataset.json'}"
+    else:
+        remedy = (
+            f"read them with events:{root} and a dataset.json giving their sensor's size "
+            "(see asa_deploy.data.datasets)"
+        )
+    raise DataSpecError(f"{spec}: {found}; {remedy}")
 
 
 def check_class_names(
@@ -343,13 +482,13 @@ def _shown(names: Sequence[str]) -> str:
     return "[" + ", ".join(map(repr, names[:12])) + (", ...]" if len(names) > 12 else "]")
 
 
-def _open_nmnist(spec: str, root: Path, cache: DiskCache | None) -> EventDataset:
+def _open_nmnist(spec: str, root: Path) -> _Plan:
     split_dirs = [d for d in _subfolders(root) if d.name.lower() in ("train", "test")]
     if split_dirs:
         groups = [(d, d.name.lower()) for d in split_dirs]
     elif (root / "labels.csv").is_file():
-        return _open_labelled_folder(
-            spec, root, "labels.csv", ("label",), NMNIST_CLASSES, NMNIST_SENSOR, NMNIST_FRAME, cache
+        return _labelled_folder(
+            spec, root, "labels.csv", ("label",), NMNIST_CLASSES, NMNIST_SENSOR, NMNIST_FRAME
         )
     elif _subfolders(root):
         groups = [(root, root.name.lower() if root.name.lower() in ("train", "test") else "")]
@@ -364,15 +503,7 @@ def _open_nmnist(spec: str, root: Path, cache: DiskCache | None) -> EventDataset
         for class_dir in _subfolders(folder)
         for path in sorted(class_dir.glob("*.bin"), key=lambda p: _natural_key(p.name))
     ]
-    return EventDataset(
-        spec,
-        items,
-        class_names=NMNIST_CLASSES,
-        sensor_size=NMNIST_SENSOR,
-        frame_spec=NMNIST_FRAME,
-        location=str(root),
-        cache=cache,
-    )
+    return _Plan(items, NMNIST_CLASSES, NMNIST_SENSOR, NMNIST_FRAME, str(root))
 
 
 class _LocalDVSGesture(tonic.datasets.DVSGesture):
@@ -391,7 +522,7 @@ class _LocalDVSGesture(tonic.datasets.DVSGesture):
 _LocalDVSGesture.__name__ = "DVSGesture"  # tonic reads from save_to/<class name>/
 
 
-def _open_dvsgesture(spec: str, root: Path, cache: DiskCache | None) -> EventDataset:
+def _open_dvsgesture(spec: str, root: Path) -> _Plan:
     save_to = None
     if any((root / "DVSGesture" / f).is_dir() for f in ("ibmGestureTrain", "ibmGestureTest")):
         save_to = root
@@ -410,18 +541,12 @@ def _open_dvsgesture(spec: str, root: Path, cache: DiskCache | None) -> EventDat
                     zip(tonic_set.data, tonic_set.targets, strict=True)
                 )
             ]
-        return EventDataset(
-            spec,
-            items,
-            class_names=GESTURE_CLASSES,
-            sensor_size=GESTURE_SENSOR,
-            frame_spec=GESTURE_FRAME,
-            location=str(save_to / "DVSGesture"),
-            cache=cache,
+        return _Plan(
+            items, GESTURE_CLASSES, GESTURE_SENSOR, GESTURE_FRAME, str(save_to / "DVSGesture")
         )
     for csv_name in ("manifest.csv", "labels.csv"):
         if (root / csv_name).is_file():
-            return _open_labelled_folder(
+            return _labelled_folder(
                 spec,
                 root,
                 csv_name,
@@ -429,7 +554,6 @@ def _open_dvsgesture(spec: str, root: Path, cache: DiskCache | None) -> EventDat
                 GESTURE_CLASSES,
                 GESTURE_SENSOR,
                 GESTURE_FRAME,
-                cache,
             )
     raise DataSpecError(
         f"{spec}: {root} holds neither the official release (DVSGesture/ibmGestureTrain/... as "
@@ -442,7 +566,7 @@ def _tonic_events(tonic_set: tonic.datasets.DVSGesture, index: int) -> np.ndarra
     return tonic_set[index][0]
 
 
-def _open_events(spec: str, root: Path, cache: DiskCache | None) -> EventDataset:
+def _open_events(spec: str, root: Path) -> _Plan:
     if not (root / "labels.csv").is_file():
         raise DataSpecError(
             f"{spec}: {root} has no labels.csv; an events: folder needs labels.csv (columns "
@@ -454,7 +578,7 @@ def _open_events(spec: str, root: Path, cache: DiskCache | None) -> EventDataset
     class_names = meta.get("class_names") or _infer_class_names(
         [row.label for row in rows.values()], spec
     )
-    return _open_labelled_folder(
+    return _labelled_folder(
         spec,
         root,
         "labels.csv",
@@ -462,7 +586,6 @@ def _open_events(spec: str, root: Path, cache: DiskCache | None) -> EventDataset
         class_names,
         meta.get("sensor_size"),
         meta.get("frame_spec"),
-        cache,
         rows=rows,
     )
 
@@ -485,7 +608,7 @@ def _open_synthetic(name: str, seed: int) -> EventDataset:
     )
 
 
-def _open_labelled_folder(
+def _labelled_folder(
     spec: str,
     root: Path,
     csv_name: str,
@@ -493,9 +616,8 @@ def _open_labelled_folder(
     class_names: Sequence[str],
     sensor_size: SensorSize | None,
     frame_spec: FrameSpec | None,
-    cache: DiskCache | None,
     rows: dict[str, LabelRow] | None = None,
-) -> EventDataset:
+) -> _Plan:
     """A folder of recordings labelled by a CSV; files without a row and rows without a file are
     skipped and counted like corrupt files."""
     if rows is None:
@@ -520,15 +642,11 @@ def _open_labelled_folder(
                 label_from="" if row is None else f"{csv_name} line {row.line}",
             )
         )
-    return EventDataset(
-        spec,
-        items,
-        class_names=class_names,
-        sensor_size=sensor_size,
-        frame_spec=frame_spec,
-        location=str(root),
-        cache=cache,
-    )
+    return _Plan(items, class_names, sensor_size, frame_spec, str(root))
+
+
+def _raise(exc: BadRecordingError) -> np.ndarray:
+    raise exc
 
 
 def _missing(path: Path, csv_name: str) -> np.ndarray:

@@ -313,6 +313,27 @@ def predict_classes(counts) -> np.ndarray:
     return np.where(counts.sum(axis=1) > 0, counts.argmax(axis=1), -1).astype(np.int64)
 
 
+# What to do about an output layer that stays silent, by where it was seen.
+SILENT_FLOAT_REMEDY = ("the network has not learned to spike at its output: train longer or at "
+                       "another learning rate (--epochs, --lr), and check that --data holds what "
+                       "the model is for (scheme, sensor, classes)")
+SILENT_CHIP_REMEDY = ("if the float network fires (asa-deploy evaluate RUN_DIR), the chip's "
+                      "thresholds or weight rounding silence it: see the fold ladder (fold.json) "
+                      "and compile's notes")
+
+
+def silent_output_warning(silent: int | None, windows: int | None, remedy: str,
+                          where: str = "") -> str | None:
+    """The loud line for an output layer silent on at least half of the windows (None when it
+    is not, or the counts are unknown): each such window is ``predict_classes`` -1, always wrong,
+    so the accuracy measures no network at all."""
+    if not silent or not windows or 2 * silent < windows:
+        return None
+    place = f" ({where})" if where else ""
+    return (f"WARNING: the output layer never fired on {silent} of {windows} windows{place}: a "
+            f"silent window has no class and counts as wrong; {remedy}")
+
+
 def recording_accuracy(pred: np.ndarray, labels: np.ndarray, recording: np.ndarray) -> float:
     """The paper's test protocol: a recording is correct when strictly more than half of its
     windows are classified correctly; returns the share of correct recordings."""

@@ -10,7 +10,7 @@ samna detection (``samna_status``, ``require_samna``). ``pip install sinabs`` pu
 ``samna``, which is a stub: its ``__init__.py`` sets ``PYPI_SAMNA = True`` and, when imported,
 runs ``pip install --force-reinstall samna==<version> --index-url <SynSense's GitLab index>`` in a
 subprocess; without network access ``import samna`` fails with ``CalledProcessError`` (not
-``ImportError``) after a network attempt (speck-hardware.md section 0a). We therefore never import
+``ImportError``) after a network attempt (docs/speck-hardware.md section 0a). We therefore never import
 samna to find out whether it is real: ``importlib.util.find_spec`` locates the package without
 executing it, and its ``__init__.py`` text is searched for the stub's ``PYPI_SAMNA`` mark. Only after
 ``require_samna()`` has passed does a function import samna, lazily, inside itself.
@@ -19,7 +19,7 @@ The runtime (``DeviceSession``) runs one window the way the simulators do: reset
 (re-apply the configuration, then wait), reset the board's time base, write the window's events with
 timestamps from 0 (the window's start), wait the window's duration, read until quiet, and hand back
 what came out. Every samna call carries the public source that shows it (sources as in
-shared/reference/samna-usage.md: S = sinabs 3.1.3 ``backend/dynapcnn``, S2 = sinabs 2.x, NB = sinabs
+docs/speck-hardware.md, Sources: S = sinabs 3.1.3 ``backend/dynapcnn``, S2 = sinabs 2.x, NB = sinabs
 ``docs/speck/notebooks``, DS = the Speck dev kit datasheet, SD = samna's API reference pages,
 3P = third-party code only). Where no source settles a behaviour the session has an explicit option
 with a documented default instead of a guess:
@@ -309,7 +309,7 @@ def translate(config: ChipConfig, *, chip: ChipSpec | str, sensor_events: bool =
 def _readout_writes(config: ChipConfig, average: int) -> list[Write]:
     """The readout block as SynSense's readout notebook sets it (NB using_readout_layer cells 9,
     18): one class per channel of a 1x1 output (``readout_configuration_sel`` 3 = 1x*1y*16f,
-    speck-hardware.md section 5), the class read as ``ReadoutPinValue`` events
+    docs/speck-hardware.md section 5), the class read as ``ReadoutPinValue`` events
     (``readout_pin_monitor_enable``), and ``readout.monitor_enable`` off, since it would stop every
     ``Spike`` from being monitored (NB cell 22)."""
     readout = config.readout
@@ -326,7 +326,7 @@ def _readout_writes(config: ChipConfig, average: int) -> list[Write]:
          Write(base + ("readout_configuration_sel",), 3),
          Write(base + ("output_mode_sel",), 1),  # NB cell 9 (0b01); shapes ReadoutValue only
          Write(base + ("low_pass_filter_disable",), average == 1)]
-    if average != 1:  # SD (speck-hardware.md section 5): the moving average over 32, else 16 ticks
+    if average != 1:  # SD (docs/speck-hardware.md section 5): the moving average over 32, else 16 ticks
         w.append(Write(base + ("low_pass_filter32_not16",), average == 32))
     w += [Write(base + ("readout_pin_monitor_enable",), True),
           Write(base + ("monitor_enable",), False)]
@@ -629,7 +629,7 @@ class WindowOutput:
 def slow_clock_hz(config: ChipConfig, slow_clk_hz: int | None = None) -> int | None:
     """The slow-clock rate a board needs for ``config``: ``slow_clk_hz`` when given; else one tick
     per time bin when a core leaks or the readout block is used (the leak and the readout run per
-    slow-clock tick, speck-hardware.md sections 3 and 5; the ``fast`` simulator assumes one tick per
+    slow-clock tick, docs/speck-hardware.md sections 3 and 5; the ``fast`` simulator assumes one tick per
     bin); None when nothing needs it."""
     if slow_clk_hz is not None:
         if int(slow_clk_hz) < 1:

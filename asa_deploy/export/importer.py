@@ -787,6 +787,7 @@ def import_model(model: str | Path, out_dir: str | Path, *, data: str | None = N
         "attention": "none", "num_classes": num_classes, "metrics": None, "data": record_data,
         "import": {"source": str(path), "sha256": sha256(path), "format": kind,
                    "dt": dt, "reset": reset, "floor": floor, "nodes": info["nodes"],
+                   "biases": any(layer.bias is not None for layer in lowered.layers),
                    "notes": notes + info["notes"], "warnings": info["warnings"]},
         provenance.KEY: provenance.record(out_dir, source=str(path), source_sha256=sha256(path),
                                           data=data),

@@ -1,1 +1,1 @@
-"""Folding input-dependent attention into what a chip core can hold (DESIGN.md section 4)."""
+"""Folding input-dependent attention into what a chip core can hold (docs/design.md section 4)."""

@@ -1,4 +1,4 @@
-"""Hardware-aware fine-tuning of a lowered network (DESIGN.md section 4, step 4: recover).
+"""Hardware-aware fine-tuning of a lowered network (docs/design.md section 4, step 4: recover).
 
 Lowering gives up accuracy twice: folded attention loses its per-neuron thresholds (replaced by
 initial states and kill bits, step 3) and the chip's per-core quantization rounds every weight to

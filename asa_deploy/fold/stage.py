@@ -66,7 +66,8 @@ def _float_row(step: str, result: dict) -> dict:
     spikes = sum(result["sfr"][name] * result["neurons"][name] for name in result["sfr"])
     return {"step": step, "accuracy_window": result["accuracy_window"],
             "accuracy_recording": result["accuracy_recording"],
-            "nasfr": result["nasfr"], "spikes_per_window_per_step": spikes}
+            "nasfr": result["nasfr"], "spikes_per_window_per_step": spikes,
+            "silent_windows": result["silent_windows"], "windows": result["windows"]}
 
 
 @dataclass
@@ -112,7 +113,7 @@ def fold(run_dir: str | Path, chip: str = "speck2f", *, calib: str | None = None
         raise AsaDeployError(f"{run_dir} was trained without a validation split (--n-val 0, or one "
                              f"recording per class); fold measures every step on it: retrain "
                              f"with a validation split")
-    _check_fits(model, spec, input_shape, sensor, bias_policy)
+    check_fits(model, spec, input_shape, sensor, bias_policy)
     gate_count = len(gate_at) if gate_at else gates
     if gate_count and finetune_epochs < 1:
         raise AsaDeployError(f"fold {run_dir}: a gate starts with zero weights into its layer and "
@@ -270,7 +271,7 @@ def _substep_frames(frames: FrameSpec, substeps: int, run_dir: Path) -> FrameSpe
     return replace(frames, T=frames.T * substeps, dt_us=frames.dt_us // substeps)
 
 
-def _check_fits(model, spec, input_shape, sensor, bias_policy) -> None:
+def check_fits(model, spec, input_shape, sensor, bias_policy) -> None:
     """The design rules and the mapper on the network's shapes (attention left out: it changes no
     shape), so a model that fits no core fails in seconds instead of after calibration."""
     shapes_only = copy.deepcopy(model)

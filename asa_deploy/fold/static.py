@@ -1,4 +1,4 @@
-"""Static folding, exact in float (DESIGN.md section 4, steps 1-2).
+"""Static folding, exact in float (docs/design.md section 4, steps 1-2).
 
 The static model replaces each attention layer by its calibrated mean gain, X_out = G * X. Split
 G(c, y, x) = g_c * R(c, y, x) with g_c = max over (y, x) of G, so 0 <= R <= 1. g_c scales the

@@ -1,4 +1,4 @@
-"""Lowering the folded per-neuron factor R to what a chip's cores can hold (DESIGN.md section 4, step 3).
+"""Lowering the folded per-neuron factor R to what a chip's cores can hold (docs/design.md section 4, step 3).
 
 A folded layer has g_c in its weights and a per-neuron threshold theta / R; a core has one threshold.
 What each strategy keeps of R:

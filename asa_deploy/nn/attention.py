@@ -3,7 +3,7 @@
 All take and return [N, T, C, H, W] (the neuron's input current).
 
 - ``SpatialAttention`` (``sa``): CBAM's spatial attention, one map per sample and time step.
-- ``AdvancedSpatialAttention`` (``asa1`` / ``asa2``): ASA of Yao et al. 2023 as asa-method.md section 4
+- ``AdvancedSpatialAttention`` (``asa1`` / ``asa2``): ASA of Yao et al. 2023 as docs/asa-method.md section 4
   describes it. What differs from the authors' release, on purpose:
   * ``asa1`` makes the importance scores learnable for real: the XOR masks are hard in the forward pass
     and differentiable in the backward pass (straight-through estimator over a soft top-k), so the

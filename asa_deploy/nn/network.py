@@ -42,7 +42,7 @@ from asa_deploy.shipped import list_models, models_dir
 ATTENTION_KINDS = ("none", "sa", "asa1", "asa2")
 BN_INITS = ("threshold", "one")
 RECIPES = ("default", "paper")
-# The paper's recipe at the network level (asa-method.md section 5): rectangular surrogate 0.5 wide
+# The paper's recipe at the network level (docs/asa-method.md section 5): rectangular surrogate 0.5 wide
 # (height 2), reset gradient through the spike, BN weight 1, dropout 0.1 as in arch A.
 _PAPER_NEURON = {"lif": {"surrogate_width": 0.5, "reset_grad": True}, "iaf": {"surrogate_width": 0.5}}
 _PAPER_DROPOUT = 0.1

@@ -10,7 +10,7 @@
   from the graph); ``reset_grad: true`` resets as ``v * (1 - s)``, so the gradient flows through
   the spike as in the paper's code (``--recipe paper`` sets both).
 - ``iaf``: the chip's neuron: no leak, subtract reset, a finite ``min_v_mem`` (sinabs's default of
-  None makes chip discretization round small weights to zero; see ecosystem.md). Its surrogate is
+  None makes chip discretization round small weights to zero; see docs/speck-hardware.md section 3). Its surrogate is
   2.0 wide (|v - 1| < 1): without a leak the membrane wanders far from threshold, and with width 1.0
   ``nmnist-speck`` reached 0.485 best validation accuracy in 6 epochs on N-MNIST against 0.92 with
   2.0 (MultiSpike with 1.0: 0.405); ``bash benchmarks/iaf_surrogate.sh``.

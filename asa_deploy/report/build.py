@@ -33,6 +33,7 @@ import torch
 
 from asa_deploy import io, provenance
 from asa_deploy.accuracy import current_names
+from asa_deploy.data.framing import SILENT_CHIP_REMEDY, SILENT_FLOAT_REMEDY, silent_output_warning
 from asa_deploy.errors import ArtifactError, AsaDeployError
 from asa_deploy.rundir import (
     ANALYSIS_JSON,
@@ -58,7 +59,7 @@ ANALYSIS_FIGURES = {
 DEFAULT_CHIP = "speck2f"
 
 BANDWIDTH_NOTE = (
-    "The per-core SynOps/s limit is not published: speck-hardware.md section 2 says each core has a "
+    "The per-core SynOps/s limit is not published: docs/speck-hardware.md section 2 says each core has a "
     "maximum SynOps/s beyond which the chip stalls, but gives no number (UNVERIFIED, sinabs docs "
     "tips_for_training.md). The report therefore shows the rates without a limit to compare them to.")
 EFFECTIVE_ACS_NOTE = (
@@ -260,6 +261,7 @@ def _simulation(sim: dict | None, fold: dict | None, engine: str | None) -> tupl
                     if entry.get("dropped_events") is not None else None,
                     "mean_latency_events": entry.get("mean_latency_events"),
                     "silent_windows": entry.get("silent_windows"),
+                    "windows": entry.get("n_windows"),
                     "accuracy_window": entry.get("accuracy_window"),
                     "accuracy_recording": entry.get("accuracy_recording"),
                     "windows_per_recording": entry.get("windows_per_recording"),
@@ -281,7 +283,8 @@ def _simulation(sim: dict | None, fold: dict | None, engine: str | None) -> tupl
                         "synops_per_core": {str(k): float(v) for k, v in row["synops_per_core"].items()},
                         **{key: _per_core(row.get(key)) for key in SPLIT_KEYS},
                         "input_events_per_window": None, "dropped_events_per_window": None,
-                        "mean_latency_events": None, "silent_windows": None,
+                        "mean_latency_events": None, "silent_windows": row.get("silent_windows"),
+                        "windows": row.get("windows"),
                         "accuracy_window": row.get("accuracy_window"),
                         "accuracy_recording": row.get("accuracy_recording"),
                         "windows_per_recording": fold.get("windows_per_recording"),
@@ -454,6 +457,18 @@ def _float_metrics(artifact: dict, eval_json: dict | None, analysis: dict | None
                  if figures.get("nasfr") is not None}
     first = next(iter(by_source.items()), (None, None))
     return accuracy, {"value": first[1], "source": first[0], "by_source": by_source}
+
+
+def _silent_output(artifact: dict, eval_json: dict | None, simulation: dict | None) -> list[str]:
+    """The loud lines for an output layer that stays silent, float network and chip alike."""
+    float_result = eval_json or (artifact.get("metrics") or {}).get("val") or {}
+    where = EVAL_JSON if eval_json else f"{MODEL} validation metrics"
+    lines = [silent_output_warning(float_result.get("silent_windows"), float_result.get("windows"),
+                                   SILENT_FLOAT_REMEDY, f"float network, {where}")]
+    if simulation:
+        lines.append(silent_output_warning(simulation["silent_windows"], simulation["windows"],
+                                           SILENT_CHIP_REMEDY, f"chip, {simulation['source']}"))
+    return [line for line in lines if line]
 
 
 def _figures(run_dir: Path) -> dict[str, str]:
@@ -656,6 +671,7 @@ def _run_entry(run_dir: Path, others: list[Path], engine: str | None) -> dict:
         notes.append(f"chip activity, sparsity and power not computed: {why}")
 
     float_accuracy, nasfr = _float_metrics(artifact, eval_json, analysis, fold)
+    warnings = _silent_output(artifact, eval_json, simulation)
     chip_accuracy = None
     if simulation:
         chip_accuracy = {"accuracy_window": simulation["accuracy_window"],
@@ -728,6 +744,7 @@ def _run_entry(run_dir: Path, others: list[Path], engine: str | None) -> dict:
         "mapping": _mapping_summary(mapping),
         "figures": figures,
         "notes": notes,
+        "warnings": warnings,
     }
 
 

@@ -296,6 +296,8 @@ def _missing(run: dict) -> list[Block]:
         items += [f"{p['artifact']} {p['problem']}: rerun {_code(p['command'])}"
                   for p in run["problems"]]
         blocks += [Heading(3, "Missing artifacts"), Items(items)]
+    for warning in run.get("warnings", []):
+        blocks.append(Para(warning, "warn"))
     for note in run["notes"]:
         blocks.append(Para(note, "warn"))
     return blocks

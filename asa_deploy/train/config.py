@@ -13,7 +13,7 @@ from asa_deploy.errors import ModelSpecError
 # Fields left None in a TrainConfig take the recipe's value; explicit values win.
 RECIPE_TRAINING = {
     "default": {"lr": 1e-3, "loss": "mse"},
-    "paper": {"lr": 1e-4, "loss": "mse"},  # asa-method.md section 5: Adam 1e-4, cosine, MSE on rates
+    "paper": {"lr": 1e-4, "loss": "mse"},  # docs/asa-method.md section 5: Adam 1e-4, cosine, MSE on rates
 }
 # Where and how the same arithmetic runs, not what it computes: a checkpoint resumes under other
 # values (a run started on a GPU continues on the CPU, or with --memory lean). Results are identical
@@ -47,7 +47,7 @@ class TrainConfig:
     neuron: str | None = None  # None: the model spec's; "iaf": chip-native training
     asa_lambda: float | None = None
     asa_r: int | None = None
-    recipe: str = "default"  # "default" (threshold-scaled BN start) or "paper" (asa-method.md 5)
+    recipe: str = "default"  # "default" (threshold-scaled BN start) or "paper" (docs/asa-method.md 5)
     release_masks: bool = False  # ASA: the authors' batch-union masks, importance MLP frozen
     # Synops cost (train/cost.py): loss += synops_weight x (network-driven synops per window, or
     # with a budget relu(total synops per window - budget)) / synops with every neuron firing once

@@ -26,8 +26,9 @@ def evaluate(model, dataset, *, batch_size: int = 64, group: ProcessGroup | None
              progress: bool = False) -> dict:
     """Returns ``accuracy_window`` (a window's class is ``predict_classes``: a silent output is
     wrong, as on the chip), ``accuracy_recording`` (strict majority over each recording's windows),
+    the windows with a silent output (``silent_windows``),
     per-layer spike firing rate SFR_l = spikes / (T x neurons x samples) and NASFR (their
-    neuron-count-weighted mean, asa-method.md section 2)."""
+    neuron-count-weighted mean, docs/asa-method.md section 2)."""
     group = group or ProcessGroup()
     model.eval()
     layers = model.spiking_layers()
@@ -66,6 +67,7 @@ def evaluate(model, dataset, *, batch_size: int = 64, group: ProcessGroup | None
     return {
         "accuracy_window": float(np.mean(predictions == labels)),
         "accuracy_recording": float(recording_accuracy(predictions, labels, recordings)),
+        "silent_windows": int(np.count_nonzero(predictions < 0)),
         "nasfr": nasfr(sfr, counts),
         "sfr": sfr,
         "neurons": counts,

@@ -32,7 +32,7 @@ from asa_deploy.data import (
     open_dataset,
     stratified_split,
 )
-from asa_deploy.data.framing import FrameCache
+from asa_deploy.data.framing import SILENT_FLOAT_REMEDY, FrameCache, silent_output_warning
 from asa_deploy.data.workers import batches_of, worker_options
 from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.errors import ArtifactError, AsaDeployError, DataSpecError, ModelSpecError
@@ -241,6 +241,11 @@ def _train(config: TrainConfig, out_dir: Path, group: D.ProcessGroup, precision:
     if verbose and group.is_main and cost is not None:
         print(cost["line"], flush=True)
     best = state["best"]
+    val = best["metrics"] or {}  # older runs' metrics lack silent_windows
+    silent = silent_output_warning(val.get("silent_windows"), val.get("windows"),
+                                   SILENT_FLOAT_REMEDY, f"validation split, epoch {best['epoch']}")
+    if silent and group.is_main:
+        print(silent, flush=True)  # a warning: also without verbose
     artifact = {
         "format_version": FORMAT_VERSION,
         "model_spec": model.spec.to_dict(),
@@ -532,7 +537,18 @@ def retrain_remedy(run_dir: str | Path) -> str:
 
 def load_model_record(run_dir: str | Path) -> dict:
     """``RUN/model.pt`` as saved (no network built); an ``ArtifactError`` naming it when it is
-    missing, unreadable or not a trained model."""
+    missing, unreadable or not a trained model. An imported run is told where it can go: training
+    into it would shelve the imported model."""
+    if not (Path(run_dir) / MODEL).is_file():
+        from asa_deploy.export.importer import IMPORTED, is_imported
+
+        if is_imported(run_dir):
+            raise ArtifactError(
+                f"{run_dir} holds an imported model ({IMPORTED}), not a network trained by "
+                f"asa-deploy train ({MODEL}): evaluate, analyze and fold need one trained here. "
+                f"Take the imported model to the chip with `asa-deploy compile {run_dir} --chip "
+                f"speck2f` (add --bias drop or --bias leak if its layers have biases), then "
+                f"`asa-deploy simulate {run_dir}`", path=str(Path(run_dir) / MODEL))
     return io.load_torch(Path(run_dir) / MODEL, "trained model", required_keys=MODEL_KEYS,
                          remedy=retrain_remedy(run_dir),
                          if_missing=f"train first (asa-deploy train --out {run_dir})")

@@ -13,8 +13,8 @@ devices), so a misspelt or unconfirmed call in ``asa_deploy.device`` fails a tes
 - S2   sinabs v2.x ``sinabs/backend/dynapcnn/``: io.py (DYNAP-CNN time base), chips/dynapcnn.py
 - NB   sinabs ``docs/speck/notebooks/``: using_readout_layer, power_monitoring, nmnist_quick_start,
        play_with_speck_dvs
-- DS   Speck dev kit datasheet (as quoted in shared/reference/speck-hardware.md)
-- SD   samna's API reference pages (as quoted in shared/reference/speck-hardware.md section 5)
+- DS   Speck dev kit datasheet (as quoted in docs/speck-hardware.md)
+- SD   samna's API reference pages (as quoted in docs/speck-hardware.md section 5)
 - 3P   third-party public code only (weaker: the spelling is seen in use, SynSense never shows it)
 - HDR  a public C++ header of the Speck event structs (Spike, DvsEvent, ReadoutPinValue with
        ``uint32_t timestamp``; KillSensorPixel with uint8 y, x)
@@ -29,7 +29,7 @@ Behaviour enforced (what the sources say, not a chip model):
   ``validate_configuration`` answers (False, reason);
 - ``pass_sensor_events`` False keeps the sensor's own events out (DS 3.2.3.8; NB);
 - ``readout.monitor_enable`` True stops Spike monitoring (NB using_readout_layer cell 22);
-- a leaking core needs a slow clock (speck-hardware.md section 3: leak runs per slow-clock tick;
+- a leaking core needs a slow clock (docs/speck-hardware.md section 3: leak runs per slow-clock tick;
   S dynapcnn_network.py ``set_slow_clk``), so does the readout (NB using_readout_layer cell 14).
 
 Outputs are computed trivially (a core's output feature is the entering event's x modulo its feature
@@ -138,7 +138,7 @@ _DVS_FIELDS = dict(
     pass_sensor_events=lambda: True,                                # S chips/dynapcnn.py:264; DS 3.2.3.8
     monitor_enable=bool,                                            # S chips/dynapcnn.py:347; NB
 )
-# NB using_readout_layer cells 9, 18, 22; low_pass_filter32_not16: SD (speck-hardware.md section 5)
+# NB using_readout_layer cells 9, 18, 22; low_pass_filter32_not16: SD (docs/speck-hardware.md section 5)
 _READOUT_FIELDS = dict(
     enable=bool, threshold=int, readout_configuration_sel=int, output_mode_sel=int,
     low_pass_filter_disable=bool, low_pass_filter32_not16=bool, readout_pin_monitor_enable=bool,

@@ -2,7 +2,7 @@
 
 Both engines must see exactly the same events in the same order, so this is the one place where
 events are refused, cut to the window, sorted, and pushed through the DVS layer (killed pixels ->
-polarity selection / merge -> sum pooling -> ROI -> mirror, speck-hardware.md section 4).
+polarity selection / merge -> sum pooling -> ROI -> mirror, docs/speck-hardware.md section 4).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The ``exact`` engine: an event-driven, depth-first, integer model of the Speck/DYNAP-CNN cores.
 
 Why our own: sinabs's ``specksim`` wrapper needs the real samna, which cannot be installed here
-(speck-hardware.md section 0a), and samna's specksim processes events breadth-first while the chip is
+(docs/speck-hardware.md section 0a), and samna's specksim processes events breadth-first while the chip is
 depth-first (section 3), which can change results at merges, branches and lower clamps. This engine
 follows the per-event rules of section 3 with integer arithmetic, one jitted call per window.
 

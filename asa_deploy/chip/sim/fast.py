@@ -5,7 +5,7 @@ weights followed by a sinabs ``IAFSqueeze`` (MultiSpike, the reset the core is c
 ``min_v_mem = threshold_low``) and sum pooling on the way to each destination. This is the same
 computation as sinabs's ``DynapcnnNetwork`` software forward, so it is the reference the trained
 network was judged by; where it differs from the chip (several spikes per bin, clamping after the
-bin's whole input, leak) is listed in speck-hardware.md section 3, and ``exact`` models the chip.
+bin's whole input, leak) is listed in docs/speck-hardware.md section 3, and ``exact`` models the chip.
 
 Modelling choices:
 
