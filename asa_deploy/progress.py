@@ -27,7 +27,7 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
     terminal or in a notebook, periodic log lines otherwise, nothing when not ``enabled``."""
     if not enabled:
         return tqdm(iterable, total=total, disable=True)
-    if "ipykernel" in sys.modules:
+    if _in_notebook():
         return notebook_tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave)
     if sys.stderr.isatty():
         return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave)
@@ -80,6 +80,14 @@ class LogLines:
         if self.total and not done and self.n:
             text += f", about {_duration(elapsed * (self.total - self.n) / self.n)} left"
         return text + (f", {self.postfix}" if self.postfix else "")
+
+
+def _in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (tqdm.autonotebook's own test), not merely one
+    that imported IPython or ipykernel; tqdm.auto then draws a widget, or a text bar without one."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
 def _length(iterable: Iterable) -> int | None:

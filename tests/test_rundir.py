@@ -317,7 +317,8 @@ def test_a_write_that_fails_after_the_work_still_prints_the_results(compiled_run
     assert main([a.format(run=run, recording=tmp_path / "recording.npy") for a in argv]) == 2
     captured = capsys.readouterr()
     assert printed in captured.out
-    assert captured.err.startswith(
+    error = captured.err[captured.err.index(f"asa-deploy {command}: error: "):]  # after warnings
+    assert error.startswith(
         f"asa-deploy {command}: error: cannot write {run / name}: No space left on device (the "
         f"results above are not saved). Make the folder writable (or free space on its disk), or ")
     assert "Traceback" not in captured.err
