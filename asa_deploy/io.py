@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -274,3 +276,27 @@ def load_npz(path: str | Path, kind: str, *, remedy: str, required_keys: Iterabl
     if missing:
         raise artifact_error(path, f"not the {kind}: no {', '.join(missing)}", remedy)
     return arrays
+
+
+def unwritable_reason(folder: Path) -> str | None:
+    """Why nothing can be written into ``folder`` (made if missing), None when a probe file can be
+    created, written and removed there. A folder without write permission bits counts as
+    read-only even for root, who could write into it: it was made read-only on purpose."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    mode = existing.stat().st_mode if existing is not None else 0o777
+    if not mode & 0o222:
+        return f"{existing} is read-only ({stat.filemode(mode)})"
+    probe = folder / f".asa-deploy-probe-{uuid.uuid4().hex}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, b"probe" * 200)  # a full disk refuses data, not always an empty file
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None

@@ -5,7 +5,7 @@ writable, and no other command writes into it at the same time.
 
 Stages take their file names from here, so that the table is the whole list: retraining moves
 exactly what some stage can write, and a test checks that no module names a file the table lacks.
-Light on purpose (no torch, no asa_deploy module but errors): every stage imports it.
+Light on purpose (no torch, no asa_deploy module but io and errors): every stage imports it.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import os
 import re
 import shutil
 import socket
-import stat
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from datetime import UTC, datetime
 from fnmatch import fnmatch
 from pathlib import Path
 
+from asa_deploy import io
 from asa_deploy.errors import AsaDeployError
 
 log = logging.getLogger("asa_deploy.rundir")
@@ -170,37 +169,13 @@ class RunDirBusyError(AsaDeployError):
     """A run directory another command is writing into now."""
 
 
-def unwritable_reason(folder: Path) -> str | None:
-    """Why nothing can be written into ``folder`` (made if missing), None when a probe file can be
-    created, written and removed there. A folder without write permission bits counts as
-    read-only even for root, who could write into it: it was made read-only on purpose."""
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        return f"{existing} is a file, not a folder"
-    mode = existing.stat().st_mode if existing is not None else 0o777
-    if not mode & 0o222:
-        return f"{existing} is read-only ({stat.filemode(mode)})"
-    probe = folder / f".asa-deploy-probe-{uuid.uuid4().hex}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, b"probe" * 200)  # a full disk refuses data, not always an empty file
-        finally:
-            os.close(fd)
-            probe.unlink(missing_ok=True)
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return None
-
-
 WRITABLE_FIX = "Make the folder writable (or free space on its disk), or "
 
 
 def require_writable(folder: str | Path, elsewhere: str) -> None:
     """``UnwritableError`` naming ``folder`` and why when it cannot be written; ``elsewhere``: how
     the command writes somewhere else instead."""
-    why = unwritable_reason(Path(folder))
+    why = io.unwritable_reason(Path(folder))
     if why is not None:
         raise UnwritableError(f"cannot write into {folder}: {why}; nothing was done. "
                               f"{WRITABLE_FIX}{elsewhere}")

@@ -37,8 +37,6 @@ import hashlib
 import json
 import logging
 import os
-import stat
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -264,7 +262,7 @@ def open_cache(cache: CacheSetting, scheme: str, root: Path) -> DiskCache | None
     name = f"{scheme}-{root.name}-{hashlib.sha256(str(root).encode()).hexdigest()[:12]}"
     if cache is not True:
         folder = Path(cache).expanduser()
-        why = _unwritable(folder / name)
+        why = io.unwritable_reason(folder / name)
         if why:
             raise DataSpecError(
                 f"cannot write the decoded-event cache in {folder} ({why}); give a writable folder "
@@ -272,7 +270,7 @@ def open_cache(cache: CacheSetting, scheme: str, root: Path) -> DiskCache | None
         return DiskCache(folder / name)
     # The user's cache folder, never the data folder: a shared data set stays as it was given.
     folder = user_cache_dir()
-    why = _unwritable(folder / name)
+    why = io.unwritable_reason(folder / name)
     if not why:
         return DiskCache(folder / name)
     logger.warning(
@@ -297,23 +295,3 @@ def _allow_open_files() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (ValueError, OSError):  # macOS refuses an unlimited soft limit: keep what there is
             pass
-
-
-def _unwritable(folder: Path) -> str | None:
-    """Why the cache cannot be written in ``folder`` (created if missing), or None when it can. A
-    folder without any write permission bit counts as read-only even for root, who could write
-    there anyway: it was made read-only on purpose, as a shared data set often is."""
-    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        return f"{existing} is a file"
-    mode = existing.stat().st_mode if existing is not None else 0o777
-    if not mode & 0o222:
-        return f"{existing} is read-only ({stat.filemode(mode)})"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe.")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        return exc.strerror or str(exc)
-    return None
