@@ -212,7 +212,8 @@ def check_chip_fit(config: TrainConfig, chip: str, *, cache: CacheSetting = None
     except CompileError as exc:
         raise CompileError(f"--model {config.model} does not fit {spec.name} (checked before "
                            f"training): {exc}; pick a model sized for its cores (asa-deploy "
-                           f"models) or narrower --param widths") from exc
+                           f"models), narrower --param widths or a first core its cores map "
+                           f"(--param k1=, s1=)") from exc
 
 
 def quickstart(out: str | Path, config: TrainConfig, attention: str, *, chip: str = "speck2f",

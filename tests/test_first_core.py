@@ -80,3 +80,13 @@ def test_a_cut_that_maps_onto_no_core_is_marked():
     stride = first_core_cuts(spec, 10, _input(spec), None, chip)[0]
     assert stride.param == "s1" and stride.value == 16
     assert not stride.maps and "stride" in stride.why
+
+
+def test_quickstart_refuses_an_unmappable_first_core_before_training(tmp_path):
+    from asa_deploy.pipeline import check_chip_fit
+    from asa_deploy.train import TrainConfig
+
+    config = TrainConfig(data="synthetic:gesture-tiny", model="speck-tiny", T=5, epochs=1,
+                         params={"k1": 17, "c": 4, "fc": 8})
+    with pytest.raises(CompileError, match=r"checked before training(.|\n)*kernel_size: 17 \(limit 16\)"):
+        check_chip_fit(config, "speck2f", cache=False)
