@@ -350,6 +350,13 @@ def cmd_compile(args) -> int:
               f"positions, {cost.max:,} at most")
     for line in input_cuts(compiled.config, spec):
         print(f"  {line}")
+    cuts = [cut for cut in compiled.first_core_cuts  # all of them, with why, in mapping.json
+            if cut.maps and cut.synops_after < cut.synops_before]
+    if cuts:
+        print(f"cheaper first core (cuts that still map onto {spec.name}; each changes the "
+              f"network: retrain with the --param and re-measure accuracy):")
+        for cut in cuts:
+            print(f"  {cut.line()}")
     return _saved(unsaved, run_dir / CHIP_CONFIG, run_dir / MAPPING)
 
 

@@ -18,6 +18,7 @@ from asa_deploy.chip.compile import (
 from asa_deploy.chip.sim import simulate
 from asa_deploy.chip.simulate import event_windows, recording_accuracy, simulate_run
 from asa_deploy.chip.spec import ChipSpec, load_chip_spec
+from asa_deploy.chip.synops import first_core_cuts
 from asa_deploy.data import CacheSetting
 from asa_deploy.data.hot_pixels import FACTOR, detect_in_split
 from asa_deploy.defaults import TEST_WINDOWS
@@ -48,6 +49,7 @@ def compile_run(run_dir: str | Path, chip: str, *, bias_policy: str | None = Non
     run_dir = Path(run_dir)
     spec = load_chip_spec(chip)
     model, artifact, input_shape, sensor = load_network_for_compile(run_dir)
+    trained = model
     source = run_dir / (IMPORTED if is_imported(run_dir) else MODEL)
     if use_folded and (run_dir / FOLDED).is_file():
         provenance.require_current(run_dir, FOLDED)
@@ -60,6 +62,9 @@ def compile_run(run_dir: str | Path, chip: str, *, bias_policy: str | None = Non
                         input_shape=input_shape, sensor=sensor if use_sensor else None,
                         bias_policy=bias_policy, kill_hot_pixels=kill_hot_pixels,
                         hot_pixel_factor=hot_pixel_factor, cache=cache)
+    if not is_imported(run_dir):  # an imported network has no spec params to cut
+        compiled.first_core_cuts = first_core_cuts(
+            trained.spec, trained.num_classes, input_shape, sensor if use_sensor else None, spec)
     with io.results_kept(compiled):
         _write_compiled(run_dir, compiled, spec)
     return compiled
@@ -207,7 +212,8 @@ def check_chip_fit(config: TrainConfig, chip: str, *, cache: CacheSetting = None
     except CompileError as exc:
         raise CompileError(f"--model {config.model} does not fit {spec.name} (checked before "
                            f"training): {exc}; pick a model sized for its cores (asa-deploy "
-                           f"models) or narrower --param widths") from exc
+                           f"models), narrower --param widths or a first core its cores map "
+                           f"(--param k1=, s1=)") from exc
 
 
 def quickstart(out: str | Path, config: TrainConfig, attention: str, *, chip: str = "speck2f",

@@ -41,9 +41,17 @@ def test_compile_check_then_compile_then_simulate_both_engines(speck_run, capsys
     assert "core 0 (block0.conv) takes the input events" in out
     assert "core 0: one input event ->" in out and "core 1: one spike of core 0 ->" in out
     assert "pixel kill / ROI" in out and "input pooling (DVS layer, now 4x4, the chip's maximum)" in out
+    # the run's first core: c=4 channels (c1 follows c), 3x3, stride 1: 4 x 3 x 3 = 36 per event
+    assert "cheaper first core (cuts that still map onto speck2f" in out
+    assert "stride 1 -> 2 (--param s1=2): input-driven synops per event 36 -> 16 (x0.44)" in out
+    assert "kernel 3 -> 1 (--param k1=1): input-driven synops per event 36 -> 4 (x0.11)" in out
+    assert "channels 4 -> 2 (--param c1=2): input-driven synops per event 36 -> 18 (x0.50)" in out
     config = ChipConfig.load(speck_run / "chip_config.json")
     mapping = json.loads((speck_run / "mapping.json").read_text())
     assert [a["core"] for a in mapping["assignment"]] == [c.core for c in config.cores]
+    assert [(c["param"], c["synops_per_input_event"], c["maps"])
+            for c in mapping["first_core_cuts"]] == [
+        ("s1", [36, 16], True), ("k1", [36, 4], True), ("c1", [36, 18], True)]
     assert config.dvs.pooling == (4, 4) and config.dvs.sensor_shape == (2, 128, 128)
 
     printed = {}

@@ -46,12 +46,15 @@ class CompiledNetwork:
     lowered: LoweredNetwork
     quantized: list[QuantizedLayer]
     notes: list[str] = field(default_factory=list)
+    first_core_cuts: list = field(default_factory=list)  # synops.FirstCoreCut (compile_run sets it)
 
     def report(self, spec: ChipSpec) -> dict:
         return {
             **self.mapping.to_dict(spec),
             "quantization": {q.name: q.stats for q in self.quantized},
             "notes": self.notes,
+            **({"first_core_cuts": [c.to_dict() for c in self.first_core_cuts]}
+               if self.first_core_cuts else {}),
             **({"graph": self.lowered.describe(self.mapping.assignment)}
                if isinstance(self.lowered, LoweredGraph) else {}),
         }

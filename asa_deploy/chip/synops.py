@@ -15,6 +15,7 @@ import numpy as np
 from asa_deploy.chip.config import READOUT_CORE, ChipConfig
 from asa_deploy.chip.sim.fast import fanout_map
 from asa_deploy.chip.spec import ChipSpec
+from asa_deploy.errors import AsaDeployError
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,14 @@ def event_costs(config: ChipConfig) -> list[EventCost]:
     return costs
 
 
+def per_input_event(c_out: int, k: int, stride: tuple[int, int]) -> int:
+    """Synops of one input event at an interior position of a core: C_out x the kernel offsets
+    that land on an output neuron, ceil(k / stride) per axis (C_out x k^2 / stride^2, SynSense's
+    formula, where the stride divides the kernel)."""
+    sy, sx = stride
+    return c_out * -(-k // sy) * -(-k // sx)
+
+
 def input_cuts(config: ChipConfig, spec: ChipSpec) -> list[str]:
     """What would cut the input-driven synops of this config on ``spec``, with the factor each
     gives."""
@@ -54,8 +63,8 @@ def input_cuts(config: ChipConfig, spec: ChipSpec) -> list[str]:
     for cid in config.entry_cores():
         core = config.core(cid)
         c_out, k, (sy, sx) = core.neuron_shape[0], core.kernel_size, core.stride
-        now = c_out * -(-k // sy) * -(-k // sx)
-        strided = c_out * -(-k // (2 * sy)) * -(-k // (2 * sx))
+        now = per_input_event(c_out, k, (sy, sx))
+        strided = per_input_event(c_out, k, (2 * sy, 2 * sx))
         lines.append(f"core {cid} ({core.name}) takes the input events: {c_out} channels x "
                      f"{-(-k // sy)}x{-(-k // sx)} kernel offsets = {now:,} synops per event "
                      f"(kernel {k}, stride {sy}x{sx})")
@@ -80,3 +89,78 @@ def input_cuts(config: ChipConfig, spec: ChipSpec) -> list[str]:
         lines.append("  no DVS layer: events come from the host, so fewer or pooled events from "
                      "the host cut them")
     return lines
+
+
+@dataclass(frozen=True)
+class FirstCoreCut:
+    """One cheaper first core: ``param`` set to ``value`` (was ``was``), and the input-driven synops
+    per event of the chip's first core before and after (``maps``: the cut network passes the
+    design rules and the mapper; ``why``: what refuses it)."""
+
+    what: str  # stride | kernel | channels
+    param: str
+    was: int
+    value: int
+    synops_before: int
+    synops_after: int
+    maps: bool
+    why: str = ""
+
+    @property
+    def factor(self) -> float:
+        return self.synops_after / self.synops_before
+
+    def line(self) -> str:
+        return (f"{self.what} {self.was} -> {self.value} (--param {self.param}={self.value}): "
+                f"input-driven synops per event {self.synops_before:,} -> {self.synops_after:,} "
+                f"(x{self.factor:.2f})")
+
+    def to_dict(self) -> dict:
+        return {"what": self.what, "param": self.param, "was": self.was, "value": self.value,
+                "synops_per_input_event": [self.synops_before, self.synops_after],
+                "factor": round(self.factor, 4), "maps": self.maps,
+                **({"why": self.why} if self.why else {})}
+
+
+def first_core_cuts(model_spec, num_classes: int, input_shape: tuple[int, int, int], sensor,
+                    chip: ChipSpec, bias_policy: str | None = "drop") -> list[FirstCoreCut]:
+    """Each cheaper first core the spec's params allow (stride x2, kernel -2, channels /2 of the
+    first conv block, where that block names a param), on the network's shapes, checked with the
+    same design rules and mapper as compile. Empty when the first block names no param."""
+    from asa_deploy.chip.compile import check_network
+    from asa_deploy.nn.network import build_network
+
+    block = model_spec.blocks[0] if model_spec.blocks else {}
+    if block.get("type") != "conv":
+        return []
+
+    def first_core(params: dict) -> tuple[int | None, str]:
+        try:
+            model = build_network(model_spec.with_overrides(params=params), num_classes).eval()
+            lowered, violations, mapping, why = check_network(
+                model, chip, input_shape=input_shape, sensor=sensor, bias_policy=bias_policy)
+        except (AsaDeployError, RuntimeError) as exc:  # e.g. a map shrunk to nothing
+            return None, str(exc)
+        first = lowered.layers[0]
+        cost = per_input_event(first.weight.shape[0], first.weight.shape[-1], first.stride)
+        refusal = "; ".join(map(str, violations)) or (why or "")
+        return cost, refusal
+
+    before, _ = first_core({})
+    cuts = []
+    for what, key, default, cut in (("stride", "stride", 1, lambda v: 2 * v),
+                                    ("kernel", "kernel", 3, lambda v: v - 2),
+                                    ("channels", "out", None, lambda v: v // 2)):
+        name = block.get(key, default)
+        if not isinstance(name, str) or name not in model_spec.params:
+            continue
+        was = model_spec.params[name]
+        while isinstance(was, str):  # a param naming another (c1: c)
+            was = model_spec.params[was]
+        value = cut(int(was))
+        if value < 1 or value == was:
+            continue
+        after, why = first_core({name: value})
+        if after is not None:
+            cuts.append(FirstCoreCut(what, name, int(was), value, before, after, not why, why))
+    return cuts

@@ -11,7 +11,8 @@ Spec keys::
     input: {channels, height, width}
     T: 10                        # time steps the spec was designed for (ASA needs it)
     neuron: lif | iaf            # default neuron, options under neuron_options
-    params: {c1: 16, ...}        # named numbers that blocks may use; overridable (--param c1=32)
+    params: {k1: 3, s1: 1, c1: 16, ...}  # named numbers for out, kernel, stride, padding, pool;
+                                 # overridable (--param c1=32); a param may name another (c1: c)
     asa: {lambda: 0.5, r: 4}      # release_masks: true -> the authors' batch-union masks
     bn_init: threshold           # BN weight starts at the threshold; "one": PyTorch's 1 (the paper)
     blocks:
@@ -223,12 +224,17 @@ class SpikingNetwork(nn.Module):
         self.output_shape = shape
 
     def _number(self, value, where: str) -> int:
-        if isinstance(value, str):
+        """A number, a spec param's name (e.g. ``kernel: k1``), or "classes"; a param may name
+        another param (``c1: c``: the first core follows ``c`` unless ``c1`` is set)."""
+        seen = []
+        while isinstance(value, str):
             if value == "classes":
                 return self.num_classes
-            if value not in self.spec.params:
+            if value not in self.spec.params or value in seen:
                 raise ModelSpecError(f"{self.spec.name}: {where} names {value!r}, which is not "
-                                     f"in params {self.spec.params}")
+                                     f"in params {self.spec.params}"
+                                     + (f" (circular: {' -> '.join(seen)})" if seen else ""))
+            seen.append(value)
             value = self.spec.params[value]
         return int(value)
 
