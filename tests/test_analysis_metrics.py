@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from asa_deploy.analysis import metrics
+from asa_deploy.metrics import nasfr
 
 
 def test_layer_sfr_counts_every_spike():
@@ -19,9 +20,9 @@ def test_layer_sfr_counts_every_spike():
 
 
 def test_nasfr_is_neuron_weighted():
-    assert metrics.nasfr({"a": 0.5, "b": 0.1}, {"a": 10, "b": 30}) == pytest.approx(0.2)
+    assert nasfr({"a": 0.5, "b": 0.1}, {"a": 10, "b": 30}) == pytest.approx(0.2)
     with pytest.raises(ValueError, match="same layers"):
-        metrics.nasfr({"a": 0.5}, {"b": 10})
+        nasfr({"a": 0.5}, {"b": 10})
 
 
 def test_n_sfr_counts_multi_spikes_once():
@@ -67,7 +68,7 @@ def test_nasfr_is_mean_t_sfr_for_single_spikes():
     sfr = {k: metrics.layer_sfr(s) for k, s in layers.items()}
     neurons = {k: s[0, 0].numel() for k, s in layers.items()}
     t_curve = metrics.network_t_sfr({k: metrics.n_sfr(s) for k, s in layers.items()})
-    assert metrics.nasfr(sfr, neurons) == pytest.approx(float(t_curve.mean()))
+    assert nasfr(sfr, neurons) == pytest.approx(float(t_curve.mean()))
 
 
 def test_spike_features_need_conv_spikes():

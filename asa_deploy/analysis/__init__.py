@@ -14,7 +14,6 @@ from asa_deploy.analysis.metrics import (
     mpd_moments,
     mpd_variance,
     n_sfr,
-    nasfr,
     network_t_sfr,
     ptd,
     qe,
@@ -23,6 +22,7 @@ from asa_deploy.analysis.metrics import (
     variance_from_moments,
 )
 from asa_deploy.analysis.report import analyze, summarize, write_analysis
+from asa_deploy.metrics import nasfr
 
 __all__ = [
     "GhostReport",

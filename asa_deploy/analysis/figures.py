@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from asa_deploy.analysis import metrics
 from asa_deploy.analysis.collect import LayerRecord, LayerRecords
 from asa_deploy.io import atomic_output
+from asa_deploy.metrics import nasfr
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -81,10 +82,8 @@ def plot_t_sfr(results: Mapping[str, LayerRecords], path: Path) -> Path:
     ax = fig.subplots()
     for name, rec in results.items():
         curve = metrics.network_t_sfr({r.name: r.nsfr for r in rec.layers}).numpy()
-        nasfr = metrics.nasfr(
-            {r.name: r.sfr for r in rec.layers}, {r.name: r.neurons for r in rec.layers}
-        )
-        ax.plot(np.arange(len(curve)), curve, marker=".", label=f"{name} (NASFR {nasfr:.3f})")
+        rate = nasfr({r.name: r.sfr for r in rec.layers}, {r.name: r.neurons for r in rec.layers})
+        ax.plot(np.arange(len(curve)), curve, marker=".", label=f"{name} (NASFR {rate:.3f})")
     ax.set_xlabel("time step t")
     ax.set_ylabel("network T-SFR (mean N-SFR)")
     ax.set_title("T-SFR over time")

@@ -37,20 +37,6 @@ def layer_sfr(spikes: ArrayLike) -> float:
     return float(s.sum(dtype=torch.float64) / s.numel())
 
 
-def nasfr(sfr_per_layer: Mapping[str, float], neurons_per_layer: Mapping[str, int]) -> float:
-    """NASFR = sum_l SFR_l N_l / sum_l N_l: the network average spike firing rate.
-
-    Weighted by neuron count so that it equals total spikes / (T x all neurons x samples).
-    """
-    if set(sfr_per_layer) != set(neurons_per_layer):
-        raise ValueError(
-            f"nasfr needs the same layers in both dicts; got {sorted(sfr_per_layer)} and "
-            f"{sorted(neurons_per_layer)}"
-        )
-    total = sum(neurons_per_layer.values())
-    return sum(sfr_per_layer[k] * neurons_per_layer[k] for k in sfr_per_layer) / total
-
-
 def n_sfr(spikes: ArrayLike) -> torch.Tensor:
     """N-SFR[t, n] = (samples in which neuron n spikes at step t) / samples, -> ``[T, ...]``.
 

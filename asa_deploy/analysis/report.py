@@ -19,6 +19,7 @@ from asa_deploy.analysis import metrics
 from asa_deploy.analysis.collect import LayerRecord, LayerRecords, collect
 from asa_deploy.data.framing import recording_accuracy
 from asa_deploy.io import write_text
+from asa_deploy.metrics import nasfr
 
 
 def _nan_mean(x: torch.Tensor) -> float:
@@ -81,7 +82,7 @@ def summarize(records: LayerRecords, *, near: float = 0.9) -> dict[str, Any]:
             records.predictions.numpy(), records.labels.numpy(), records.recordings.numpy()
         ),
         "n_recordings": int(torch.unique(records.recordings).numel()),
-        "nasfr": metrics.nasfr(sfr, neurons),
+        "nasfr": nasfr(sfr, neurons),
         "t_sfr": metrics.network_t_sfr({r.name: r.nsfr for r in layers}).tolist(),
         "qe": sum(r.qe_sum for r in layers) / sum(r.qe_count for r in layers),
         "mpd_binning": {

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from asa_deploy.analysis.metrics import nasfr
 from asa_deploy.data import predict_classes, recording_accuracy
+from asa_deploy.metrics import nasfr
 from asa_deploy.progress import progress as progress_bar
 from asa_deploy.train.distributed import ProcessGroup, sum_tensor
 
