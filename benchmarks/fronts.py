@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runner import ROOT, asa_deploy, run, shown  # noqa: E402
 
-from asa_deploy.accuracy import current_names  # noqa: E402
+from asa_deploy.metrics import current_names  # noqa: E402
 
 PRESETS = {
     # as benchmarks/redundancy.sh synthetic and the ladder's synthetic source runs

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from asa_deploy.accuracy import current_names
+from asa_deploy.metrics import current_names
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runner import ROOT, asa_deploy, run, shown  # noqa: E402

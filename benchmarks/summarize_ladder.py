@@ -11,7 +11,7 @@ import os
 import platform
 from pathlib import Path
 
-from asa_deploy.accuracy import current_names
+from asa_deploy.metrics import current_names
 
 
 def main() -> None:

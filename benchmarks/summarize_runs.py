@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from asa_deploy.accuracy import current_names
+from asa_deploy.metrics import current_names
 
 
 def main() -> None:

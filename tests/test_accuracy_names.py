@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from asa_deploy.accuracy import current_names
+from asa_deploy.metrics import current_names
 
 
 def test_a_bare_accuracy_means_what_its_artifact_meant():

@@ -9,7 +9,7 @@ Every number in the report comes from an artifact a stage wrote; nothing is re-r
   and connection sparsity, footprint), the chip power model's static / dynamic split and the energy
   per inference, measured power rails (``device.json``) when present;
 * accuracy (float network and chip simulator, ``accuracy_window`` and ``accuracy_recording``;
-  artifacts of older versions read through ``asa_deploy.accuracy.current_names``), NASFR, the
+  artifacts of older versions read through ``asa_deploy.metrics.current_names``), NASFR, the
   fidelity ladder,
   the core mapping (with the connections of a network that branches and merges) and quantization
   statistics, and the paths of the analysis figures;
@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from asa_deploy import io, provenance
-from asa_deploy.accuracy import current_names
 from asa_deploy.data.framing import SILENT_CHIP_REMEDY, SILENT_FLOAT_REMEDY, silent_output_warning
 from asa_deploy.errors import ArtifactError, AsaDeployError
+from asa_deploy.metrics import current_names
 from asa_deploy.rundir import (
     ANALYSIS_JSON,
     CHIP_CONFIG,

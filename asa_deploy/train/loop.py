@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from asa_deploy import io, provenance
-from asa_deploy.accuracy import current_names
 from asa_deploy.data import (
     CacheSetting,
     FramedDataset,
@@ -36,6 +35,7 @@ from asa_deploy.data.framing import SILENT_FLOAT_REMEDY, FrameCache, silent_outp
 from asa_deploy.data.workers import batches_of, worker_options
 from asa_deploy.defaults import TEST_WINDOWS
 from asa_deploy.errors import ArtifactError, AsaDeployError, DataSpecError, ModelSpecError
+from asa_deploy.metrics import current_names
 from asa_deploy.nn import SpikingNetwork, apply_recipe, build_network, load_model_spec
 from asa_deploy.progress import progress as progress_bar
 from asa_deploy.rundir import (
